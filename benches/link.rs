@@ -1,0 +1,68 @@
+//! Micro-benchmarks of the pure push path: Link headers parsed per second, and links
+//! classified (resolved, checked, hinted) per second. Throughput is reported in links.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use linkpush::push::link::{self, MAX_LINKS};
+use linkpush::push::policy;
+use linkpush::push::target::RequestBase;
+
+const BASE: RequestBase<'static> = RequestBase {
+    scheme: "https",
+    authority: "shop.example",
+    path_and_query: "/products/42?ref=home",
+};
+
+/// What a framework typically emits for one page: a few preloads, in two fields.
+const TYPICAL: [&str; 2] = [
+    "</static/app.3f9a1c.css>; rel=preload; as=style, \
+     </static/app.8b2e4d.js>; rel=preload; as=script, \
+     </static/vendor.1c2d3e.js>; rel=preload; as=script; nopush",
+    "</fonts/inter-var.woff2>; rel=preload; as=font; type=\"font/woff2\"; crossorigin, \
+     <https://cdn.example/img/hero.avif>; rel=preload; as=image; fetchpriority=high",
+];
+
+fn bench_link(c: &mut Criterion) {
+    let typical_links = link::parse_fields(TYPICAL.iter().map(|f| f.as_bytes()))
+        .links
+        .len();
+
+    // The worst a response can make us do: MAX_LINKS long-ish, relative, same-origin preloads.
+    let many: String = (0..MAX_LINKS)
+        .map(|i| format!("<../assets/{i:03}/chunk.{i:08x}.js?v=1>; rel=\"preload\"; as=script"))
+        .collect::<Vec<_>>()
+        .join(", ");
+
+    let mut group = c.benchmark_group("link");
+
+    group.throughput(Throughput::Elements(typical_links as u64));
+    group.bench_function("parse/typical", |b| {
+        b.iter(|| link::parse_fields(black_box(TYPICAL).iter().map(|f| f.as_bytes())))
+    });
+    let parsed = link::parse_fields(TYPICAL.iter().map(|f| f.as_bytes()));
+    group.bench_function("classify/typical", |b| {
+        b.iter(|| policy::classify(black_box(&parsed), black_box(&BASE)))
+    });
+
+    group.throughput(Throughput::Elements(MAX_LINKS as u64));
+    group.bench_function("parse/64_links", |b| {
+        b.iter(|| link::parse_fields([black_box(many.as_bytes())]))
+    });
+    let parsed_many = link::parse_fields([many.as_bytes()]);
+    group.bench_function("classify/64_links", |b| {
+        b.iter(|| policy::classify(black_box(&parsed_many), black_box(&BASE)))
+    });
+
+    // Hostile: 100 KB that never closes its target must cost one linear scan.
+    let hostile = "<".repeat(100 * 1024);
+    group.throughput(Throughput::Bytes(hostile.len() as u64));
+    group.bench_function("parse/hostile_100k", |b| {
+        b.iter(|| link::parse_fields([black_box(hostile.as_bytes())]))
+    });
+
+    group.finish();
+}
+
+criterion_group!(benches, bench_link);
+criterion_main!(benches);

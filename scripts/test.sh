@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the end-to-end tests need when it is missing, then
+# runs the whole suite. Safe to run again; installs nothing when everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v nghttp >/dev/null 2>&1 || need+=(nghttp2-client)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "missing: ${need[*]} (install them: sudo apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
+
+cargo test --locked --all-targets "$@"

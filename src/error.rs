@@ -1,0 +1,128 @@
+//! The proxy's error type. Every error knows its side — client, upstream or internal — and that
+//! one fact decides the status sent back, the log level and the metrics label.
+
+use http::StatusCode;
+
+/// Which side of the proxy an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("client went away")]
+    ClientGone(#[source] h2::Error),
+    #[error("upstream unreachable")]
+    UpstreamConnect(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream request failed")]
+    UpstreamRequest(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream sent no response headers within {0:?}")]
+    UpstreamTimeout(std::time::Duration),
+    #[error("upstream connection limit reached and no slot freed within {0:?}")]
+    UpstreamSaturated(std::time::Duration),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl ProxyError {
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::ClientGone(_) => Side::Client,
+            ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamRequest(_)
+            | ProxyError::UpstreamTimeout(_)
+            | ProxyError::UpstreamSaturated(_) => Side::Upstream,
+            ProxyError::Internal(_) => Side::Internal,
+        }
+    }
+
+    /// Closed vocabulary for logs and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::ClientGone(_) => "client_gone",
+            ProxyError::UpstreamConnect(_) => "upstream_connect",
+            ProxyError::UpstreamRequest(_) => "upstream_request",
+            ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+            ProxyError::UpstreamSaturated(_) => "upstream_saturated",
+            ProxyError::Internal(_) => "internal",
+        }
+    }
+
+    /// `None` when no response can or should be sent (the client is gone).
+    pub fn status(&self) -> Option<StatusCode> {
+        Option::<StatusCode>::from(self)
+    }
+}
+
+impl From<&ProxyError> for Option<StatusCode> {
+    fn from(err: &ProxyError) -> Self {
+        Some(match err {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientGone(_) => return None,
+            // RFC 9110 §15.6.3: the proxy got no valid response from the upstream.
+            ProxyError::UpstreamConnect(_) | ProxyError::UpstreamRequest(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            // RFC 9110 §15.6.5: no timely response from the upstream.
+            ProxyError::UpstreamTimeout(_) | ProxyError::UpstreamSaturated(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        })
+    }
+}
+
+/// The short plain-text body of an error response.
+pub fn error_body(status: StatusCode) -> bytes::Bytes {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    bytes::Bytes::from(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn status_mapping_is_pinned() {
+        let cases = [
+            (ProxyError::BadRequest("x"), Some(400), Side::Client),
+            (
+                ProxyError::UpstreamTimeout(Duration::from_secs(1)),
+                Some(504),
+                Side::Upstream,
+            ),
+            (
+                ProxyError::UpstreamSaturated(Duration::from_secs(1)),
+                Some(504),
+                Side::Upstream,
+            ),
+            (ProxyError::Internal("x"), Some(500), Side::Internal),
+        ];
+        for (err, status, side) in cases {
+            assert_eq!(err.status().map(|s| s.as_u16()), status, "{err}");
+            assert_eq!(err.side(), side, "{err}");
+        }
+        let gone = ProxyError::ClientGone(h2::Error::from(h2::Reason::CANCEL));
+        assert_eq!(gone.status(), None);
+        assert_eq!(gone.side(), Side::Client);
+    }
+
+    #[test]
+    fn error_body_is_short_text() {
+        assert_eq!(
+            &error_body(StatusCode::BAD_GATEWAY)[..],
+            b"502 Bad Gateway\n"
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The HTTP/1.1 front end, on hyper's server: keep-alive, a deadline for each request head
+//! (slowloris; it also closes idle keep-alive connections), bounded heads. No push.
+//!
+//! 103 Early Hints are not sent to HTTP/1.1 clients: hyper's server cannot write a 1xx, so
+//! `early_hints.http1 = true` is accepted but logged as unsupported at start (README, "Limits").
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::{AccessLog, classify_links, may_push_final};
+use crate::app::App;
+use crate::error::{ProxyError, error_body};
+use crate::learn::LearnStore;
+use crate::metrics::Protocol;
+use crate::push::target::RequestBase;
+use crate::upstream::{
+    BoxError, ClientContext, RequestBody, rewrite_request_headers, strip_hop_by_hop,
+};
+
+/// SPEC §8: bounded request heads.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+
+type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// Serves one HTTP/1.1 connection (keep-alive) until it closes, idles out, or shutdown ends it.
+pub async fn serve<IO>(
+    app: Arc<App>,
+    io: IO,
+    client: ClientContext,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _gauge = app.metrics.connection(Protocol::Http1);
+    let idle = app.config.server.idle_timeout;
+    let service = {
+        let app = app.clone();
+        service_fn(move |req| handle(app.clone(), client.clone(), req))
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // hyper restarts this deadline whenever it waits for a request head, so it bounds both a
+        // slow head and an idle keep-alive connection.
+        .header_read_timeout(idle)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192))
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        res = conn.as_mut() => res,
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        debug!(error = %err, "http/1.1 connection ended with an error");
+    }
+}
+
+async fn handle(
+    app: Arc<App>,
+    client: ClientContext,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let response = match proxy(&app, &client, req, &path).await {
+        Ok(res) => res,
+        Err(err) => {
+            match err.side() {
+                crate::error::Side::Upstream => {
+                    tracing::warn!(error = %err, kind = err.kind(), "upstream error")
+                }
+                _ => debug!(error = %err, kind = err.kind(), "request failed"),
+            }
+            let status = err.status().unwrap_or(http::StatusCode::BAD_REQUEST);
+            let body = error_body(status);
+            let mut res = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
+            *res.status_mut() = status;
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            res
+        }
+    };
+    let status = response.status().as_u16();
+    app.metrics.request(Protocol::Http1, status);
+    if !app.config.log.access_log {
+        return Ok(response);
+    }
+    // The line is written when the body is done, so it can say how many bytes went out.
+    let (parts, body) = response.into_parts();
+    let logged = Logged {
+        inner: body,
+        bytes: 0,
+        line: Some(LogLine {
+            method,
+            path,
+            status,
+            started,
+        }),
+    };
+    Ok(Response::from_parts(parts, logged.boxed_unsync()))
+}
+
+async fn proxy(
+    app: &Arc<App>,
+    client: &ClientContext,
+    req: Request<Incoming>,
+    path: &str,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    if !path.starts_with('/') {
+        return Err(ProxyError::BadRequest(
+            "request target must be an absolute path",
+        ));
+    }
+    // RFC 9112 §3.2.2: an absolute-form target's authority wins over Host.
+    let authority = match req.uri().authority() {
+        Some(a) => a.as_str().to_owned(),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty())
+            .ok_or(ProxyError::BadRequest("missing Host"))?
+            .to_owned(),
+    };
+    let method = req.method().clone();
+    let (mut parts, incoming) = req.into_parts();
+    rewrite_request_headers(&mut parts.headers, &authority, client);
+    let body: RequestBody = if incoming.is_end_stream() {
+        http_body_util::Empty::new()
+            .map_err(|e| match e {})
+            .boxed_unsync()
+    } else {
+        incoming.map_err(BoxError::from).boxed_unsync()
+    };
+    let mut upstream_req = Request::new(body);
+    *upstream_req.method_mut() = parts.method;
+    *upstream_req.uri_mut() = app.upstream.uri_for(path)?;
+    *upstream_req.version_mut() = Version::HTTP_11;
+    *upstream_req.headers_mut() = parts.headers;
+
+    let response = app.upstream.send(upstream_req, None).await?;
+    let (mut parts, body) = response.into_parts();
+    if let Some(learn) = app
+        .learn
+        .as_ref()
+        .filter(|_| may_push_final(&method, parts.status))
+    {
+        let base = RequestBase {
+            scheme: client.scheme,
+            authority: &authority,
+            path_and_query: path,
+        };
+        let classified = classify_links(parts.headers.get_all(header::LINK), &base);
+        learn.learn(LearnStore::route_key(&authority, path), classified.preloads);
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(BoxError::from).boxed_unsync(),
+    ))
+}
+
+struct LogLine {
+    method: Method,
+    path: String,
+    status: u16,
+    started: Instant,
+}
+
+/// Counts the bytes of a response body and writes the access-log line when it ends or is dropped.
+struct Logged {
+    inner: ResponseBody,
+    bytes: u64,
+    line: Option<LogLine>,
+}
+
+impl Logged {
+    fn emit(&mut self, error: Option<&'static str>) {
+        if let Some(line) = self.line.take() {
+            AccessLog {
+                protocol: "http1",
+                method: &line.method,
+                path: &line.path,
+                status: line.status,
+                bytes: self.bytes,
+                started: line.started,
+                pushed: &[],
+                hinted: &[],
+                error,
+            }
+            .emit();
+        }
+    }
+}
+
+impl Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.emit(Some("upstream_body")),
+            Poll::Ready(None) => this.emit(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.emit(if self.inner.is_end_stream() {
+            None
+        } else {
+            Some("client_gone")
+        });
+    }
+}

@@ -1,0 +1,100 @@
+//! The client-facing protocols: `h2` (the h2 crate directly, for push and 103) and `h1`
+//! (hyper's HTTP/1.1 server, no push). What both need lives here.
+
+pub mod h1;
+pub mod h2;
+
+use std::time::Duration;
+
+use http::{HeaderMap, Method};
+
+use crate::push::link;
+use crate::push::policy::{self, Classified};
+use crate::push::target::RequestBase;
+
+/// Deadline for a TLS or HTTP/2 handshake and for a client's first request head.
+pub fn handshake_timeout(idle: Duration) -> Duration {
+    idle.min(Duration::from_secs(10))
+}
+
+/// Parses and classifies the Link fields of a response or a 103.
+pub fn classify_links<'a>(
+    values: impl IntoIterator<Item = &'a http::HeaderValue>,
+    base: &RequestBase<'_>,
+) -> Classified {
+    let parsed = link::parse_fields(values.into_iter().map(|v| v.as_bytes()));
+    policy::classify(&parsed, base)
+}
+
+/// SPEC §4: only final 2xx responses, except 204 and 206, to GET requests may push or teach.
+pub fn may_push_final(method: &Method, status: http::StatusCode) -> bool {
+    method == Method::GET
+        && status.is_success()
+        && status != http::StatusCode::NO_CONTENT
+        && status != http::StatusCode::PARTIAL_CONTENT
+}
+
+/// SPEC §6: requests with `Sec-Fetch-Mode` other than `navigate` get no learned 103.
+pub fn wants_learned_hints(headers: &HeaderMap) -> bool {
+    match headers.get("sec-fetch-mode") {
+        None => true,
+        Some(v) => v.as_bytes().eq_ignore_ascii_case(b"navigate"),
+    }
+}
+
+/// One access-log line per request (SPEC §7).
+pub struct AccessLog<'a> {
+    pub protocol: &'static str,
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub status: u16,
+    pub bytes: u64,
+    pub started: std::time::Instant,
+    pub pushed: &'a [String],
+    pub hinted: &'a [&'static str],
+    pub error: Option<&'static str>,
+}
+
+impl AccessLog<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            target: "linkpush::access",
+            protocol = self.protocol,
+            method = %self.method,
+            path = self.path,
+            status = self.status,
+            bytes = self.bytes,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            pushed = %self.pushed.join(","),
+            hinted = %self.hinted.join(","),
+            error = self.error.unwrap_or(""),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    #[test]
+    fn only_get_2xx_but_204_206_push() {
+        assert!(may_push_final(&Method::GET, StatusCode::OK));
+        assert!(!may_push_final(&Method::HEAD, StatusCode::OK));
+        assert!(!may_push_final(&Method::POST, StatusCode::OK));
+        assert!(!may_push_final(&Method::GET, StatusCode::NO_CONTENT));
+        assert!(!may_push_final(&Method::GET, StatusCode::PARTIAL_CONTENT));
+        assert!(!may_push_final(&Method::GET, StatusCode::NOT_MODIFIED));
+        assert!(!may_push_final(&Method::GET, StatusCode::NOT_FOUND));
+    }
+
+    #[test]
+    fn sec_fetch_mode_gates_learned_hints() {
+        let mut h = HeaderMap::new();
+        assert!(wants_learned_hints(&h));
+        h.insert("sec-fetch-mode", "navigate".parse().unwrap());
+        assert!(wants_learned_hints(&h));
+        h.insert("sec-fetch-mode", "cors".parse().unwrap());
+        assert!(!wants_learned_hints(&h));
+    }
+}

@@ -1,0 +1,307 @@
+//! Promise → fetch → send → complete, reset or cancel: one pushed response's life, and the
+//! per-connection state that decides whether a promise may be made at all (see
+//! docs/push-lifecycle.md).
+//!
+//! Enforces RFC 9113 §8.4: promises only on client-initiated streams (h2's `SendResponse` is
+//! the only handle that can promise, and pushed streams have none), never after the client
+//! disabled push, and never more pushed streams than the client's SETTINGS_MAX_CONCURRENT_STREAMS.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::{SendPushedResponse, SendResponse};
+use http::{HeaderMap, Method, Request, Response};
+use http_body_util::BodyExt;
+use lru::LruCache;
+use tracing::debug;
+
+use crate::app::App;
+use crate::body::{SendError, send_body};
+use crate::metrics::PushOutcome;
+use crate::push::policy::{Preload, SkipReason};
+use crate::upstream::{ClientContext, rewrite_request_headers, strip_hop_by_hop};
+
+/// Per-connection push state, shared by the connection's stream tasks.
+pub struct PushState {
+    /// Push is allowed until the first `push_request` error: h2 then tells us, opaquely, that
+    /// the client sent SETTINGS_ENABLE_PUSH = 0 (RFC 9113 §6.5.2), and we stop trying.
+    enabled: AtomicBool,
+    /// URLs (scheme, authority, path and query) already promised on this connection.
+    pushed: Mutex<LruCache<String, ()>>,
+    open: AtomicUsize,
+    /// The client's SETTINGS_MAX_CONCURRENT_STREAMS, as h2 last reported it.
+    peer_max_streams: AtomicUsize,
+    max_concurrent_pushes: usize,
+}
+
+impl PushState {
+    pub fn new(enabled: bool, lru_capacity: NonZeroUsize, max_concurrent_pushes: usize) -> Self {
+        PushState {
+            enabled: AtomicBool::new(enabled),
+            pushed: Mutex::new(LruCache::new(lru_capacity)),
+            open: AtomicUsize::new(0),
+            peer_max_streams: AtomicUsize::new(usize::MAX),
+            max_concurrent_pushes,
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    pub fn set_peer_max_streams(&self, n: usize) {
+        self.peer_max_streams.store(n, Ordering::Relaxed);
+    }
+
+    /// A slot for one pushed stream, or `None` when taking it could make the stream wait.
+    ///
+    /// h2 0.4.20 queues a pushed stream that finds no MAX_CONCURRENT_STREAMS slot in
+    /// `pending_open`, and answers a client RST_STREAM on such a stream with GOAWAY
+    /// PROTOCOL_ERROR (h2 src/proto/streams/streams.rs `recv_reset`), killing the connection.
+    /// So a push never waits: the slot is taken before the PUSH_PROMISE and held until the
+    /// pushed stream is done, and a push that finds none is skipped (reason `limit`).
+    fn try_reserve(self: &Arc<Self>) -> Option<PushSlot> {
+        let limit = self
+            .max_concurrent_pushes
+            .min(self.peer_max_streams.load(Ordering::Relaxed));
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PushSlot {
+                state: self.clone(),
+            })
+    }
+}
+
+struct PushSlot {
+    state: Arc<PushState>,
+}
+
+impl Drop for PushSlot {
+    fn drop(&mut self) {
+        self.state.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What one response's pushes need to know about its request.
+pub struct PushRequest<'a> {
+    pub app: &'a Arc<App>,
+    pub state: &'a Arc<PushState>,
+    pub client: &'a ClientContext,
+    pub scheme: &'static str,
+    pub authority: &'a str,
+    /// The configured `push.request_headers`, copied from the client's request.
+    pub headers: &'a HeaderMap,
+}
+
+/// Tallies what was pushed for one response, across its early (103, learned) and final links.
+#[derive(Default)]
+pub struct PushLog {
+    pub promised: Vec<String>,
+    pub made: usize,
+}
+
+/// What became of one preload link when asked to push it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Promised,
+    Skipped(SkipReason),
+}
+
+/// Promises each pushable preload on the parent stream, in order, and starts its fetch. Must
+/// be called before the parent's response HEADERS (RFC 9113 §8.4.1: the promise precedes the
+/// frames that refer to the pushed resource). Returns one decision per preload.
+pub fn promise_all(
+    req: &PushRequest<'_>,
+    respond: &mut SendResponse<Bytes>,
+    preloads: &[Preload],
+    log: &mut PushLog,
+) -> Vec<Decision> {
+    let config = &req.app.config.push;
+    let metrics = &req.app.metrics;
+    preloads
+        .iter()
+        .map(|preload| {
+            let decision =
+                decide_and_promise(req, respond, preload, log, config.max_pushes_per_response);
+            if let Decision::Skipped(reason) = decision {
+                metrics.push_skipped(reason);
+            }
+            decision
+        })
+        .collect()
+}
+
+fn decide_and_promise(
+    req: &PushRequest<'_>,
+    respond: &mut SendResponse<Bytes>,
+    preload: &Preload,
+    log: &mut PushLog,
+    max_per_response: usize,
+) -> Decision {
+    // SPEC §4 rule 1: `nopush` forbids push (the link is still hinted).
+    if preload.nopush {
+        return Decision::Skipped(SkipReason::Nopush);
+    }
+    if !req.state.is_enabled() {
+        return Decision::Skipped(SkipReason::ClientDisabled);
+    }
+    // Rule 3: never the same URL twice on one connection.
+    let key = format!(
+        "{}://{}{}",
+        req.scheme,
+        req.authority.to_ascii_lowercase(),
+        preload.path
+    );
+    if req
+        .state
+        .pushed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&key)
+    {
+        return Decision::Skipped(SkipReason::Duplicate);
+    }
+    // Rule 4, and the client's concurrency limit.
+    if log.made >= max_per_response {
+        return Decision::Skipped(SkipReason::Limit);
+    }
+    let Some(slot) = req.state.try_reserve() else {
+        return Decision::Skipped(SkipReason::Limit);
+    };
+    // h2 requires an absolute URI in a promised request (`https://authority/path`); a bare
+    // path makes clients reject the PUSH_PROMISE.
+    let Ok(uri) = http::Uri::try_from(key.as_str()) else {
+        return Decision::Skipped(SkipReason::Invalid);
+    };
+    let mut promised = Request::builder().method(Method::GET).uri(uri);
+    if let Some(h) = promised.headers_mut() {
+        h.extend(req.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let Ok(promised) = promised.body(()) else {
+        return Decision::Skipped(SkipReason::Invalid);
+    };
+    match respond.push_request(promised) {
+        Ok(pushed) => {
+            req.state
+                .pushed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .put(key, ());
+            log.made += 1;
+            log.promised.push(preload.path.clone());
+            req.app.metrics.push(PushOutcome::Promised);
+            let fetch = fetch_request(req, &preload.path);
+            let app = req.app.clone();
+            tokio::spawn(async move {
+                let outcome = run(app.clone(), pushed, fetch).await;
+                app.metrics.push(outcome);
+                drop(slot);
+            });
+            Decision::Promised
+        }
+        Err(err) => {
+            // The error is opaque; in practice it means SETTINGS_ENABLE_PUSH = 0. Stop
+            // pushing on this connection rather than failing every later promise.
+            debug!(error = %err, "push_request failed; push disabled for this connection");
+            req.state.enabled.store(false, Ordering::Relaxed);
+            Decision::Skipped(SkipReason::ClientDisabled)
+        }
+    }
+}
+
+/// The upstream request for a pushed asset: GET with only the configured request headers.
+fn fetch_request(
+    req: &PushRequest<'_>,
+    path: &str,
+) -> Option<Request<crate::upstream::RequestBody>> {
+    let uri = req.app.upstream.uri_for(path).ok()?;
+    let mut fetch = Request::builder()
+        .method(Method::GET)
+        .uri(uri)
+        .body(
+            http_body_util::Empty::new()
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        )
+        .ok()?;
+    *fetch.headers_mut() = req.headers.clone();
+    rewrite_request_headers(fetch.headers_mut(), req.authority, req.client);
+    Some(fetch)
+}
+
+/// Fetches the asset and sends it on the pushed stream. The fetch runs concurrently with the
+/// parent response; when the client resets the pushed stream the fetch is dropped at once.
+async fn run(
+    app: Arc<App>,
+    mut pushed: SendPushedResponse<Bytes>,
+    fetch: Option<Request<crate::upstream::RequestBody>>,
+) -> PushOutcome {
+    let Some(fetch) = fetch else {
+        pushed.send_reset(h2::Reason::CANCEL);
+        return PushOutcome::Failed;
+    };
+    let max = app.config.push.max_asset_bytes;
+    let upstream = app.upstream.send(fetch, None);
+    tokio::pin!(upstream);
+    let response = tokio::select! {
+        res = &mut upstream => res,
+        _ = std::future::poll_fn(|cx| pushed.poll_reset(cx)) => return PushOutcome::Cancelled,
+    };
+    let response = match response {
+        Ok(r) => r,
+        Err(err) => {
+            debug!(error = %err, "push fetch failed");
+            pushed.send_reset(h2::Reason::CANCEL);
+            return PushOutcome::Failed;
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    // SPEC §4: a 4xx/5xx asset is reset, not pushed.
+    let too_large = content_length(&parts.headers).is_some_and(|n| n > max);
+    if parts.status.is_client_error() || parts.status.is_server_error() || too_large {
+        pushed.send_reset(h2::Reason::CANCEL);
+        return PushOutcome::Failed;
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    let mut head = Response::new(());
+    *head.status_mut() = parts.status;
+    *head.headers_mut() = parts.headers;
+    let end = http_body::Body::is_end_stream(&body);
+    let mut stream = match pushed.send_response(head, end) {
+        Ok(s) => s,
+        Err(_) => return PushOutcome::Cancelled,
+    };
+    if end {
+        return PushOutcome::Completed;
+    }
+    let stall = app.config.server.idle_timeout.max(Duration::from_secs(1));
+    match send_body(&mut stream, body, Some(max), stall).await {
+        Ok(n) => {
+            app.metrics.pushed_bytes(n);
+            PushOutcome::Completed
+        }
+        Err(SendError::ClientReset(_)) => PushOutcome::Cancelled,
+        Err(err) => {
+            debug!(error = %err, "pushed body failed");
+            stream.send_reset(h2::Reason::CANCEL);
+            PushOutcome::Failed
+        }
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
