@@ -37,7 +37,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/benches
 MEASURE=$BENCH/compare/measure.py
 
-log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+exec {LOGFD}>&2 # log through a copy of stderr: a trap may run inside a redirected command
+log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&"$LOGFD"; }
 die() { log "error: $*"; exit 1; }
 
 for s in $SCENARIOS; do
@@ -60,18 +61,29 @@ LAST_PID=
 start_bg() {
   local cpu=$1 logf=$2; shift 2
   if [[ -n $cpu ]]; then
-    taskset -c "$cpu" "$@" >"$logf" 2>&1 </dev/null &
+    taskset -c "$cpu" "$@" >"$logf" 2>&1 </dev/null {LOGFD}>&- &
   else
-    "$@" >"$logf" 2>&1 </dev/null &
+    "$@" >"$logf" 2>&1 </dev/null {LOGFD}>&- &
   fi
   LAST_PID=$!
   STARTED+=("$LAST_PID")
 }
 
-# pinned CPU CMD...: run CMD in the foreground, pinned to CPU if given
-pinned() {
-  local cpu=$1; shift
-  if [[ -n $cpu ]]; then taskset -c "$cpu" "$@"; else "$@"; fi
+forget_pid() { # PID: it has ended and been waited for
+  local keep=() p
+  for p in "${STARTED[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+  STARTED=("${keep[@]}")
+}
+
+# client SECONDS CPU OUTFILE CMD...: run a client to completion, pinned to CPU, killed after
+# SECONDS. It runs in the background and is waited for, so that a signal to this script is
+# acted on at once (and the cleanup stops the client by its PID).
+client() {
+  local secs=$1 cpu=$2 outf=$3 rc=0; shift 3
+  start_bg "$cpu" "$outf" timeout "$secs" "$@"
+  wait "$LAST_PID" || rc=$?
+  forget_pid "$LAST_PID"
+  return "$rc"
 }
 
 alive() { # PID: true while PID exists and is not a zombie
@@ -94,9 +106,7 @@ stop_pid() {
     for ((i = 0; i < 30; i++)); do alive "$k" || break; sleep 0.1; done
     if alive "$k"; then kill -KILL "$k" 2>/dev/null || true; fi
   done
-  local keep=() p
-  for p in "${STARTED[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-  STARTED=("${keep[@]}")
+  forget_pid "$pid"
 }
 
 TMP=
@@ -391,6 +401,11 @@ for v in $(compgen -e); do
   fi
 done
 
+if has_proxy linkpush; then
+  "$LINKPUSH_BIN" check --config "$TMP/linkpush/linkpush.toml" >"$TMP/linkpush/check.log" 2>&1 ||
+    die "linkpush rejects the config $TMP/linkpush/linkpush.toml: $(tail -n 3 "$TMP/linkpush/check.log")"
+fi
+
 # ------------------------------------------------------------------------------------ servers
 wait_http() { # URL NAME PID: bounded wait until URL answers 200
   local i code
@@ -416,7 +431,7 @@ start_proxy() { # NAME
   case $name in
     nginx) start_bg "$PROXY_CPU" "$TMP/nginx/stdout.log" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" ;;
     h2o) start_bg "$PROXY_CPU" "$TMP/h2o/stdout.log" h2o -m worker -c "$TMP/h2o/h2o.conf" ;;
-    linkpush) start_bg "$PROXY_CPU" "$TMP/linkpush/stdout.log" "$LINKPUSH_BIN" --config "$TMP/linkpush/linkpush.toml" ;;
+    linkpush) start_bg "$PROXY_CPU" "$TMP/linkpush/stdout.log" env -u RUST_LOG "$LINKPUSH_BIN" --config "$TMP/linkpush/linkpush.toml" ;;
   esac
   PROXY_PID=$LAST_PID
   wait_http "https://127.0.0.1:${PORT[$name]}/small.txt" "$name" "$PROXY_PID"
@@ -425,12 +440,10 @@ stop_proxy() { stop_pid "$PROXY_PID"; PROXY_PID=; }
 
 # Sanity check, once per proxy: the page's Link headers come through and pushes are made.
 check_proxy() { # NAME
-  local name=$1 url="https://127.0.0.1:${PORT[$1]}/index.html" out
-  out=$(pinned "$CLIENT_CPU" timeout 20 nghttp -ns "$url" 2>&1) || true
-  local pushed
-  pushed=$(printf '%s\n' "$out" | grep -cE '^\s*[0-9]+\s+\+\S+\s+\*' || true)
-  log "$name: nghttp sees $pushed pushed streams for /index.html"
-  printf '%s\n' "$out" >"$TMP/$name/check-nghttp.txt"
+  local name=$1 url="https://127.0.0.1:${PORT[$1]}/index.html" pushed
+  client 20 "$CLIENT_CPU" "$TMP/$name/check-nghttp.txt" nghttp -ns "$url" || true
+  pushed=$(grep -cE '^\s*[0-9]+\s+\+\S+\s+\*' "$TMP/$name/check-nghttp.txt" || true)
+  log "$name: nghttp sees $pushed pushed streams for /index.html (${#PAGE_LINKS[@]} expected)"
 }
 
 # ------------------------------------------------------------------------------------ scenarios
@@ -443,8 +456,8 @@ origin_accepts() { # connections the origin has accepted so far (this query's ow
 }
 
 h2load_run() { # URL N C M OUTPREFIX: one bounded h2load run with a per-request log
-  pinned "$CLIENT_CPU" timeout "$H2LOAD_TIMEOUT" h2load -n "$2" -c "$3" -m "$4" \
-    --log-file="$5.log" "$1" >"$5.out" 2>&1 || log "h2load exited non-zero (see $5.out)"
+  client "$H2LOAD_TIMEOUT" "$CLIENT_CPU" "$5.out" h2load -n "$2" -c "$3" -m "$4" \
+    --log-file="$5.log" "$1" || log "h2load exited non-zero (see $5.out)"
 }
 
 # measure SCEN NAME: one measured run of SCEN against proxy NAME (already started and warm)
@@ -471,7 +484,7 @@ measure() {
     push)
       local i
       for ((i = 0; i < PUSH_N; i++)); do
-        pinned "$CLIENT_CPU" timeout 20 nghttp -ns "$base/index.html" >"$(printf '%s/load-%05d.out' "$d" "$i")" 2>&1 || true
+        client 20 "$CLIENT_CPU" "$(printf '%s/load-%05d.out' "$d" "$i")" nghttp -ns "$base/index.html" || true
       done
       kv=$(python3 "$MEASURE" nghttp "$d")
       ;;
@@ -505,7 +518,7 @@ warmup() { # SCEN NAME
     asset) h2load_run "$base/small.txt" "$WARMUP_N" "$C" "$M" "$d/warmup" ;;
     page) h2load_run "$base/index.html" "$WARMUP_N" "$C" "$M" "$d/warmup" ;;
     handshake) h2load_run "$base/small.txt" "$C" "$C" 1 "$d/warmup" ;;
-    push) pinned "$CLIENT_CPU" timeout 20 nghttp -ns "$base/index.html" >"$d/warmup.out" 2>&1 || true ;;
+    push) client 20 "$CLIENT_CPU" "$d/warmup.out" nghttp -ns "$base/index.html" || true ;;
   esac
 }
 

@@ -924,6 +924,15 @@ async fn h2_client_and_alpn_over_tls() {
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
     assert_eq!(ex.status, 200);
     assert_eq!(ex.push("/a.css").uri.scheme_str(), Some("https"));
+    assert_eq!(
+        ex.events,
+        [
+            Event::PushPromise("/a.css".into()),
+            Event::PushPromise("/a.js".into()),
+            Event::Response(StatusCode::OK)
+        ],
+        "the wire tap reads frames under TLS too"
+    );
 }
 
 #[tokio::test]

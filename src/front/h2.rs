@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::debug;
 
+use super::h2_io::{GatedIo, ReadGate};
 use super::{AccessLog, classify_links, handshake_timeout, may_push_final, wants_learned_hints};
 use crate::app::App;
 use crate::body::{H2RequestBody, SendError, send_body};
@@ -29,7 +30,7 @@ use crate::error::{ProxyError, error_body};
 use crate::learn::LearnStore;
 use crate::metrics::{HintSource, Protocol};
 use crate::push::policy::Preload;
-use crate::push::send::{Decision, PushLog, PushRequest, PushState, promise_all};
+use crate::push::send::{Decision, PushLog, PushRequest, PushState, PushedHead, promise_all};
 use crate::push::target::RequestBase;
 use crate::upstream::{
     ClientContext, Informational, MAX_INFORMATIONAL, RequestBody, rewrite_request_headers,
@@ -70,6 +71,8 @@ pub async fn serve<IO>(
         .max_send_buffer_size(SEND_BUFFER)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS));
+    let gate = Arc::new(ReadGate::default());
+    let io = GatedIo::new(io, gate.clone());
     let handshake = tokio::time::timeout(
         handshake_timeout(server.idle_timeout),
         builder.handshake(io),
@@ -85,17 +88,27 @@ pub async fn serve<IO>(
             return;
         }
     };
+    let (heads, mut pushed_heads) = mpsc::unbounded_channel::<PushedHead>();
     let push = Arc::new(PushState::new(
         app.config.push.enabled,
         app.config.push.lru_capacity,
         app.config.push.max_concurrent_pushes,
+        heads,
     ));
     let active = Arc::new(Active::default());
     let idle = server.idle_timeout;
     let mut closing = false;
     loop {
         let idle_now = active.count() == 0;
+        let held_until = gate
+            .held_since()
+            .map(|t| tokio::time::Instant::from_std(t) + GATE_FALLBACK);
         tokio::select! {
+            Some(head) = pushed_heads.recv() => send_pushed_head(&gate, head),
+            _ = sleep_until_opt(held_until), if held_until.is_some() => {
+                tracing::warn!(peer = %client.peer, "pushed HEADERS not written in time; releasing reads");
+                gate.release_all();
+            }
             next = conn.accept() => match next {
                 Some(Ok((req, respond))) => {
                     // The client's SETTINGS arrive before its first HEADERS, so this is current.
@@ -124,6 +137,37 @@ pub async fn serve<IO>(
                 closing = true;
             }
         }
+    }
+}
+
+/// How long reads may wait for a pushed stream's HEADERS to be written before the gate gives up
+/// (only reached if h2 never writes them, e.g. the socket stopped draining).
+const GATE_FALLBACK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Queues a pushed stream's response HEADERS. Runs on the connection task, with the connection's
+/// reads held until those HEADERS are on the wire: a client RST_STREAM that h2 processed while
+/// the stream sits in `pending_open` would cost the whole connection (see `h2_io`).
+fn send_pushed_head(gate: &ReadGate, head: PushedHead) {
+    let PushedHead {
+        mut pushed,
+        response,
+        end_of_stream,
+        reply,
+    } = head;
+    let id = u32::from(pushed.stream_id());
+    gate.hold(id);
+    let sent = pushed.send_response(response, end_of_stream);
+    if sent.is_err() {
+        // Nothing was queued (the client already reset the promise): nothing to wait for.
+        gate.release_all();
+    }
+    let _ = reply.send(sent);
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -456,6 +500,7 @@ impl Stream {
                 !matches!(
                     d,
                     Decision::Promised
+                        | Decision::Repeated
                         | Decision::Skipped(crate::push::policy::SkipReason::Duplicate)
                 )
             })

@@ -17,6 +17,7 @@ use h2::server::{SendPushedResponse, SendResponse};
 use http::{HeaderMap, Method, Request, Response};
 use http_body_util::BodyExt;
 use lru::LruCache;
+use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use crate::app::App;
@@ -36,11 +37,28 @@ pub struct PushState {
     /// The client's SETTINGS_MAX_CONCURRENT_STREAMS, as h2 last reported it.
     peer_max_streams: AtomicUsize,
     max_concurrent_pushes: usize,
+    /// To the connection task, which alone may queue a pushed stream's response HEADERS
+    /// (see `front::h2_io` for why).
+    heads: mpsc::UnboundedSender<PushedHead>,
+}
+
+/// A pushed stream's response head, for the connection task to send.
+pub struct PushedHead {
+    pub pushed: SendPushedResponse<Bytes>,
+    pub response: Response<()>,
+    pub end_of_stream: bool,
+    pub reply: oneshot::Sender<Result<h2::SendStream<Bytes>, h2::Error>>,
 }
 
 impl PushState {
-    pub fn new(enabled: bool, lru_capacity: NonZeroUsize, max_concurrent_pushes: usize) -> Self {
+    pub fn new(
+        enabled: bool,
+        lru_capacity: NonZeroUsize,
+        max_concurrent_pushes: usize,
+        heads: mpsc::UnboundedSender<PushedHead>,
+    ) -> Self {
         PushState {
+            heads,
             enabled: AtomicBool::new(enabled),
             pushed: Mutex::new(LruCache::new(lru_capacity)),
             open: AtomicUsize::new(0),
@@ -105,6 +123,9 @@ pub struct PushRequest<'a> {
 pub struct PushLog {
     pub promised: Vec<String>,
     pub made: usize,
+    /// Paths already decided for this response: a link seen in a learned set or an upstream
+    /// 103 and again in the final Link fields is decided (and counted) once.
+    decided: Vec<String>,
 }
 
 /// What became of one preload link when asked to push it.
@@ -112,6 +133,8 @@ pub struct PushLog {
 pub enum Decision {
     Promised,
     Skipped(SkipReason),
+    /// Already decided earlier for the same response; not counted again.
+    Repeated,
 }
 
 /// Promises each pushable preload on the parent stream, in order, and starts its fetch. Must
@@ -128,6 +151,10 @@ pub fn promise_all(
     preloads
         .iter()
         .map(|preload| {
+            if log.decided.contains(&preload.path) {
+                return Decision::Repeated;
+            }
+            log.decided.push(preload.path.clone());
             let decision =
                 decide_and_promise(req, respond, preload, log, config.max_pushes_per_response);
             if let Decision::Skipped(reason) = decision {
@@ -199,8 +226,9 @@ fn decide_and_promise(
             req.app.metrics.push(PushOutcome::Promised);
             let fetch = fetch_request(req, &preload.path);
             let app = req.app.clone();
+            let heads = req.state.heads.clone();
             tokio::spawn(async move {
-                let outcome = run(app.clone(), pushed, fetch).await;
+                let outcome = run(app.clone(), pushed, fetch, heads).await;
                 app.metrics.push(outcome);
                 drop(slot);
             });
@@ -242,6 +270,7 @@ async fn run(
     app: Arc<App>,
     mut pushed: SendPushedResponse<Bytes>,
     fetch: Option<Request<crate::upstream::RequestBody>>,
+    heads: mpsc::UnboundedSender<PushedHead>,
 ) -> PushOutcome {
     let Some(fetch) = fetch else {
         pushed.send_reset(h2::Reason::CANCEL);
@@ -274,9 +303,20 @@ async fn run(
     *head.status_mut() = parts.status;
     *head.headers_mut() = parts.headers;
     let end = http_body::Body::is_end_stream(&body);
-    let mut stream = match pushed.send_response(head, end) {
-        Ok(s) => s,
-        Err(_) => return PushOutcome::Cancelled,
+    let (reply, replied) = oneshot::channel();
+    let queued = heads.send(PushedHead {
+        pushed,
+        response: head,
+        end_of_stream: end,
+        reply,
+    });
+    if queued.is_err() {
+        return PushOutcome::Cancelled;
+    }
+    let mut stream = match replied.await {
+        Ok(Ok(s)) => s,
+        // The client reset the promise before the head went out, or the connection is gone.
+        _ => return PushOutcome::Cancelled,
     };
     if end {
         return PushOutcome::Completed;

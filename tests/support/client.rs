@@ -7,7 +7,8 @@
 //!   HTTP/2 library cannot hide: [`nghttp`] parses `nghttp -nv` traces into [`Frame`]s, and
 //!   [`curl_fetch`] returns status, headers and body.
 //!
-//! Everything is bounded by [`TIMEOUT`] of inactivity and panics with what it was waiting for.
+//! Every wait is bounded ([`TIMEOUT`] without progress, [`PROGRAM_TIMEOUT`] for a program run) and
+//! panics with what it was waiting for.
 //! The runners are async (tokio::process), because a blocking wait would starve a proxy or
 //! upstream running on the same runtime.
 
@@ -908,19 +909,28 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
 
 // ===== External programs =====
 
-/// Run `program` with `args`, bounded by [`TIMEOUT`]; the process is killed if the test gives up.
+/// How long an external program may run. Longer than [`TIMEOUT`], since a program's run includes
+/// whole transfers; pass curl's `--max-time` for a tighter bound.
+pub const PROGRAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Run `program` with `args`, bounded by [`PROGRAM_TIMEOUT`]; the process is killed if the test
+/// gives up.
 async fn run(program: &str, args: &[&str], install: &str) -> std::process::Output {
     let child = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    match bounded(format!("{program} {}", args.join(" ")), child).await {
-        Ok(output) => output,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    match tokio::time::timeout(PROGRAM_TIMEOUT, child).await {
+        Err(_) => panic!(
+            "timed out after {PROGRAM_TIMEOUT:?}: {program} {}",
+            args.join(" ")
+        ),
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
             panic!("`{program}` is not installed: {install}")
         }
-        Err(e) => panic!("running {program}: {e}"),
+        Ok(Err(e)) => panic!("running {program}: {e}"),
     }
 }
 

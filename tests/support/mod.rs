@@ -12,4 +12,5 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod proxy;
 pub mod upstream;

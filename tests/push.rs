@@ -1,0 +1,752 @@
+//! SPEC §4 end to end: which links are pushed, in what order, with what request, and what
+//! happens to pushes that fail, are refused or are not allowed. The h2 crate's client gives the
+//! frame order; `nghttp` checks the same as an independent HTTP/2 implementation.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use support::client::*;
+use support::proxy::*;
+use support::upstream::*;
+
+fn page(links: &[&str]) -> Reply {
+    links
+        .iter()
+        .fold(Reply::html("<html>page</html>"), |r, l| r.link(l))
+}
+
+fn asset(body: &str) -> Reply {
+    Reply::ok(body.to_owned()).header("content-type", "text/plain")
+}
+
+/// Every PUSH_PROMISE the exchange saw came before its final response HEADERS.
+fn assert_promises_before_response(ex: &Exchange) {
+    let response_at = ex
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::Response(_)))
+        .expect("a response");
+    for (i, e) in ex.events.iter().enumerate() {
+        if matches!(e, Event::PushPromise(_)) {
+            assert!(
+                i < response_at,
+                "PUSH_PROMISE after the response HEADERS: {:?}",
+                ex.events
+            );
+        }
+    }
+}
+
+fn sorted(mut v: Vec<&str>) -> Vec<&str> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_exactly_the_same_origin_preloads_before_the_page_headers() {
+    let up = Upstream::new()
+        .route(
+            "/dir/page",
+            page(&[
+                "</a.css>; rel=preload; as=style",
+                "</b.js>; rel=preload; as=script; nopush",
+                "</prefetch.js>; rel=prefetch",
+                "<https://cdn.example/x.js>; rel=preload; as=script",
+                "<c.png>; rel=preload; as=image",
+                "<//localhost/d.woff2>; rel=preload; as=font; crossorigin",
+                "</e.js>; rel=\"preload prefetch\"; as=script, </f.css>; rel=stylesheet",
+                "</g.css>; anchor=\"/other\"; rel=preload",
+            ]),
+        )
+        .fallback(asset("asset"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+
+    let ex = h2_get(&mut client, "/dir/page", &[]).await;
+
+    assert_eq!(ex.status, 200);
+    assert_eq!(
+        sorted(ex.pushed_paths()),
+        vec!["/a.css", "/d.woff2", "/dir/c.png", "/e.js"]
+    );
+    assert_promises_before_response(&ex);
+    for p in &ex.pushes {
+        assert!(p.completed(), "{p:?}");
+        assert_eq!(p.body, "asset");
+    }
+    // The page's Link fields reach the client unchanged.
+    assert_eq!(ex.header_all("link").len(), 8);
+    // Nothing but the page and the pushed assets was fetched.
+    let mut fetched: Vec<String> = up.requests().iter().map(|r| r.target.clone()).collect();
+    fetched.sort();
+    assert_eq!(
+        fetched,
+        vec!["/a.css", "/d.woff2", "/dir/c.png", "/dir/page", "/e.js"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promised_requests_carry_only_the_configured_headers() {
+    let up = Upstream::new()
+        .route("/", page(&["</app.css>; rel=preload; as=style"]))
+        .route(
+            "/app.css",
+            Reply::ok("body{}")
+                .header("content-type", "text/css")
+                .header("connection", "x-drop")
+                .header("x-drop", "1"),
+        )
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+
+    let ex = h2_get(
+        &mut client,
+        "/",
+        &[
+            ("accept-encoding", "gzip"),
+            ("user-agent", "push-test"),
+            ("cookie", "session=secret"),
+            ("authorization", "Bearer secret"),
+            ("x-other", "1"),
+        ],
+    )
+    .await;
+
+    let pushed = ex.push("/app.css");
+    assert_eq!(pushed.method, Method::GET);
+    // h2 needs an absolute URI in a promise: scheme and authority of the request.
+    assert_eq!(pushed.uri.to_string(), "http://localhost/app.css");
+    let names: Vec<&str> = pushed.request_headers.keys().map(|k| k.as_str()).collect();
+    assert_eq!(sorted(names), vec!["accept-encoding", "user-agent"]);
+    // The pushed response: upstream headers minus connection-specific ones, body intact.
+    assert_eq!(pushed.status.map(|s| s.as_u16()), Some(200));
+    assert_eq!(pushed.header("content-type"), Some("text/css"));
+    assert_eq!(pushed.header("x-drop"), None);
+    assert_eq!(pushed.body, "body{}");
+    // The asset fetch upstream: the copied headers and the forwarding ones, never the secrets.
+    let fetch = &up.requests_for("/app.css")[0];
+    assert_eq!(fetch.method, "GET");
+    assert_eq!(fetch.header("accept-encoding").as_deref(), Some("gzip"));
+    assert_eq!(fetch.header("user-agent").as_deref(), Some("push-test"));
+    assert_eq!(fetch.header("host").as_deref(), Some("localhost"));
+    assert_eq!(
+        fetch.header("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert!(!fetch.has_header("cookie"));
+    assert!(!fetch.has_header("authorization"));
+    assert!(!fetch.has_header("x-other"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_request_headers_may_include_cookie() {
+    let up = Upstream::new()
+        .route("/", page(&["</app.css>; rel=preload"]))
+        .fallback(asset("x"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |c| {
+        c.push.request_headers = vec![http::header::COOKIE];
+    })
+    .await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+    let ex = h2_get(&mut client, "/", &[("cookie", "a=1"), ("user-agent", "u")]).await;
+    assert_eq!(
+        ex.push("/app.css").request_headers.get("cookie").unwrap(),
+        "a=1"
+    );
+    let fetch = &up.requests_for("/app.css")[0];
+    assert_eq!(fetch.header("cookie").as_deref(), Some("a=1"));
+    assert!(!fetch.has_header("user-agent"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_bodies_are_byte_identical_to_the_upstream() {
+    let sizes = [0u64, 1, 16_384, 65_537, 300_000];
+    let links: Vec<String> = sizes
+        .iter()
+        .map(|n| format!("</g{n}>; rel=preload"))
+        .collect();
+    let link_refs: Vec<&str> = links.iter().map(String::as_str).collect();
+    let mut up = Upstream::new().route("/", page(&link_refs));
+    for n in sizes {
+        up = up.route(&format!("/g{n}"), Reply::generated(n));
+    }
+    let up = up.start().await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+
+    let ex = h2_get(&mut client, "/", &[]).await;
+
+    for n in sizes {
+        let pushed = ex.push(&format!("/g{n}"));
+        assert!(pushed.completed(), "{pushed:?}");
+        assert_eq!(
+            sha256_hex(&pushed.body),
+            generated_sha256(n),
+            "body of /g{n}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_never_gets_the_same_asset_twice_but_a_new_one_does() {
+    let up = Upstream::new()
+        .route(
+            "/",
+            page(&["</app.css>; rel=preload", "</app.js>; rel=preload"]),
+        )
+        .route(
+            "/other",
+            page(&["</app.css>; rel=preload", "</new.js>; rel=preload"]),
+        )
+        .fallback(asset("x"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+
+    let first = h2_get(&mut client, "/", &[]).await;
+    let again = h2_get(&mut client, "/", &[]).await;
+    let other = h2_get(&mut client, "/other", &[]).await;
+    assert_eq!(sorted(first.pushed_paths()), vec!["/app.css", "/app.js"]);
+    assert!(again.pushes.is_empty(), "{:?}", again.pushed_paths());
+    assert_eq!(other.pushed_paths(), vec!["/new.js"]);
+
+    let mut fresh = h2_connect(proxy.addr, &H2Options::default()).await;
+    let on_new_connection = h2_get(&mut fresh, "/", &[]).await;
+    assert_eq!(
+        sorted(on_new_connection.pushed_paths()),
+        vec!["/app.css", "/app.js"]
+    );
+
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "linkpush_push_skipped_total{reason=\"duplicate\"}"
+        ),
+        3.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pushed_url_memory_is_a_bounded_lru() {
+    let up = Upstream::new()
+        .route(
+            "/p1",
+            page(&[
+                "</a>; rel=preload",
+                "</b>; rel=preload",
+                "</c>; rel=preload",
+            ]),
+        )
+        .route("/p2", page(&["</a>; rel=preload"]))
+        .route("/p3", page(&["</c>; rel=preload"]))
+        .fallback(asset("x"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |c| {
+        c.push.lru_capacity = std::num::NonZeroUsize::new(2).unwrap();
+    })
+    .await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+
+    assert_eq!(
+        h2_get(&mut client, "/p1", &[]).await.pushed_paths().len(),
+        3
+    );
+    // Capacity 2: /a was evicted by /c and is pushed again; /c is still remembered.
+    assert_eq!(
+        h2_get(&mut client, "/p2", &[]).await.pushed_paths(),
+        vec!["/a"]
+    );
+    assert!(h2_get(&mut client, "/p3", &[]).await.pushes.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_max_pushes_per_response() {
+    let links = [
+        "</1>; rel=preload",
+        "</2>; rel=preload",
+        "</3>; rel=preload",
+        "</4>; rel=preload",
+    ];
+    let up = Upstream::new()
+        .route("/", page(&links))
+        .fallback(asset("x"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |c| c.push.max_pushes_per_response = 2).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+
+    let ex = h2_get(&mut client, "/", &[]).await;
+
+    assert_eq!(ex.pushed_paths(), vec!["/1", "/2"]);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(&metrics, "linkpush_push_skipped_total{reason=\"limit\"}"),
+        2.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disabled_push_gets_no_promise_and_a_normal_response() {
+    let up = Upstream::new()
+        .route(
+            "/",
+            page(&["</a.css>; rel=preload", "</b.js>; rel=preload"]),
+        )
+        .fallback(asset("x"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let opts = H2Options {
+        enable_push: false,
+        ..H2Options::default()
+    };
+    let mut client = h2_connect(proxy.addr, &opts).await;
+
+    for _ in 0..3 {
+        let ex = h2_get(&mut client, "/", &[]).await;
+        assert_eq!(ex.status, 200);
+        assert_eq!(ex.body, "<html>page</html>");
+        assert!(ex.pushes.is_empty());
+    }
+    assert!(
+        client
+            .frames()
+            .iter()
+            .all(|f| f.kind != "PUSH_PROMISE" && f.kind != "GOAWAY")
+    );
+    assert!(
+        up.requests_for("/a.css").is_empty(),
+        "nothing fetched for a client that refuses push"
+    );
+    let metrics = proxy.metrics().await;
+    assert!(
+        sample(
+            &metrics,
+            "linkpush_push_skipped_total{reason=\"client_disabled\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "linkpush_pushes_total{outcome=\"promised\"}"),
+        0.0
+    );
+}
+
+/// h2 0.4.20 answers a client RST_STREAM on a pushed stream still waiting for a
+/// MAX_CONCURRENT_STREAMS slot with GOAWAY PROTOCOL_ERROR. A client allowing one stream that
+/// refuses every push makes exactly that happen unless pushes are budgeted below its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_stream_client_refusing_every_push_keeps_its_connection() {
+    let mut up = Upstream::new().fallback(asset("asset"));
+    for i in 0..10 {
+        let links: Vec<String> = (0..4)
+            .map(|j| format!("</p{i}/a{j}.css>; rel=preload"))
+            .collect();
+        let refs: Vec<&str> = links.iter().map(String::as_str).collect();
+        up = up.route(&format!("/p{i}"), page(&refs));
+    }
+    let up = up.start().await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let opts = H2Options {
+        max_concurrent_streams: Some(1),
+        ..H2Options::default()
+    };
+    let mut client = h2_connect(proxy.addr, &opts).await;
+
+    for i in 0..10 {
+        let req = Request::get(format!("/p{i}")).body(()).unwrap();
+        let ex = h2_request_refusing(&mut client, req, Bytes::new(), |_| true).await;
+        assert_eq!(ex.status, 200, "page load {i}");
+        assert!(
+            ex.pushes.len() <= 1,
+            "more pushes than the client's one stream: {:?}",
+            ex.pushed_paths()
+        );
+    }
+    let frames = client.frames();
+    assert!(
+        frames.iter().all(|f| f.kind != "GOAWAY"),
+        "connection killed: {frames:?}"
+    );
+    // And it still works.
+    assert_eq!(h2_get(&mut client, "/p0", &[]).await.status, 200);
+    let metrics = proxy.metrics().await;
+    assert!(
+        sample(&metrics, "linkpush_push_skipped_total{reason=\"limit\"}") >= 10.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_links_never_reach_outside_the_site() {
+    let long = format!("</{}>; rel=preload", "a".repeat(9 * 1024));
+    let hostile = [
+        "<http://evil.example/x>; rel=preload",
+        "<http://localhost:1/x>; rel=preload",
+        "<https://localhost/x>; rel=preload",
+        "<data:text/css,body{}>; rel=preload",
+        "<javascript:alert(1)>; rel=preload",
+        "<file:///etc/passwd>; rel=preload",
+        "<//evil.example/x>; rel=preload",
+        "</%2e%2e/secret>; rel=preload",
+        "</a/%2E%2E/b>; rel=preload",
+        "</a%2fb>; rel=preload",
+        "<\\\\evil\\x>; rel=preload",
+        "<http://user@localhost/x>; rel=preload",
+        long.as_str(),
+        "</../../inside>; rel=preload",
+    ];
+    let up = Upstream::new()
+        .route("/site/page", page(&hostile))
+        .fallback(asset("x"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+
+    let ex = h2_get(&mut client, "/site/page", &[]).await;
+
+    assert_eq!(ex.status, 200);
+    // Dot segments resolve inside the site (RFC 3986 §5.2.4): /../../inside is /inside.
+    assert_eq!(ex.pushed_paths(), vec!["/inside"]);
+    for r in up.requests() {
+        let t = r.target.to_ascii_lowercase();
+        assert!(t.starts_with('/') && !t.starts_with("//"), "{t}");
+        assert!(
+            !t.contains("..") && !t.contains("%2e") && !t.contains("%2f") && !t.contains('\\'),
+            "{t}"
+        );
+    }
+    assert_eq!(up.requests().len(), 2, "the page and /inside only");
+    let metrics = proxy.metrics().await;
+    assert!(
+        sample(
+            &metrics,
+            "linkpush_push_skipped_total{reason=\"cross_origin\"}"
+        ) >= 6.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "linkpush_push_skipped_total{reason=\"invalid\"}") >= 4.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_final_2xx_answers_to_get_push() {
+    let links = ["</a.css>; rel=preload"];
+    let up = Upstream::new()
+        .route("/ok", page(&links))
+        .route(
+            "/204",
+            page(&links).body(Vec::<u8>::new()).header("x-s", "1"),
+        )
+        .fallback(asset("x"))
+        .start()
+        .await;
+    for status in [204u16, 304, 404, 500] {
+        up.set_route(
+            &format!("/s{status}"),
+            links.iter().fold(Reply::status(status), |r, l| r.link(l)),
+        );
+    }
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+
+    for status in [204u16, 304, 404, 500] {
+        let ex = h2_get(&mut client, &format!("/s{status}"), &[]).await;
+        assert_eq!(ex.status.as_u16(), status);
+        assert!(
+            ex.pushes.is_empty(),
+            "{status} pushed {:?}",
+            ex.pushed_paths()
+        );
+    }
+    let head = h2_request(
+        &mut client,
+        Request::head("/ok").body(()).unwrap(),
+        Bytes::new(),
+    )
+    .await;
+    assert!(head.pushes.is_empty(), "HEAD pushed");
+    let post = h2_request(
+        &mut client,
+        Request::post("/ok").body(()).unwrap(),
+        Bytes::from_static(b"x"),
+    )
+    .await;
+    assert!(post.pushes.is_empty(), "POST pushed");
+    assert!(up.requests_for("/a.css").is_empty());
+    // The same link on a 200 GET is pushed: the cases above differ only by method and status.
+    assert_eq!(
+        h2_get(&mut client, "/ok", &[]).await.pushed_paths(),
+        vec!["/a.css"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_oversized_assets_are_reset_not_pushed() {
+    let up = Upstream::new()
+        .route(
+            "/",
+            page(&[
+                "</missing.css>; rel=preload",
+                "</broken.js>; rel=preload",
+                "</big.bin>; rel=preload",
+                "</chunked.bin>; rel=preload",
+                "</ok.css>; rel=preload",
+            ]),
+        )
+        .route("/missing.css", Reply::status(404))
+        .route("/broken.js", Reply::status(500))
+        .route("/big.bin", Reply::generated(10_000))
+        .route("/chunked.bin", Reply::generated(10_000).chunked())
+        .route("/ok.css", asset("fine"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |c| c.push.max_asset_bytes = 5_000).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+
+    let ex = h2_get(&mut client, "/", &[]).await;
+
+    assert_eq!(ex.status, 200);
+    for path in ["/missing.css", "/broken.js", "/big.bin", "/chunked.bin"] {
+        let p = ex.push(path);
+        assert_eq!(p.reset(), Some(h2::Reason::CANCEL), "{path}: {p:?}");
+        assert!(!p.completed());
+    }
+    // A chunked asset is cut off mid-body: never more than the limit reaches the client.
+    assert!(ex.push("/chunked.bin").body.len() <= 5_000);
+    assert!(ex.push("/ok.css").completed());
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(&metrics, "linkpush_pushes_total{outcome=\"failed\"}"),
+        4.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "linkpush_pushes_total{outcome=\"completed\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "linkpush_pushed_bytes_total"),
+        4.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reset_drops_the_asset_fetch_at_once() {
+    let never = Gate::new();
+    let up = Upstream::new()
+        .route("/", page(&["</slow.css>; rel=preload"]))
+        .route("/slow.css", asset("late").hold(never.clone()))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+
+    let req = Request::get("/").body(()).unwrap();
+    let ex = h2_request_refusing(&mut client, req, Bytes::new(), |_| true).await;
+    assert_eq!(ex.status, 200);
+
+    let cancelled = async {
+        loop {
+            let m = proxy.metrics().await;
+            if sample(&m, "linkpush_pushes_total{outcome=\"cancelled\"}") == 1.0 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    bounded("the cancelled push to be counted", cancelled).await;
+    // The fetch was dropped: either before it reached the upstream, or the held upstream
+    // response was abandoned (its connection closed) as soon as the client refused the push.
+    assert!(
+        up.wait_until(TIMEOUT, |u| u.requests_for("/slow.css").is_empty()
+            || u.responses_aborted() >= 1)
+            .await,
+        "upstream fetch still open after the client reset the pushed stream"
+    );
+    assert!(!never.opened());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_disabled_in_config_pushes_nothing() {
+    let up = Upstream::new()
+        .route("/", page(&["</a.css>; rel=preload"]))
+        .fallback(asset("x"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |c| c.push.enabled = false).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+    let ex = h2_get(&mut client, "/", &[]).await;
+    assert_eq!(ex.status, 200);
+    assert!(ex.pushes.is_empty());
+    assert!(up.requests_for("/a.css").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_over_tls_use_the_https_scheme() {
+    let up = Upstream::new()
+        .route("/", page(&["</a.css>; rel=preload"]))
+        .fallback(asset("x"))
+        .start()
+        .await;
+    let proxy = Proxy::start_tls(up.addr(), |_| {}).await;
+    let opts = H2Options {
+        tls: true,
+        ..H2Options::default()
+    };
+    let mut client = h2_connect(proxy.addr, &opts).await;
+    let ex = h2_get(&mut client, "/", &[]).await;
+    assert_eq!(ex.push("/a.css").uri.to_string(), "https://localhost/a.css");
+    assert!(ex.push("/a.css").completed());
+    assert_eq!(
+        up.requests_for("/a.css")[0]
+            .header("x-forwarded-proto")
+            .as_deref(),
+        Some("https")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_metrics_are_exact() {
+    let up = Upstream::new()
+        .route(
+            "/",
+            page(&[
+                "</a.css>; rel=preload",
+                "</b.js>; rel=preload",
+                "</n.js>; rel=preload; nopush",
+                "<https://cdn.example/x>; rel=preload",
+            ]),
+        )
+        .fallback(asset("12345"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+    let ex = h2_get(&mut client, "/", &[]).await;
+    assert_eq!(ex.pushes.len(), 2);
+
+    let settled = async {
+        loop {
+            let m = proxy.metrics().await;
+            if sample(&m, "linkpush_pushes_total{outcome=\"completed\"}") == 2.0 {
+                return m;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let metrics = bounded("both pushes to complete", settled).await;
+    for line in [
+        "linkpush_pushes_total{outcome=\"promised\"} 2",
+        "linkpush_pushes_total{outcome=\"completed\"} 2",
+        "linkpush_pushes_total{outcome=\"cancelled\"} 0",
+        "linkpush_pushes_total{outcome=\"failed\"} 0",
+        "linkpush_push_skipped_total{reason=\"nopush\"} 1",
+        "linkpush_push_skipped_total{reason=\"cross_origin\"} 1",
+        "linkpush_push_skipped_total{reason=\"duplicate\"} 0",
+        "linkpush_pushed_bytes_total 10",
+        "linkpush_requests_total{protocol=\"h2\",status=\"200\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+}
+
+/// An independent HTTP/2 implementation sees the same pushes, promised before the HEADERS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nghttp_sees_the_promises_before_the_page() {
+    let up = Upstream::new()
+        .route(
+            "/",
+            page(&[
+                "</a.css>; rel=preload; as=style",
+                "</b.js>; rel=preload; as=script",
+                "</n.js>; rel=preload; nopush",
+            ]),
+        )
+        .fallback(asset("asset"))
+        .start()
+        .await;
+    let proxy = Proxy::start_tls(up.addr(), |_| {}).await;
+    let url = format!("https://127.0.0.1:{}/", proxy.addr.port());
+
+    let out = nghttp(&["-nv", &url]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(sorted(out.promised_paths()), vec!["/a.css", "/b.js"]);
+    let first_headers = out
+        .frames
+        .iter()
+        .position(|f| f.kind == "HEADERS" && f.stream_id % 2 == 1)
+        .expect("response HEADERS");
+    let last_promise = out
+        .frames
+        .iter()
+        .rposition(|f| f.kind == "PUSH_PROMISE")
+        .expect("promises");
+    assert!(last_promise < first_headers, "{:?}", out.frames);
+    let promise = out
+        .frames
+        .iter()
+        .find(|f| f.kind == "PUSH_PROMISE")
+        .unwrap();
+    assert_eq!(promise.header(":scheme"), Some("https"));
+    assert_eq!(promise.header(":method"), Some("GET"));
+
+    let no_push = nghttp(&["-nv", "--no-push", &url]).await;
+    assert!(no_push.status.success(), "{}", no_push.stderr);
+    assert!(no_push.promised_paths().is_empty());
+    assert!(
+        no_push
+            .frames
+            .iter()
+            .any(|f| f.kind == "HEADERS" && f.header(":status") == Some("200"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_respect_max_concurrent_pushes() {
+    let links: Vec<String> = (0..6).map(|i| format!("</h{i}>; rel=preload")).collect();
+    let refs: Vec<&str> = links.iter().map(String::as_str).collect();
+    let gate = Gate::new();
+    let mut up = Upstream::new().route("/", page(&refs));
+    for i in 0..6 {
+        up = up.route(&format!("/h{i}"), asset("x").hold(gate.clone()));
+    }
+    let up = up.start().await;
+    let proxy = Proxy::start(up.addr(), |c| c.push.max_concurrent_pushes = 2).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+    let fetch = tokio::spawn(async move {
+        let ex = h2_get(&mut client, "/", &[]).await;
+        (ex, client)
+    });
+    assert!(up.wait_for_requests("/h1", 1, TIMEOUT).await);
+    gate.open();
+    let (ex, _client) = bounded("the page", fetch).await.unwrap();
+    assert_eq!(
+        ex.pushed_paths(),
+        vec!["/h0", "/h1"],
+        "two open pushes at most"
+    );
+    let _ = Duration::ZERO;
+}
