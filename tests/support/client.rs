@@ -103,6 +103,11 @@ impl H2Client {
         self.wire.lock().unwrap().frames.clone()
     }
 
+    /// A handle on the frames received, usable while a request borrows the client.
+    pub fn tap(&self) -> WireTap {
+        WireTap(self.wire.clone())
+    }
+
     /// The value of a setting in the server's first SETTINGS frame.
     pub fn server_setting(&self, id: u16) -> Option<u32> {
         let wire = self.wire.lock().unwrap();
@@ -199,6 +204,29 @@ pub async fn h2_connect(addr: SocketAddr, opts: &H2Options) -> H2Client {
 }
 
 /// One thing that happened on a request's stream, in wire order.
+/// The frames a connection received so far, readable from another task.
+#[derive(Clone)]
+pub struct WireTap(Arc<Mutex<WireLog>>);
+
+impl WireTap {
+    pub fn frames(&self) -> Vec<Frame> {
+        self.0.lock().unwrap().frames.clone()
+    }
+
+    /// Waits (bounded) until a received frame matches.
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&Frame) -> bool) {
+        let wait = async {
+            loop {
+                if self.frames().iter().any(&pred) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        bounded(format!("a frame: {what}"), wait).await
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A 1xx HEADERS frame.

@@ -1,0 +1,432 @@
+//! SPEC §5 and §6 end to end: upstream 103s forwarded and pushed on, learned links acted on
+//! before the upstream has answered, and what turns each off. Upstreams hold their final
+//! response behind a gate the test opens, so "before" is an ordering, not a timing.
+
+mod support;
+
+use std::time::Duration;
+
+use support::client::*;
+use support::proxy::*;
+use support::upstream::*;
+
+const PAGE_LINKS: [&str; 3] = [
+    "</a.css>; rel=preload; as=style",
+    "</b.js>; rel=preload; as=script; nopush",
+    "</f.woff2>; rel=preload; as=font; crossorigin; type=\"font/woff2\"; x-custom=1",
+];
+
+fn page(links: &[&str]) -> Reply {
+    links
+        .iter()
+        .fold(Reply::html("<html>page</html>"), |r, l| r.link(l))
+}
+
+fn browser() -> H2Options {
+    H2Options {
+        enable_push: false,
+        ..H2Options::default()
+    }
+}
+
+/// A frame on the page's stream that is a HEADERS (the 103, while the final response is held).
+fn is_headers_on(stream_id: u32) -> impl Fn(&Frame) -> bool {
+    move |f| f.kind == "HEADERS" && f.stream_id == stream_id
+}
+
+fn links_of(ex: &Exchange, i: usize) -> Vec<String> {
+    ex.informational[i]
+        .1
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Starts a GET on its own task; returns the client's wire tap and the join handle.
+fn get_in_background(
+    mut client: H2Client,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+) -> (WireTap, tokio::task::JoinHandle<(Exchange, H2Client)>) {
+    let tap = client.tap();
+    let task = tokio::spawn(async move {
+        let ex = h2_get(&mut client, path, headers).await;
+        (ex, client)
+    });
+    (tap, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_103_reaches_the_client_before_the_final_response() {
+    let gate = Gate::new();
+    let up = Upstream::new()
+        .route(
+            "/",
+            page(&["</a.css>; rel=preload"])
+                .early_hints(&PAGE_LINKS)
+                .hold(gate.clone()),
+        )
+        .fallback(Reply::ok("x"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let client = h2_connect(proxy.addr, &browser()).await;
+
+    let (tap, task) = get_in_background(client, "/", &[]);
+    tap.wait_for("the forwarded 103", is_headers_on(1)).await;
+    assert!(
+        !gate.opened(),
+        "the 103 came while the upstream was still holding its answer"
+    );
+    gate.open();
+    let (ex, _client) = bounded("the page", task).await.unwrap();
+
+    assert_eq!(ex.status, 200);
+    assert_eq!(ex.informational.len(), 1);
+    assert_eq!(ex.informational[0].0, 103);
+    // Only Link fields, in the upstream's order, cleaned of attributes browsers don't know.
+    assert_eq!(
+        ex.informational[0]
+            .1
+            .keys()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>(),
+        vec!["link"]
+    );
+    assert_eq!(
+        links_of(&ex, 0),
+        vec![
+            "</a.css>; rel=preload; as=style",
+            "</b.js>; rel=preload; as=script",
+            "</f.woff2>; rel=preload; as=font; crossorigin; type=\"font/woff2\"",
+        ]
+    );
+    assert_eq!(
+        ex.events.first(),
+        Some(&Event::Informational(http::StatusCode::EARLY_HINTS))
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(&metrics, "linkpush_early_hints_total{source=\"upstream\"}"),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_of_an_upstream_103_are_pushed_before_the_final_response() {
+    let gate = Gate::new();
+    let up = Upstream::new()
+        .route(
+            "/",
+            page(&PAGE_LINKS)
+                .early_hints(&PAGE_LINKS)
+                .hold(gate.clone()),
+        )
+        .fallback(Reply::ok("asset"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let client = h2_connect(proxy.addr, &H2Options::default()).await;
+
+    let (tap, task) = get_in_background(client, "/", &[]);
+    tap.wait_for("a PUSH_PROMISE", |f| f.kind == "PUSH_PROMISE")
+        .await;
+    // The pushed asset's own response goes out while the page is still held upstream.
+    tap.wait_for("the pushed HEADERS", |f| {
+        f.kind == "HEADERS" && f.stream_id % 2 == 0
+    })
+    .await;
+    assert!(!gate.opened());
+    gate.open();
+    let (ex, _client) = bounded("the page", task).await.unwrap();
+
+    // nopush is hinted, never pushed; the final Link fields repeat the 103's and push nothing new.
+    let mut pushed = ex.pushed_paths();
+    pushed.sort();
+    assert_eq!(pushed, vec!["/a.css", "/f.woff2"]);
+    assert!(ex.pushes.iter().all(|p| p.completed()));
+    let response_at = ex
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::Response(_)))
+        .unwrap();
+    assert!(
+        ex.events[..response_at]
+            .iter()
+            .filter(|e| matches!(e, Event::PushPromise(_)))
+            .count()
+            == 2
+    );
+    assert_eq!(up.requests_for("/a.css").len(), 1, "fetched once");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "linkpush_push_skipped_total{reason=\"duplicate\"}"
+        ),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "linkpush_push_skipped_total{reason=\"nopush\"}"),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_103s_are_sent_once() {
+    let up = Upstream::new()
+        .route(
+            "/",
+            page(&[])
+                .early_hints(&["</a.css>; rel=preload"])
+                .early_hints(&["</a.css>; rel=preload"]),
+        )
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let ex = h2_get(&mut client, "/", &[]).await;
+    assert_eq!(ex.informational.len(), 1, "{:?}", ex.informational);
+}
+
+/// Learns `/` from one visit, then holds the upstream's answer for the next.
+async fn learned_setup(
+    tweak: impl FnOnce(&mut linkpush::Config),
+) -> (RunningUpstream, Proxy, Gate) {
+    let up = Upstream::new()
+        .route("/", page(&PAGE_LINKS))
+        .fallback(Reply::ok("asset"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), tweak).await;
+    let mut first = h2_connect(proxy.addr, &browser()).await;
+    let learning = h2_get(&mut first, "/", &[]).await;
+    assert!(
+        learning.informational.is_empty(),
+        "nothing is known before the first answer"
+    );
+    let gate = Gate::new();
+    up.set_route("/", page(&PAGE_LINKS).hold(gate.clone()));
+    (up, proxy, gate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learned_route_is_pushed_before_the_upstream_answers() {
+    let (up, proxy, gate) = learned_setup(|_| {}).await;
+    let client = h2_connect(proxy.addr, &H2Options::default()).await;
+
+    let (tap, task) = get_in_background(client, "/", &[]);
+    // The assets are promised and their responses under way while the page is held upstream.
+    tap.wait_for("a pushed response's HEADERS", |f| {
+        f.kind == "HEADERS" && f.stream_id % 2 == 0
+    })
+    .await;
+    assert!(
+        up.wait_for_requests("/", 2, TIMEOUT).await,
+        "the page request reached the upstream"
+    );
+    assert!(!gate.opened());
+    gate.open();
+    let (ex, _client) = bounded("the page", task).await.unwrap();
+
+    let mut pushed = ex.pushed_paths();
+    pushed.sort();
+    assert_eq!(pushed, vec!["/a.css", "/f.woff2"]);
+    // The nopush link is announced in a 103 instead.
+    assert_eq!(ex.informational.len(), 1);
+    assert_eq!(links_of(&ex, 0), vec!["</b.js>; rel=preload; as=script"]);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(&metrics, "linkpush_early_hints_total{source=\"learned\"}"),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learned_route_gets_a_103_before_the_upstream_answers() {
+    let (up, proxy, gate) = learned_setup(|_| {}).await;
+    let client = h2_connect(proxy.addr, &browser()).await;
+
+    let (tap, task) = get_in_background(client, "/", &[("sec-fetch-mode", "navigate")]);
+    tap.wait_for("the learned 103", is_headers_on(1)).await;
+    assert!(!gate.opened());
+    gate.open();
+    let (ex, _client) = bounded("the page", task).await.unwrap();
+
+    assert!(ex.pushes.is_empty());
+    assert_eq!(ex.informational.len(), 1);
+    assert_eq!(
+        links_of(&ex, 0),
+        vec![
+            "</a.css>; rel=preload; as=style",
+            "</b.js>; rel=preload; as=script",
+            "</f.woff2>; rel=preload; as=font; crossorigin; type=\"font/woff2\"",
+        ]
+    );
+    drop(up);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_links_replace_the_learned_ones() {
+    let up = Upstream::new()
+        .route("/", page(&["</old.css>; rel=preload"]))
+        .fallback(Reply::ok("asset"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &browser()).await;
+    h2_get(&mut client, "/", &[]).await;
+    up.set_route("/", page(&["</new.css>; rel=preload"]));
+
+    let second = h2_get(&mut client, "/", &[]).await;
+    assert_eq!(
+        links_of(&second, 0),
+        vec!["</old.css>; rel=preload"],
+        "still the learned links"
+    );
+    let third = h2_get(&mut client, "/", &[]).await;
+    assert_eq!(
+        links_of(&third, 0),
+        vec!["</new.css>; rel=preload"],
+        "replaced by the last answer"
+    );
+
+    // A push client is not pushed the link the route no longer carries.
+    let mut pusher = h2_connect(proxy.addr, &H2Options::default()).await;
+    assert_eq!(
+        h2_get(&mut pusher, "/", &[]).await.pushed_paths(),
+        vec!["/new.css"]
+    );
+    assert!(up.requests_for("/old.css").is_empty());
+
+    // An answer without links forgets the route.
+    up.set_route("/", page(&[]));
+    h2_get(&mut client, "/", &[]).await;
+    assert!(h2_get(&mut client, "/", &[]).await.informational.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_routes_expire_after_the_ttl() {
+    let up = Upstream::new().route("/", page(&PAGE_LINKS)).start().await;
+    let ttl = Duration::from_millis(50);
+    let proxy = Proxy::start(up.addr(), |c| c.learn.ttl = ttl).await;
+    let mut client = h2_connect(proxy.addr, &browser()).await;
+    h2_get(&mut client, "/", &[]).await;
+    // Letting time pass is the point here, not synchronisation.
+    tokio::time::sleep(ttl * 3).await;
+    assert!(
+        h2_get(&mut client, "/", &[]).await.informational.is_empty(),
+        "expired"
+    );
+    assert_eq!(
+        h2_get(&mut client, "/", &[]).await.informational.len(),
+        1,
+        "learned again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_learned_store_is_bounded_by_routes() {
+    let up = Upstream::new()
+        .route("/a", page(&["</a.css>; rel=preload"]))
+        .route("/b", page(&["</b.css>; rel=preload"]))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |c| {
+        c.learn.routes = std::num::NonZeroUsize::new(1).unwrap()
+    })
+    .await;
+    let mut client = h2_connect(proxy.addr, &browser()).await;
+    h2_get(&mut client, "/a", &[]).await;
+    h2_get(&mut client, "/b", &[]).await;
+    assert!(
+        h2_get(&mut client, "/a", &[])
+            .await
+            .informational
+            .is_empty(),
+        "/a was evicted by /b"
+    );
+    // /a's answer evicted /b in turn.
+    assert!(
+        h2_get(&mut client, "/b", &[])
+            .await
+            .informational
+            .is_empty()
+    );
+    assert_eq!(h2_get(&mut client, "/b", &[]).await.informational.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_navigation_requests_get_no_learned_103() {
+    let up = Upstream::new().route("/", page(&PAGE_LINKS)).start().await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &browser()).await;
+    h2_get(&mut client, "/", &[]).await;
+    let cors = h2_get(&mut client, "/", &[("sec-fetch-mode", "cors")]).await;
+    assert!(cors.informational.is_empty());
+    let navigate = h2_get(&mut client, "/", &[("sec-fetch-mode", "navigate")]).await;
+    assert_eq!(navigate.informational.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_hints_disabled_sends_no_103() {
+    let up = Upstream::new()
+        .route("/", page(&PAGE_LINKS).early_hints(&PAGE_LINKS))
+        .fallback(Reply::ok("x"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |c| c.early_hints.enabled = false).await;
+    let mut client = h2_connect(proxy.addr, &browser()).await;
+    for _ in 0..2 {
+        let ex = h2_get(&mut client, "/", &[]).await;
+        assert_eq!(ex.status, 200);
+        assert!(ex.informational.is_empty(), "{:?}", ex.informational);
+    }
+    // Pushing on the upstream's 103 is push, not early hints: it still happens.
+    let mut pusher = h2_connect(proxy.addr, &H2Options::default()).await;
+    assert!(!h2_get(&mut pusher, "/", &[]).await.pushes.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learning_disabled_acts_only_on_what_the_upstream_says() {
+    let up = Upstream::new()
+        .route("/", page(&PAGE_LINKS))
+        .fallback(Reply::ok("x"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |c| c.learn.enabled = false).await;
+    let mut client = h2_connect(proxy.addr, &browser()).await;
+    for _ in 0..3 {
+        assert!(h2_get(&mut client, "/", &[]).await.informational.is_empty());
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(&metrics, "linkpush_early_hints_total{source=\"learned\"}"),
+        0.0
+    );
+}
+
+/// curl, an independent HTTP/2 client, sees the learned 103 before the 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_sees_the_learned_early_hints() {
+    let up = Upstream::new().route("/", page(&PAGE_LINKS)).start().await;
+    let proxy = Proxy::start_tls(up.addr(), |_| {}).await;
+    let url = format!("https://127.0.0.1:{}/", proxy.addr.port());
+    let first = curl(&["-sk", "-v", "--http2", "-o", "/dev/null", &url]).await;
+    assert!(first.status.success(), "{}", first.stderr);
+    assert!(!first.stderr.contains("< HTTP/2 103"));
+    let second = curl(&["-sk", "-v", "--http2", "-o", "/dev/null", &url]).await;
+    let at_103 = second.stderr.find("< HTTP/2 103").expect("a 103");
+    let at_200 = second.stderr.find("< HTTP/2 200").expect("a 200");
+    assert!(at_103 < at_200, "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains("< link: </a.css>; rel=preload; as=style")
+    );
+}
