@@ -1,0 +1,232 @@
+//! Environment overrides: `LINKPUSH_<SECTION>_<KEY>` variables, generated from one key list and
+//! applied to the parsed table before it is validated.
+
+use std::collections::BTreeSet;
+
+use super::raw::RawConfig;
+use super::{ConfigError, one_line};
+
+/// Every `LINKPUSH_*` variable starts with this.
+pub const ENV_PREFIX: &str = "LINKPUSH_";
+/// The variable that names the config file (SPEC §1); read by `main`, not here.
+pub const CONFIG_ENV: &str = "LINKPUSH_CONFIG";
+/// `LINKPUSH_*` variables that are not keys but are not typos either.
+const RESERVED_ENV: &[&str] = &[CONFIG_ENV, "LINKPUSH_LOG"];
+
+/// One key of SPEC §2. Variable names are generated from this list and matched whole, never
+/// split at `_`: `LINKPUSH_EARLY_HINTS_HTTP1` is `early_hints.http1`, and
+/// `LINKPUSH_SERVER_TLS_CERT` is `server.tls.cert`.
+struct Setting {
+    /// The table, dotted (`server.tls`).
+    section: &'static str,
+    key: &'static str,
+    /// Takes a list; a variable may then also be a comma-separated string.
+    list: bool,
+}
+
+const fn setting(section: &'static str, key: &'static str) -> Setting {
+    Setting {
+        section,
+        key,
+        list: false,
+    }
+}
+
+const fn list(section: &'static str, key: &'static str) -> Setting {
+    Setting {
+        section,
+        key,
+        list: true,
+    }
+}
+
+/// Must name the same keys as the raw structs (pinned by a test against `render`).
+const SETTINGS: &[Setting] = &[
+    list("server", "listen"),
+    setting("server", "max_concurrent_streams"),
+    setting("server", "idle_timeout"),
+    setting("server", "shutdown_timeout"),
+    setting("server.tls", "cert"),
+    setting("server.tls", "key"),
+    setting("upstream", "url"),
+    setting("upstream", "connect_timeout"),
+    setting("upstream", "response_timeout"),
+    setting("upstream", "max_idle_per_host"),
+    setting("upstream", "max_connections"),
+    setting("push", "enabled"),
+    setting("push", "lru_capacity"),
+    setting("push", "max_pushes_per_response"),
+    setting("push", "max_concurrent_pushes"),
+    setting("push", "max_asset_bytes"),
+    list("push", "request_headers"),
+    setting("early_hints", "enabled"),
+    setting("early_hints", "http1"),
+    setting("learn", "enabled"),
+    setting("learn", "routes"),
+    setting("learn", "ttl"),
+    setting("admin", "listen"),
+    setting("log", "level"),
+    setting("log", "format"),
+    setting("log", "access_log"),
+];
+
+impl Setting {
+    fn dotted(&self) -> String {
+        format!("{}.{}", self.section, self.key)
+    }
+
+    fn env_var(&self) -> String {
+        format!(
+            "{ENV_PREFIX}{}_{}",
+            self.section.replace('.', "_").to_ascii_uppercase(),
+            self.key.to_ascii_uppercase()
+        )
+    }
+
+    /// Puts `value` at this key, creating the tables on the way (so `LINKPUSH_ADMIN_LISTEN`
+    /// alone creates `[admin]`).
+    fn insert(&self, root: &mut toml::Table, value: toml::Value) -> Result<(), String> {
+        let mut table = root;
+        for name in self.section.split('.') {
+            let entry = table
+                .entry(name)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(inner) => inner,
+                _ => {
+                    return Err(format!(
+                        "cannot set {}: {name} is not a table",
+                        self.dotted()
+                    ));
+                }
+            };
+        }
+        table.insert(self.key.to_owned(), value);
+        Ok(())
+    }
+
+    /// The TOML value for a variable's text. The text is read as a TOML value when it is one
+    /// (`128`, `true`, `["a", "b"]`, `"quoted"`), else as a string; for a list key a plain
+    /// string is a comma-separated list. Each candidate is checked against the raw shape on its
+    /// own, so a string key keeps a value that merely looks like a number (`cert = 1234`).
+    fn env_value(&self, var: &str, text: &str) -> Result<toml::Value, ConfigError> {
+        let parsed = toml_value(text);
+        let comma_list = |text: &str| {
+            toml::Value::Array(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| toml::Value::String(item.to_owned()))
+                    .collect(),
+            )
+        };
+        let candidates = if self.list {
+            match parsed {
+                Some(array @ toml::Value::Array(_)) => vec![array],
+                Some(toml::Value::String(quoted)) => vec![comma_list(&quoted)],
+                _ => vec![comma_list(text)],
+            }
+        } else {
+            match parsed {
+                Some(value @ toml::Value::String(_)) => vec![value],
+                Some(value) => vec![value, toml::Value::String(text.to_owned())],
+                None => vec![toml::Value::String(text.to_owned())],
+            }
+        };
+        let mut first_problem = None;
+        for candidate in candidates {
+            match self.check_alone(&candidate) {
+                Ok(()) => return Ok(candidate),
+                Err(problem) => {
+                    first_problem.get_or_insert(problem);
+                }
+            }
+        }
+        Err(ConfigError::Env {
+            var: var.to_owned(),
+            problem: first_problem.unwrap_or_else(|| "invalid value".to_owned()),
+        })
+    }
+
+    /// Deserializes a document holding only this key, to catch a wrong type before the value
+    /// is merged and its origin forgotten.
+    fn check_alone(&self, value: &toml::Value) -> Result<(), String> {
+        let mut table = toml::Table::new();
+        self.insert(&mut table, value.clone())?;
+        toml::Value::Table(table)
+            .try_into::<RawConfig>()
+            .map(drop)
+            .map_err(|e| one_line(e.message()))
+    }
+}
+
+/// `text` as a single TOML value, if it is one.
+fn toml_value(text: &str) -> Option<toml::Value> {
+    let mut table: toml::Table = format!("value = {text}").parse().ok()?;
+    if table.len() != 1 {
+        return None;
+    }
+    table.remove("value")
+}
+
+/// Applies every override `env` has to `table`; returns `(dotted key, variable)` for each.
+pub(super) fn apply_overrides(
+    table: &mut toml::Table,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut applied = Vec::new();
+    for setting in SETTINGS {
+        let var = setting.env_var();
+        let Some(text) = env(&var) else { continue };
+        let value = setting.env_value(&var, &text)?;
+        setting
+            .insert(table, value)
+            .map_err(|problem| ConfigError::Env {
+                var: var.clone(),
+                problem,
+            })?;
+        applied.push((setting.dotted(), var));
+    }
+    Ok(applied)
+}
+
+/// The `LINKPUSH_*` variables of the process (names matched case-insensitively, so that a
+/// lower-case typo is reported rather than ignored), except the reserved ones.
+pub(super) fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let lossy = name.to_string_lossy();
+        if !lossy.to_ascii_uppercase().starts_with(ENV_PREFIX) || RESERVED_ENV.contains(&&*lossy) {
+            continue;
+        }
+        let Some(name) = name.to_str() else {
+            return Err(ConfigError::UnknownEnv {
+                var: lossy.into_owned(),
+            });
+        };
+        let Some(value) = value.to_str() else {
+            return Err(ConfigError::Env {
+                var: name.to_owned(),
+                problem: "the value is not valid UTF-8".to_owned(),
+            });
+        };
+        vars.push((name.to_owned(), value.to_owned()));
+    }
+    Ok(vars)
+}
+
+/// The `LINKPUSH_*` names among `names` that are not keys, for
+/// [`Config::unknown_env_vars`](super::Config::unknown_env_vars).
+pub(super) fn unknown_vars<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let known: BTreeSet<String> = SETTINGS.iter().map(Setting::env_var).collect();
+    let unknown: BTreeSet<String> = names
+        .into_iter()
+        .filter(|name| name.to_ascii_uppercase().starts_with(ENV_PREFIX))
+        .filter(|name| !RESERVED_ENV.contains(name) && !known.contains(*name))
+        .map(str::to_owned)
+        .collect();
+    unknown.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests;
