@@ -393,7 +393,10 @@ EOF
   [[ -n $LINKPUSH_EXTRA_TOML ]] && printf '%s\n' "$LINKPUSH_EXTRA_TOML"
 } >"$TMP/linkpush/linkpush.toml"
 
-# Proxies run with a clean environment as far as their own settings go.
+# Proxies run with a clean environment as far as their own settings go. The harness's own
+# LINKPUSH_BIN / LINKPUSH_EXTRA_TOML stay shell variables but are not passed on: linkpush rejects
+# unknown LINKPUSH_* variables.
+export -n LINKPUSH_BIN LINKPUSH_EXTRA_TOML
 for v in $(compgen -e); do
   if [[ $v == LINKPUSH_* && $v != LINKPUSH_BIN && $v != LINKPUSH_EXTRA_TOML ]]; then
     log "unsetting $v for the proxy (use LINKPUSH_EXTRA_TOML to change linkpush's config)"
