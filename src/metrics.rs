@@ -4,7 +4,7 @@
 //! that several proxies in one process (tests, `linkpush demo`) never mix their numbers. Handles
 //! for fixed label sets are registered once, so recording on the hot path is an atomic add.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
@@ -101,6 +101,9 @@ struct Inner {
     hints: [Counter; 2],
     upstream_duration: Histogram,
     connections: [Gauge; 2],
+    /// `linkpush_requests_total` handles by protocol and status 100–599, registered on first
+    /// use: a request then costs an atomic add, not a key build and a registry lookup.
+    requests: [Box<[OnceLock<Counter>]>; 2],
 }
 
 impl Default for Metrics {
@@ -155,6 +158,7 @@ impl Metrics {
                 hints,
                 upstream_duration,
                 connections,
+                requests: [(); 2].map(|_| (100..600).map(|_| OnceLock::new()).collect()),
             }),
         }
     }
@@ -166,17 +170,20 @@ impl Metrics {
     }
 
     pub fn request(&self, protocol: Protocol, status: u16) {
-        let key = Key::from_parts(
-            REQUESTS_TOTAL,
-            vec![
-                Label::new("protocol", protocol.as_str()),
-                Label::new("status", status.to_string()),
-            ],
-        );
-        self.inner
-            .recorder
-            .register_counter(&key, &METADATA)
-            .increment(1);
+        let register = || {
+            let key = Key::from_parts(
+                REQUESTS_TOTAL,
+                vec![
+                    Label::new("protocol", protocol.as_str()),
+                    Label::new("status", status.to_string()),
+                ],
+            );
+            self.inner.recorder.register_counter(&key, &METADATA)
+        };
+        match self.inner.requests[protocol as usize].get(usize::from(status).wrapping_sub(100)) {
+            Some(slot) => slot.get_or_init(register).increment(1),
+            None => register().increment(1),
+        }
     }
 
     pub fn upstream_error(&self, kind: &'static str) {

@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// RFC 9113 §3.4: the client connection preface precedes the client's first frame.
@@ -29,7 +28,8 @@ const CLIENT_PREFACE_LEN: usize = 24;
 const FRAME_HEADER_LEN: usize = 9;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
-const READ_CHUNK: usize = 16 * 1024;
+/// Kept per connection once it has read: small, since idle connections count (SPEC §9).
+const READ_CHUNK: usize = 8 * 1024;
 
 /// Which pushed streams hold the connection's reads.
 #[derive(Default)]
@@ -154,7 +154,11 @@ impl FrameCursor {
 pub struct GatedIo<T> {
     inner: T,
     gate: Arc<ReadGate>,
-    buffered: BytesMut,
+    /// Bytes read from `inner` not yet handed to h2: `buf[start..end]`. Allocated on the first
+    /// read and kept (zeroed once, not per read).
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
     reads: FrameCursor,
     writes: FrameCursor,
 }
@@ -164,7 +168,9 @@ impl<T> GatedIo<T> {
         GatedIo {
             inner,
             gate,
-            buffered: BytesMut::new(),
+            buf: Box::default(),
+            start: 0,
+            end: 0,
             reads: FrameCursor::new(CLIENT_PREFACE_LEN),
             writes: FrameCursor::new(0),
         }
@@ -190,26 +196,31 @@ impl<T: AsyncRead + Unpin> AsyncRead for GatedIo<T> {
         if this.gate.must_wait(cx) {
             return Poll::Pending;
         }
-        if this.buffered.is_empty() {
-            this.buffered.resize(READ_CHUNK, 0);
-            let mut chunk = ReadBuf::new(&mut this.buffered);
+        if this.start == this.end {
+            if this.buf.is_empty() {
+                this.buf = vec![0; READ_CHUNK].into_boxed_slice();
+            }
+            let mut chunk = ReadBuf::new(&mut this.buf);
             let polled = Pin::new(&mut this.inner).poll_read(cx, &mut chunk);
             let filled = chunk.filled().len();
-            this.buffered.truncate(filled);
             match polled {
                 Poll::Ready(Ok(())) if filled == 0 => return Poll::Ready(Ok(())),
-                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Ok(())) => {
+                    this.start = 0;
+                    this.end = filled;
+                }
                 other => return other,
             }
         }
         // Never past the end of the current frame: h2 must ask again for the next one.
         let n = buf
             .remaining()
-            .min(this.buffered.len())
+            .min(this.end - this.start)
             .min(this.reads.until_boundary());
-        buf.put_slice(&this.buffered[..n]);
-        this.reads.advance(&this.buffered[..n], |_, _| {});
-        this.buffered.advance(n);
+        let bytes = &this.buf[this.start..this.start + n];
+        buf.put_slice(bytes);
+        this.reads.advance(bytes, |_, _| {});
+        this.start += n;
         Poll::Ready(Ok(()))
     }
 }
