@@ -224,6 +224,21 @@ async fn keep_alive_serves_two_requests_on_one_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_request_is_answered_and_its_connection_closed() {
+    let up = Upstream::new().route("/", Reply::ok("old")).start().await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut conn = RawConn::open(proxy.addr).await;
+
+    conn.send(b"GET / HTTP/1.0\r\nHost: example.test\r\n\r\n")
+        .await;
+    let r = conn.read_response().await.expect("response");
+
+    assert_eq!((r.status(), r.body.as_slice()), (200, &b"old"[..]));
+    assert!(conn.closed().await, "HTTP/1.0 without keep-alive closes");
+    assert_eq!(up.requests()[0].version, "HTTP/1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_reuses_its_tls_connection() {
     let up = Upstream::new()
         .route("/a", Reply::ok("first"))

@@ -68,7 +68,11 @@ pub async fn serve<IO>(
         res = conn.as_mut() => res,
         _ = shutdown.changed() => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            // In-flight requests get `shutdown_timeout`, then the connection is dropped.
+            match tokio::time::timeout(app.config.server.shutdown_timeout, conn).await {
+                Ok(res) => res,
+                Err(_) => return,
+            }
         }
     };
     if let Err(err) = result {

@@ -7,8 +7,10 @@
 //! response's links → final HEADERS → body. Every promise precedes the HEADERS of the response
 //! that carries its link, and the response is never held back while assets are fetched.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -98,6 +100,9 @@ pub async fn serve<IO>(
     let active = Arc::new(Active::default());
     let idle = server.idle_timeout;
     let mut closing = false;
+    // Once closing, the connection ends by this time even if the client never acknowledges the
+    // GOAWAY's PING or its streams never finish.
+    let mut close_by: Option<tokio::time::Instant> = None;
     loop {
         let idle_now = active.count() == 0;
         let held_until = gate
@@ -130,11 +135,17 @@ pub async fn serve<IO>(
                 debug!(peer = %client.peer, "idle timeout");
                 conn.graceful_shutdown();
                 closing = true;
+                close_by = Some(tokio::time::Instant::now() + handshake_timeout(idle));
+            }
+            _ = sleep_until_opt(close_by), if close_by.is_some() => {
+                debug!(peer = %client.peer, "closing deadline reached; dropping the connection");
+                break;
             }
             _ = active.changed.notified(), if !closing => {}
             _ = shutdown.changed(), if !closing => {
                 conn.graceful_shutdown();
                 closing = true;
+                close_by = Some(tokio::time::Instant::now() + server.shutdown_timeout);
             }
         }
     }
@@ -208,6 +219,13 @@ struct Stream {
     hinted: Vec<&'static str>,
     /// The link sets already sent in a 103: at most one 103 per distinct set (SPEC §5).
     hint_sets: Vec<Vec<String>>,
+}
+
+/// What waiting for the upstream's answer ended with.
+enum Waited {
+    Hints(Informational),
+    Upstream(Result<Response<crate::upstream::UpstreamBody>, ProxyError>),
+    ClientGone,
 }
 
 /// What a stream knows about its request once the head is parsed.
@@ -342,11 +360,26 @@ impl Stream {
             let upstream = app.upstream.send(upstream_req, Some(tx));
             tokio::pin!(upstream);
             loop {
-                tokio::select! {
-                    // 103s first: one that arrived before the final response is acted on first.
-                    biased;
-                    Some(links) = rx.recv() => self.on_upstream_hints(respond, &head, &links),
-                    res = &mut upstream => break res,
+                // 103s first: one that arrived before the final response is acted on first. A
+                // client reset (or a dead connection) drops the upstream request at once, so
+                // reset streams leave no upstream work behind (rapid reset, CVE-2023-44487).
+                let next = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(Some(links)) = rx.poll_recv(cx) {
+                        return Poll::Ready(Waited::Hints(links));
+                    }
+                    if let Poll::Ready(res) = upstream.as_mut().poll(cx) {
+                        return Poll::Ready(Waited::Upstream(res));
+                    }
+                    if respond.poll_reset(cx).is_ready() {
+                        return Poll::Ready(Waited::ClientGone);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                match next {
+                    Waited::Hints(links) => self.on_upstream_hints(respond, &head, &links),
+                    Waited::Upstream(res) => break res,
+                    Waited::ClientGone => return Ok((499, 0, Some("client_gone"))),
                 }
             }
         };

@@ -13,23 +13,23 @@ use rustls::sign::CertifiedKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{path}: cannot read certificate: {source}")]
+    #[error("{}: server.tls.cert: cannot read certificate: {source}", path.display())]
     ReadCert {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: no PEM certificate found")]
+    #[error("{}: server.tls.cert: no PEM certificate found", path.display())]
     NoCert { path: PathBuf },
-    #[error("{path}: cannot read private key: {source}")]
+    #[error("{}: server.tls.key: cannot read private key: {source}", path.display())]
     ReadKey {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: no PEM private key found")]
+    #[error("{}: server.tls.key: no PEM private key found", path.display())]
     NoKey { path: PathBuf },
-    #[error("{path}: unusable private key: {source}")]
+    #[error("{}: server.tls.key: unusable private key: {source}", path.display())]
     BadKey {
         path: PathBuf,
         #[source]

@@ -1,0 +1,659 @@
+//! The built binary (SPEC §1, §2, §3): the command line, configuration errors, the
+//! environment, signals (SIGTERM/SIGINT drain, SIGHUP reload) and the memory bound of a large
+//! transfer.
+//!
+//! A subprocess cannot report the port it bound for `127.0.0.1:0`, so these tests pick a free
+//! port (bind `127.0.0.1:0`, read it, drop it) and wait, bounded, for the proxy to accept there.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::Path;
+use std::process::{ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use http::StatusCode;
+use support::{client::*, proxy::*, upstream::*};
+
+const BIN: &str = env!("CARGO_BIN_EXE_linkpush");
+/// How long a proxy may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ===== Running the binary =====
+
+/// A command for the binary with none of the test's own `LINKPUSH_*` or `RUST_LOG` variables.
+fn linkpush() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name
+            .to_string_lossy()
+            .to_ascii_uppercase()
+            .starts_with("LINKPUSH_")
+        {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs the binary to completion (bounded), with extra environment variables and a working
+/// directory.
+async fn run_with(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> Output {
+    let mut cmd = linkpush();
+    cmd.args(args).envs(env.iter().copied());
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    match tokio::time::timeout(PROGRAM_TIMEOUT, cmd.output()).await {
+        Ok(out) => out.expect("run linkpush"),
+        Err(_) => panic!("linkpush {} did not finish", args.join(" ")),
+    }
+}
+
+async fn run(args: &[&str]) -> Output {
+    run_with(args, &[], None).await
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// SPEC §1: a start-up error is one clear line on stderr. Returns it.
+#[track_caller]
+fn one_error_line(out: &Output) -> String {
+    assert!(!out.status.success(), "exits non-zero: {out:?}");
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got:\n{err}");
+    lines[0].to_owned()
+}
+
+fn free_port() -> u16 {
+    let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// A temp directory, removed on drop.
+struct TempDir {
+    path: std::path::PathBuf,
+}
+
+impl TempDir {
+    fn new(label: &str) -> Self {
+        let file = TempFile::new(label);
+        let path = file.path.clone();
+        drop(file);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn config_text(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    admin: Option<SocketAddr>,
+    extra: &str,
+) -> String {
+    let mut text = format!(
+        "[server]\nlisten = \"{listen}\"\nshutdown_timeout = \"30s\"\n\
+         [upstream]\nurl = \"http://{upstream}\"\n\
+         [log]\nlevel = \"info\"\n"
+    );
+    if let Some(admin) = admin {
+        text.push_str(&format!("[admin]\nlisten = \"{admin}\"\n"));
+    }
+    text.push_str(extra);
+    text
+}
+
+/// The proxy binary, running. Killed when dropped.
+struct Running {
+    child: tokio::process::Child,
+    pid: u32,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    config: TempFile,
+    log: TempFile,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Running {
+    /// Starts the proxy in front of `upstream` with an admin listener; `extra` is appended to
+    /// the config file.
+    async fn start(upstream: SocketAddr, extra: &str) -> Running {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = TempFile::with_contents(
+            "config.toml",
+            config_text(addr, upstream, Some(admin), extra).as_bytes(),
+        );
+        let log = TempFile::new("stderr.log");
+        let log_file = std::fs::File::create(&log.path).expect("create log file");
+        let child = linkpush()
+            .args(["--config", config.path_str()])
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn linkpush");
+        let pid = child.id().expect("pid");
+        let mut running = Running {
+            child,
+            pid,
+            addr,
+            admin: Some(admin),
+            config,
+            log,
+        };
+        running.wait_listening().await;
+        running
+    }
+
+    /// Waits until the proxy (and its admin listener) accept connections: connection attempts
+    /// with short pauses, bounded by [`START_TIMEOUT`].
+    async fn wait_listening(&mut self) {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let mut targets = vec![self.addr];
+        targets.extend(self.admin);
+        for target in targets {
+            loop {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!(
+                        "linkpush exited with {status} before listening:\n{}",
+                        self.log()
+                    );
+                }
+                if tokio::net::TcpStream::connect(target).await.is_ok() {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "linkpush did not listen on {target} within {START_TIMEOUT:?}:\n{}",
+                    self.log()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log.path).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the log contains `text` `n` times; for events the process reports
+    /// only in its log.
+    async fn wait_log(&self, text: &str, n: usize) {
+        bounded(format!("{text:?} ×{n} in the log"), async {
+            while self.log().matches(text).count() < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}", self.pid);
+    }
+
+    async fn exited(&mut self) -> ExitStatus {
+        bounded("linkpush to exit", self.child.wait())
+            .await
+            .expect("wait for linkpush")
+    }
+
+    /// Peak resident set size so far (`VmHWM` in /proc/PID/status), in bytes.
+    fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .expect("read /proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        kib * 1024
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+// ===== Command line =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_prints_name_and_version() {
+    let out = run(&["--version"]).await;
+
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out).trim(), "linkpush 0.1.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_lists_the_commands() {
+    let out = run(&["--help"]).await;
+
+    assert!(out.status.success(), "{out:?}");
+    let help = stdout(&out);
+    for word in ["check", "demo", "--config"] {
+        assert!(help.contains(word), "{word} missing from:\n{help}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_the_effective_configuration_and_binds_nothing() {
+    // The listen address is taken: `check` must not try to bind it.
+    let taken = StdTcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = taken.local_addr().unwrap();
+    let config = TempFile::with_contents(
+        "config.toml",
+        format!("[server]\nlisten = \"{listen}\"\n[upstream]\nurl = \"http://127.0.0.1:9000\"\n")
+            .as_bytes(),
+    );
+
+    let out = run(&["check", "--config", config.path_str()]).await;
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for line in [
+        format!("listen = \"{listen}\""),
+        "max_concurrent_streams = 128".to_owned(),
+        "idle_timeout = \"60s\"".to_owned(),
+        "url = \"http://127.0.0.1:9000/\"".to_owned(),
+        "lru_capacity = 256".to_owned(),
+        "max_pushes_per_response = 16".to_owned(),
+        "max_asset_bytes = \"2MiB\"".to_owned(),
+        "routes = 10000".to_owned(),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_a_toml_syntax_error_with_file_line_and_column() {
+    let unclosed = TempFile::with_contents("bad.toml", b"[server\nlisten=");
+    let doubled = TempFile::with_contents(
+        "bad.toml",
+        b"[server]\nlisten = \"127.0.0.1:1\"\nmax_concurrent_streams = = 5\n",
+    );
+
+    let first = run(&["check", "--config", unclosed.path_str()]).await;
+    let second = run(&["check", "--config", doubled.path_str()]).await;
+
+    let line = one_error_line(&first);
+    assert!(
+        line.contains(&format!("{}:1:", unclosed.path_str())),
+        "file and line 1: {line}"
+    );
+    let line = one_error_line(&second);
+    let at = format!("{}:3:", doubled.path_str());
+    let column = line
+        .split_once(&at)
+        .and_then(|(_, rest)| rest.split(':').next())
+        .and_then(|c| c.parse::<u32>().ok());
+    assert!(column.is_some_and(|c| c > 0), "file:3:COL in {line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_refuses_an_unknown_key_and_names_it() {
+    let config = TempFile::with_contents("typo.toml", b"[server]\nlisen = \"127.0.0.1:1\"\n");
+
+    let out = run(&["check", "--config", config.path_str()]).await;
+
+    let line = one_error_line(&out);
+    assert!(line.contains("lisen"), "{line}");
+    assert!(line.contains(config.path_str()), "{line}");
+}
+
+fn missing_cert_config() -> TempFile {
+    let listen = format!("127.0.0.1:{}", free_port());
+    TempFile::with_contents(
+        "tls.toml",
+        format!(
+            "[server]\nlisten = \"{listen}\"\n[server.tls]\ncert = \"/nonexistent/cert.pem\"\n\
+             key = \"/nonexistent/key.pem\"\n"
+        )
+        .as_bytes(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_certificate_is_named_by_check_and_by_run() {
+    let config = missing_cert_config();
+
+    let check = run(&["check", "--config", config.path_str()]).await;
+    let start = run(&["--config", config.path_str()]).await;
+
+    for out in [&check, &start] {
+        let line = one_error_line(out);
+        assert!(line.contains("/nonexistent/cert.pem"), "{line}");
+    }
+}
+
+/// SPEC §1: a start-up error names the file *and the key*, so the operator knows which setting
+/// to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_certificate_error_names_the_config_key() {
+    let config = missing_cert_config();
+
+    let out = run(&["check", "--config", config.path_str()]).await;
+
+    let line = one_error_line(&out);
+    assert!(line.contains("server.tls.cert"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_overrides_show_in_check() {
+    let config = TempFile::with_contents(
+        "config.toml",
+        b"[upstream]\nurl = \"http://127.0.0.1:9000\"\n",
+    );
+
+    let out = run_with(
+        &["check", "--config", config.path_str()],
+        &[("LINKPUSH_UPSTREAM_URL", "http://10.9.8.7:1234")],
+        None,
+    )
+    .await;
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.lines().any(|l| l == "url = \"http://10.9.8.7:1234/\""),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_environment_variable_is_an_error() {
+    let config = TempFile::with_contents("config.toml", b"");
+
+    let out = run_with(
+        &["check", "--config", config.path_str()],
+        &[("LINKPUSH_UPSTREAM_ULR", "http://10.9.8.7:1234")],
+        None,
+    )
+    .await;
+
+    let line = one_error_line(&out);
+    assert!(line.contains("LINKPUSH_UPSTREAM_ULR"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_path_comes_from_linkpush_config_or_the_working_directory() {
+    let dir = TempDir::new("cwd");
+    let elsewhere =
+        TempFile::with_contents("config.toml", b"[server]\nmax_concurrent_streams = 77\n");
+    std::fs::write(
+        dir.path.join("linkpush.toml"),
+        b"[server]\nmax_concurrent_streams = 55\n",
+    )
+    .expect("write linkpush.toml");
+    let empty = TempDir::new("empty");
+
+    let from_env = run_with(
+        &["check"],
+        &[("LINKPUSH_CONFIG", elsewhere.path_str())],
+        Some(&empty.path),
+    )
+    .await;
+    let from_cwd = run_with(&["check"], &[], Some(&dir.path)).await;
+    let missing = run_with(&["check"], &[], Some(&empty.path)).await;
+
+    assert!(from_env.status.success(), "{}", stderr(&from_env));
+    assert!(stdout(&from_env).contains("max_concurrent_streams = 77"));
+    assert!(from_cwd.status.success(), "{}", stderr(&from_cwd));
+    assert!(stdout(&from_cwd).contains("max_concurrent_streams = 55"));
+    let line = one_error_line(&missing);
+    assert!(line.contains("linkpush.toml"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_in_use_is_one_line_naming_it() {
+    let taken = StdTcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().unwrap();
+    let config = TempFile::with_contents(
+        "config.toml",
+        config_text(addr, Upstream::closed_port(), None, "").as_bytes(),
+    );
+
+    let out = run(&["--config", config.path_str()]).await;
+
+    let line = one_error_line(&out);
+    assert!(line.contains(&addr.to_string()), "{line}");
+}
+
+// ===== Signals =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_in_flight_request_then_exits_0() {
+    let gate = Gate::new();
+    let size = 300_000;
+    let up = Upstream::new()
+        .route("/slow", Reply::generated(size).hold(gate.clone()))
+        .start()
+        .await;
+    let mut proxy = Running::start(up.addr(), "").await;
+    let admin = proxy.admin.unwrap();
+    let addr = proxy.addr;
+    let request = tokio::spawn(async move {
+        let opts = H2Options {
+            enable_push: false,
+            ..H2Options::default()
+        };
+        let mut client = h2_connect(addr, &opts).await;
+        let ex = h2_get(&mut client, "/slow", &[]).await;
+        (ex, client.frames())
+    });
+    assert!(up.wait_for_requests("/slow", 1, TIMEOUT).await);
+    assert_eq!(admin_get(admin, "/healthz").await.0, 200);
+
+    proxy.signal("TERM");
+
+    let draining = bounded("/healthz to say 503", async {
+        loop {
+            let (status, _) = admin_get(admin, "/healthz").await;
+            if status != 200 {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(draining, 503);
+    // The listener closes once the accept loop sees the signal.
+    bounded("the listener to stop accepting", async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    gate.open();
+    let (ex, frames) = bounded("the in-flight request", request)
+        .await
+        .expect("request task");
+    assert_eq!(ex.status, StatusCode::OK);
+    assert!(ex.error.is_none(), "{ex:?}");
+    assert_eq!(sha256_hex(&ex.body), generated_sha256(size));
+    assert!(frames.iter().any(|f| f.kind == "GOAWAY"), "{frames:?}");
+    let status = proxy.exited().await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_when_idle_exits_0() {
+    let up = Upstream::new().start().await;
+    let mut proxy = Running::start(up.addr(), "").await;
+
+    proxy.signal("INT");
+
+    let status = proxy.exited().await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", proxy.log());
+}
+
+fn page_with_preload(css: &str) -> Reply {
+    Reply::html("<p>page</p>").link(&format!("<{css}>; rel=preload; as=style"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_the_new_file_to_new_connections() {
+    let up = Upstream::new()
+        .route("/", page_with_preload("/app.css"))
+        .route("/other", page_with_preload("/other.css"))
+        .route("/app.css", Reply::ok("body{}"))
+        .route("/other.css", Reply::ok("p{}"))
+        .start()
+        .await;
+    let proxy = Running::start(up.addr(), "[push]\nenabled = true\n").await;
+    let mut before = h2_connect(proxy.addr, &H2Options::default()).await;
+    let pushed = h2_get(&mut before, "/", &[]).await;
+    assert_eq!(pushed.pushed_paths(), ["/app.css"], "{pushed:?}");
+
+    let text = std::fs::read_to_string(&proxy.config.path).unwrap();
+    std::fs::write(
+        &proxy.config.path,
+        text.replace("enabled = true", "enabled = false"),
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    proxy.wait_log("configuration reloaded", 1).await;
+
+    let mut after = h2_connect(proxy.addr, &H2Options::default()).await;
+    let not_pushed = h2_get(&mut after, "/", &[]).await;
+    let old_connection = h2_get(&mut before, "/other", &[]).await;
+
+    assert_eq!(not_pushed.status, StatusCode::OK);
+    assert!(not_pushed.pushes.is_empty(), "{not_pushed:?}");
+    assert!(
+        !after.frames().iter().any(|f| f.kind == "PUSH_PROMISE"),
+        "no PUSH_PROMISE on a connection opened after the reload"
+    );
+    assert_eq!(
+        old_connection.pushed_paths(),
+        ["/other.css"],
+        "a connection keeps the configuration it started with"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_an_invalid_file_keeps_the_running_configuration() {
+    let up = Upstream::new()
+        .route("/", page_with_preload("/app.css"))
+        .route("/app.css", Reply::ok("body{}"))
+        .start()
+        .await;
+    let proxy = Running::start(up.addr(), "[push]\nenabled = true\n").await;
+
+    std::fs::write(&proxy.config.path, b"[server\nthis is = = not toml").unwrap();
+    proxy.signal("HUP");
+    proxy.wait_log("reload failed", 1).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+    let ex = h2_get(&mut client, "/", &[]).await;
+
+    assert_eq!(ex.status, StatusCode::OK);
+    assert_eq!(ex.pushed_paths(), ["/app.css"], "push is still on: {ex:?}");
+    assert!(ex.push("/app.css").completed());
+    assert!(
+        proxy.log().contains(proxy.config.path_str()),
+        "the log names the file:\n{}",
+        proxy.log()
+    );
+}
+
+// ===== Memory =====
+
+/// Downloads `url` with curl (`extra` chooses the protocol) to /dev/null; returns the bytes
+/// received and how long it took.
+async fn download(url: &str, extra: &str) -> (u64, Duration) {
+    let started = std::time::Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(150),
+        tokio::process::Command::new("curl")
+            .args([
+                "-sS",
+                extra,
+                "--max-time",
+                "120",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{size_download}",
+                url,
+            ])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("curl finished within 150 s")
+    .expect("run curl");
+    let written = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl {extra}: {written} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, size) = written.split_once(' ').expect("curl -w output");
+    assert_eq!(code, "200");
+    (size.parse().expect("size_download"), started.elapsed())
+}
+
+const BIG: u64 = 200 * 1024 * 1024;
+const RSS_BOUND: u64 = 100 * 1024 * 1024;
+
+async fn big_download_stays_bounded(extra: &str) {
+    let up = Upstream::new()
+        .route("/big", Reply::generated(BIG))
+        .start()
+        .await;
+    let proxy = Running::start(up.addr(), "").await;
+
+    let (bytes, took) = download(&proxy.url("/big"), extra).await;
+
+    assert_eq!(bytes, BIG);
+    let peak = proxy.peak_rss();
+    eprintln!(
+        "{extra}: 200 MiB in {took:?} ({:.0} MB/s), proxy VmHWM {} KiB",
+        BIG as f64 / took.as_secs_f64() / 1e6,
+        peak / 1024
+    );
+    assert!(
+        peak < RSS_BOUND,
+        "peak RSS {} MiB after a 200 MiB download",
+        peak / 1024 / 1024
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mib_h2c_download_keeps_the_proxy_under_100_mib() {
+    big_download_stays_bounded("--http2-prior-knowledge").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mib_http1_download_keeps_the_proxy_under_100_mib() {
+    big_download_stays_bounded("--http1.1").await;
+}
