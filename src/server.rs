@@ -75,11 +75,6 @@ impl Server {
             (None, TlsSource::FromConfig) => None,
         };
         let tls = certs.clone().map(tls::server_config).transpose()?;
-        if config.early_hints.http1 {
-            warn!(
-                "early_hints.http1 = true: 103 Early Hints are not sent to HTTP/1.1 clients yet (hyper's server cannot write 1xx responses)"
-            );
-        }
         let mut listeners = Vec::new();
         for addr in &config.server.listen {
             let l = listener::bind(*addr).map_err(|source| StartError::Bind {

@@ -430,3 +430,79 @@ async fn curl_sees_the_learned_early_hints() {
             .contains("< link: </a.css>; rel=preload; as=style")
     );
 }
+
+/// `early_hints.http1`: HTTP/1.1 clients get learned and upstream 103s too, written before the
+/// final response; HTTP/1.0 clients and the default configuration get none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_clients_get_103s_only_when_enabled() {
+    let up = Upstream::new()
+        .route("/", page(&PAGE_LINKS))
+        .route(
+            "/hinted",
+            page(&[]).early_hints(&["</u.css>; rel=preload; as=style"]),
+        )
+        .start()
+        .await;
+    let on = Proxy::start(up.addr(), |c| c.early_hints.http1 = true).await;
+    let off = Proxy::start(up.addr(), |_| {}).await;
+    let fetch = |port: u16, path: &'static str, version: &'static str| async move {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let out = curl(&["-s", "-v", version, "-o", "/dev/null", &url]).await;
+        assert!(out.status.success(), "{}", out.stderr);
+        out.stderr
+    };
+
+    fetch(on.addr.port(), "/", "--http1.1").await;
+    let learned = fetch(on.addr.port(), "/", "--http1.1").await;
+    let at_103 = learned
+        .find("< HTTP/1.1 103 Early Hints")
+        .expect("a learned 103");
+    assert!(
+        at_103 < learned.find("< HTTP/1.1 200").expect("a 200"),
+        "{learned}"
+    );
+    assert!(
+        learned.contains("< link: </b.js>; rel=preload; as=script\r\n"),
+        "{learned}"
+    );
+
+    let upstream = fetch(on.addr.port(), "/hinted", "--http1.1").await;
+    assert!(
+        upstream.contains("< HTTP/1.1 103 Early Hints"),
+        "{upstream}"
+    );
+    assert!(
+        upstream.contains("< link: </u.css>; rel=preload; as=style"),
+        "{upstream}"
+    );
+
+    let old_client = fetch(on.addr.port(), "/", "--http1.0").await;
+    assert!(
+        !old_client.contains(" 103 "),
+        "no 1xx to HTTP/1.0: {old_client}"
+    );
+
+    fetch(off.addr.port(), "/", "--http1.1").await;
+    assert!(
+        !fetch(off.addr.port(), "/", "--http1.1")
+            .await
+            .contains(" 103 ")
+    );
+    assert!(
+        !fetch(off.addr.port(), "/hinted", "--http1.1")
+            .await
+            .contains(" 103 ")
+    );
+
+    let metrics = on.metrics().await;
+    assert_eq!(
+        sample(&metrics, "linkpush_early_hints_total{source=\"learned\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "linkpush_early_hints_total{source=\"upstream\"}"),
+        1.0,
+        "{metrics}"
+    );
+}

@@ -1,8 +1,8 @@
 //! The HTTP/1.1 front end, on hyper's server: keep-alive, a deadline for each request head
 //! (slowloris; it also closes idle keep-alive connections), bounded heads. No push.
 //!
-//! 103 Early Hints are not sent to HTTP/1.1 clients: hyper's server cannot write a 1xx, so
-//! `early_hints.http1 = true` is accepted but logged as unsupported at start (README, "Limits").
+//! With `early_hints.http1`, learned links and upstream 103s reach HTTP/1.1 clients as 103s too,
+//! written by `h1_io` since hyper's server cannot write a 1xx.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -19,17 +19,21 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use super::{AccessLog, classify_links, may_push_final};
+use super::h1_io::{Interim, InterimIo};
+use super::{
+    AccessLog, EarlyHints, classify_links, may_push_final, upstream_hints, wants_learned_hints,
+};
 use crate::app::App;
 use crate::error::{ProxyError, error_body};
 use crate::learn::LearnStore;
-use crate::metrics::Protocol;
+use crate::metrics::{HintSource, Protocol};
 use crate::push::target::RequestBase;
 use crate::upstream::{
-    BoxError, ClientContext, RequestBody, rewrite_request_headers, strip_hop_by_hop,
+    BoxError, ClientContext, Informational, MAX_INFORMATIONAL, RequestBody,
+    rewrite_request_headers, strip_hop_by_hop,
 };
 
 /// SPEC §8: bounded request heads.
@@ -49,9 +53,11 @@ pub async fn serve<IO>(
 {
     let _gauge = app.metrics.connection(Protocol::Http1);
     let idle = app.config.server.idle_timeout;
+    let interim = Arc::new(Interim::default());
+    let io = InterimIo::new(io, interim.clone());
     let service = {
         let app = app.clone();
-        service_fn(move |req| handle(app.clone(), client.clone(), req))
+        service_fn(move |req| handle(app.clone(), client.clone(), interim.clone(), req))
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -83,6 +89,7 @@ pub async fn serve<IO>(
 async fn handle(
     app: Arc<App>,
     client: ClientContext,
+    interim: Arc<Interim>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
@@ -92,7 +99,8 @@ async fn handle(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let response = match proxy(&app, &client, req, &path).await {
+    let mut hints = EarlyHints::default();
+    let response = match proxy(&app, &client, &interim, &mut hints, req, &path).await {
         Ok(res) => res,
         Err(err) => {
             match err.side() {
@@ -127,6 +135,7 @@ async fn handle(
             path,
             status,
             started,
+            hinted: hints.sources,
         }),
     };
     Ok(Response::from_parts(parts, logged.boxed_unsync()))
@@ -135,6 +144,8 @@ async fn handle(
 async fn proxy(
     app: &Arc<App>,
     client: &ClientContext,
+    interim: &Interim,
+    hints: &mut EarlyHints,
     req: Request<Incoming>,
     path: &str,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -158,6 +169,19 @@ async fn proxy(
             .to_owned(),
     };
     let method = req.method().clone();
+    // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client. `early_hints.http1` is off by default
+    // because some old HTTP/1.1 clients mishandle 1xx too.
+    let hints_on = app.config.early_hints.enabled
+        && app.config.early_hints.http1
+        && req.version() == Version::HTTP_11;
+    let route = LearnStore::route_key(&authority, path);
+    if hints_on && method == Method::GET && wants_learned_hints(req.headers()) {
+        // Before the upstream request is sent: the backend's think time is what this fills.
+        if let Some(links) = app.learn.as_ref().and_then(|l| l.get(&route)) {
+            let learned: Vec<String> = links.iter().map(|p| p.hint.clone()).collect();
+            send_early_hints(app, interim, hints, &learned, HintSource::Learned);
+        }
+    }
     let (mut parts, incoming) = req.into_parts();
     rewrite_request_headers(&mut parts.headers, &authority, client);
     let body: RequestBody = if incoming.is_end_stream() {
@@ -173,20 +197,36 @@ async fn proxy(
     *upstream_req.version_mut() = Version::HTTP_11;
     *upstream_req.headers_mut() = parts.headers;
 
-    let response = app.upstream.send(upstream_req, None).await?;
+    let base = RequestBase {
+        scheme: client.scheme,
+        authority: &authority,
+        path_and_query: path,
+    };
+    let response = if hints_on {
+        let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
+        let upstream = app.upstream.send(upstream_req, Some(tx));
+        tokio::pin!(upstream);
+        loop {
+            tokio::select! {
+                biased;
+                Some(links) = rx.recv() => {
+                    let classified = classify_links(&links, &base);
+                    send_early_hints(app, interim, hints, &upstream_hints(&classified), HintSource::Upstream);
+                }
+                res = &mut upstream => break res?,
+            }
+        }
+    } else {
+        app.upstream.send(upstream_req, None).await?
+    };
     let (mut parts, body) = response.into_parts();
     if let Some(learn) = app
         .learn
         .as_ref()
         .filter(|_| may_push_final(&method, parts.status))
     {
-        let base = RequestBase {
-            scheme: client.scheme,
-            authority: &authority,
-            path_and_query: path,
-        };
         let classified = classify_links(parts.headers.get_all(header::LINK), &base);
-        learn.learn(LearnStore::route_key(&authority, path), classified.preloads);
+        learn.learn(route, classified.preloads);
     }
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(
@@ -195,11 +235,26 @@ async fn proxy(
     ))
 }
 
+/// Queues a 103 on the connection, once per distinct set of links.
+fn send_early_hints(
+    app: &App,
+    interim: &Interim,
+    hints: &mut EarlyHints,
+    links: &[String],
+    source: HintSource,
+) {
+    if hints.admit(links) {
+        interim.early_hints(links);
+        hints.sent(source, &app.metrics);
+    }
+}
+
 struct LogLine {
     method: Method,
     path: String,
     status: u16,
     started: Instant,
+    hinted: Vec<&'static str>,
 }
 
 /// Counts the bytes of a response body and writes the access-log line when it ends or is dropped.
@@ -220,7 +275,7 @@ impl Logged {
                 bytes: self.bytes,
                 started: line.started,
                 pushed: &[],
-                hinted: &[],
+                hinted: &line.hinted,
                 error,
             }
             .emit();

@@ -25,7 +25,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::debug;
 
 use super::h2_io::{GatedIo, ReadGate};
-use super::{AccessLog, classify_links, handshake_timeout, may_push_final, wants_learned_hints};
+use super::{
+    AccessLog, EarlyHints, classify_links, handshake_timeout, may_push_final, upstream_hints,
+    wants_learned_hints,
+};
 use crate::app::App;
 use crate::body::{H2RequestBody, SendError, send_body};
 use crate::error::{ProxyError, error_body};
@@ -216,9 +219,7 @@ struct Stream {
     push: Arc<PushState>,
     client: ClientContext,
     log: PushLog,
-    hinted: Vec<&'static str>,
-    /// The link sets already sent in a 103: at most one 103 per distinct set (SPEC §5).
-    hint_sets: Vec<Vec<String>>,
+    hints: EarlyHints,
 }
 
 /// What waiting for the upstream's answer ended with.
@@ -256,8 +257,7 @@ impl Stream {
             push,
             client,
             log: PushLog::default(),
-            hinted: Vec::new(),
-            hint_sets: Vec::new(),
+            hints: EarlyHints::default(),
         }
     }
 
@@ -286,7 +286,7 @@ impl Stream {
                 bytes,
                 started,
                 pushed: &self.log.promised,
-                hinted: &self.hinted,
+                hinted: &self.hints.sources,
                 error,
             }
             .emit();
@@ -498,13 +498,7 @@ impl Stream {
             self.promise(respond, head, &classified.preloads);
         }
         if self.app.config.early_hints.enabled {
-            let hints: Vec<String> = classified
-                .preloads
-                .iter()
-                .map(|p| p.hint.clone())
-                .chain(classified.foreign_hints.iter().cloned())
-                .collect();
-            self.send_hints(respond, hints, HintSource::Upstream);
+            self.send_hints(respond, upstream_hints(&classified), HintSource::Upstream);
         }
     }
 
@@ -549,14 +543,7 @@ impl Stream {
         hints: Vec<String>,
         source: HintSource,
     ) {
-        if hints.is_empty() {
-            return;
-        }
-        // The set, not the order, identifies a 103; the 103 keeps the upstream's order.
-        let mut set = hints.clone();
-        set.sort();
-        set.dedup();
-        if self.hint_sets.contains(&set) {
+        if !self.hints.admit(&hints) {
             return;
         }
         // SPEC §5: a 103 carries only Link fields.
@@ -568,11 +555,7 @@ impl Stream {
             }
         }
         match respond.send_informational(early) {
-            Ok(()) => {
-                self.app.metrics.early_hint(source);
-                self.hinted.push(source.as_str());
-                self.hint_sets.push(set);
-            }
+            Ok(()) => self.hints.sent(source, &self.app.metrics),
             Err(err) => debug!(error = %err, "sending 103 failed"),
         }
     }

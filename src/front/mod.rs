@@ -2,6 +2,7 @@
 //! (hyper's HTTP/1.1 server, no push). What both need lives here.
 
 pub mod h1;
+pub mod h1_io;
 pub mod h2;
 pub mod h2_io;
 
@@ -41,6 +42,47 @@ pub fn wants_learned_hints(headers: &HeaderMap) -> bool {
         None => true,
         Some(v) => v.as_bytes().eq_ignore_ascii_case(b"navigate"),
     }
+}
+
+/// The 103s of one request: at most one per distinct set of links (SPEC §5).
+#[derive(Default)]
+pub struct EarlyHints {
+    sent: Vec<Vec<String>>,
+    /// What each 103 sent came from, for the access log.
+    pub sources: Vec<&'static str>,
+}
+
+impl EarlyHints {
+    /// Whether a 103 with `hints` should go out: not empty, and not a set already sent (the
+    /// set, not the order, identifies a 103; the 103 itself keeps the given order).
+    pub fn admit(&mut self, hints: &[String]) -> bool {
+        if hints.is_empty() {
+            return false;
+        }
+        let mut set = hints.to_vec();
+        set.sort();
+        set.dedup();
+        if self.sent.contains(&set) {
+            return false;
+        }
+        self.sent.push(set);
+        true
+    }
+
+    pub fn sent(&mut self, source: crate::metrics::HintSource, metrics: &crate::metrics::Metrics) {
+        metrics.early_hint(source);
+        self.sources.push(source.as_str());
+    }
+}
+
+/// The hints a forwarded upstream 103 carries: its preloads, cleaned, same-origin or not.
+pub fn upstream_hints(classified: &Classified) -> Vec<String> {
+    classified
+        .preloads
+        .iter()
+        .map(|p| p.hint.clone())
+        .chain(classified.foreign_hints.iter().cloned())
+        .collect()
 }
 
 /// One access-log line per request (SPEC §7).
@@ -87,6 +129,20 @@ mod tests {
         assert!(!may_push_final(&Method::GET, StatusCode::PARTIAL_CONTENT));
         assert!(!may_push_final(&Method::GET, StatusCode::NOT_MODIFIED));
         assert!(!may_push_final(&Method::GET, StatusCode::NOT_FOUND));
+    }
+
+    #[test]
+    fn one_103_per_distinct_link_set() {
+        let mut hints = EarlyHints::default();
+        let a = vec![
+            "</a>; rel=preload".to_string(),
+            "</b>; rel=preload".to_string(),
+        ];
+        let b_then_a = vec![a[1].clone(), a[0].clone()];
+        assert!(!hints.admit(&[]));
+        assert!(hints.admit(&a));
+        assert!(!hints.admit(&b_then_a), "same set, other order");
+        assert!(hints.admit(&a[..1]));
     }
 
     #[test]
