@@ -16,9 +16,10 @@
 //! `front::h2`), so nothing runs between the hold and h2's next write.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,8 +29,8 @@ const CLIENT_PREFACE_LEN: usize = 24;
 const FRAME_HEADER_LEN: usize = 9;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
-/// Kept per connection once it has read: small, since idle connections count (SPEC §9).
-const READ_CHUNK: usize = 8 * 1024;
+/// One read from the socket, on the stack; only bytes past a frame boundary are kept.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Which pushed streams hold the connection's reads.
 #[derive(Default)]
@@ -154,11 +155,10 @@ impl FrameCursor {
 pub struct GatedIo<T> {
     inner: T,
     gate: Arc<ReadGate>,
-    /// Bytes read from `inner` not yet handed to h2: `buf[start..end]`. Allocated on the first
-    /// read and kept (zeroed once, not per read).
-    buf: Box<[u8]>,
+    /// Bytes read from `inner` but not yet handed to h2 (those past a frame boundary). Empty,
+    /// and unallocated, on an idle connection.
+    pending: Vec<u8>,
     start: usize,
-    end: usize,
     reads: FrameCursor,
     writes: FrameCursor,
 }
@@ -168,9 +168,8 @@ impl<T> GatedIo<T> {
         GatedIo {
             inner,
             gate,
-            buf: Box::default(),
+            pending: Vec::new(),
             start: 0,
-            end: 0,
             reads: FrameCursor::new(CLIENT_PREFACE_LEN),
             writes: FrameCursor::new(0),
         }
@@ -196,31 +195,39 @@ impl<T: AsyncRead + Unpin> AsyncRead for GatedIo<T> {
         if this.gate.must_wait(cx) {
             return Poll::Pending;
         }
-        if this.start == this.end {
-            if this.buf.is_empty() {
-                this.buf = vec![0; READ_CHUNK].into_boxed_slice();
+        if this.start < this.pending.len() {
+            let n = this
+                .reads
+                .until_boundary()
+                .min(buf.remaining())
+                .min(this.pending.len() - this.start);
+            let bytes = &this.pending[this.start..this.start + n];
+            buf.put_slice(bytes);
+            this.reads.advance(bytes, |_, _| {});
+            this.start += n;
+            if this.start == this.pending.len() {
+                // Free it: idle connections keep no read buffer.
+                this.pending = Vec::new();
+                this.start = 0;
             }
-            let mut chunk = ReadBuf::new(&mut this.buf);
-            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut chunk);
-            let filled = chunk.filled().len();
-            match polled {
-                Poll::Ready(Ok(())) if filled == 0 => return Poll::Ready(Ok(())),
-                Poll::Ready(Ok(())) => {
-                    this.start = 0;
-                    this.end = filled;
-                }
-                other => return other,
-            }
+            return Poll::Ready(Ok(()));
         }
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut chunk = ReadBuf::uninit(&mut chunk);
+        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut chunk))?;
+        let filled = chunk.filled();
         // Never past the end of the current frame: h2 must ask again for the next one.
-        let n = buf
-            .remaining()
-            .min(this.end - this.start)
-            .min(this.reads.until_boundary());
-        let bytes = &this.buf[this.start..this.start + n];
-        buf.put_slice(bytes);
-        this.reads.advance(bytes, |_, _| {});
-        this.start += n;
+        let n = this
+            .reads
+            .until_boundary()
+            .min(buf.remaining())
+            .min(filled.len());
+        buf.put_slice(&filled[..n]);
+        this.reads.advance(&filled[..n], |_, _| {});
+        if n < filled.len() {
+            this.pending = filled[n..].to_vec();
+            this.start = 0;
+        }
         Poll::Ready(Ok(()))
     }
 }

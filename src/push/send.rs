@@ -32,7 +32,10 @@ pub struct PushState {
     /// the client sent SETTINGS_ENABLE_PUSH = 0 (RFC 9113 §6.5.2), and we stop trying.
     enabled: AtomicBool,
     /// URLs (scheme, authority, path and query) already promised on this connection.
-    pushed: Mutex<LruCache<String, ()>>,
+    /// Created on the first push: the `lru` crate allocates its whole capacity up front, and
+    /// most connections (browsers refuse push) never need it.
+    pushed: Mutex<Option<LruCache<String, ()>>>,
+    lru_capacity: NonZeroUsize,
     open: AtomicUsize,
     /// The client's SETTINGS_MAX_CONCURRENT_STREAMS, as h2 last reported it.
     peer_max_streams: AtomicUsize,
@@ -60,7 +63,8 @@ impl PushState {
         PushState {
             heads,
             enabled: AtomicBool::new(enabled),
-            pushed: Mutex::new(LruCache::new(lru_capacity)),
+            pushed: Mutex::new(None),
+            lru_capacity,
             open: AtomicUsize::new(0),
             peer_max_streams: AtomicUsize::new(usize::MAX),
             max_concurrent_pushes,
@@ -69,6 +73,18 @@ impl PushState {
 
     pub fn is_enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
+    }
+
+    fn was_pushed(&self, url: &str) -> bool {
+        let pushed = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
+        pushed.as_ref().is_some_and(|lru| lru.contains(url))
+    }
+
+    fn remember(&self, url: String) {
+        let mut pushed = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
+        pushed
+            .get_or_insert_with(|| LruCache::new(self.lru_capacity))
+            .put(url, ());
     }
 
     pub fn set_peer_max_streams(&self, n: usize) {
@@ -186,13 +202,7 @@ fn decide_and_promise(
         req.authority.to_ascii_lowercase(),
         preload.path
     );
-    if req
-        .state
-        .pushed
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .contains(&key)
-    {
+    if req.state.was_pushed(&key) {
         return Decision::Skipped(SkipReason::Duplicate);
     }
     // Rule 4, and the client's concurrency limit.
@@ -216,11 +226,7 @@ fn decide_and_promise(
     };
     match respond.push_request(promised) {
         Ok(pushed) => {
-            req.state
-                .pushed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .put(key, ());
+            req.state.remember(key);
             log.made += 1;
             log.promised.push(preload.path.clone());
             req.app.metrics.push(PushOutcome::Promised);
