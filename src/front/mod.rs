@@ -5,6 +5,7 @@ pub mod h1;
 pub mod h1_io;
 pub mod h2;
 pub mod h2_io;
+mod h2_stream;
 
 use std::time::Duration;
 

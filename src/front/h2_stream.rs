@@ -1,0 +1,411 @@
+//! One client-initiated HTTP/2 stream: learned hints, upstream 103s, pushes from the final Link
+//! fields, and the response body through the one send loop.
+//!
+//! Order within a stream (RFC 9113 §8.4.1, RFC 8297): learned pushes / 103 → upstream request →
+//! upstream 103s forwarded and their links pushed as they arrive → PUSH_PROMISEs for the final
+//! response's links → final HEADERS → body. Every promise precedes the HEADERS of the response
+//! that carries its link, and the response is never held back while assets are fetched.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::{
+    AccessLog, EarlyHints, classify_links, may_push_final, upstream_hints, wants_learned_hints,
+};
+use crate::app::App;
+use crate::body::{H2RequestBody, SendError, send_body};
+use crate::error::{ProxyError, error_body};
+use crate::learn::LearnStore;
+use crate::metrics::{HintSource, Protocol};
+use crate::push::policy::Preload;
+use crate::push::send::{Decision, PushLog, PushRequest, PushState, promise_all};
+use crate::push::target::RequestBase;
+use crate::upstream::{
+    ClientContext, Informational, MAX_INFORMATIONAL, RequestBody, rewrite_request_headers,
+};
+
+/// One client-initiated stream.
+pub(super) struct Stream {
+    app: Arc<App>,
+    push: Arc<PushState>,
+    client: ClientContext,
+    log: PushLog,
+    hints: EarlyHints,
+}
+
+/// What waiting for the upstream's answer ended with.
+enum Waited {
+    Hints(Informational),
+    Upstream(Result<Response<crate::upstream::UpstreamBody>, ProxyError>),
+    ClientGone,
+}
+
+/// What a stream knows about its request once the head is parsed.
+struct Head {
+    method: Method,
+    scheme: &'static str,
+    authority: String,
+    path: String,
+    /// `push.request_headers` copied from the request, for promised requests.
+    push_headers: HeaderMap,
+    learned_hints_ok: bool,
+}
+
+impl Head {
+    fn base(&self) -> RequestBase<'_> {
+        RequestBase {
+            scheme: self.scheme,
+            authority: &self.authority,
+            path_and_query: &self.path,
+        }
+    }
+}
+
+impl Stream {
+    pub(super) fn new(app: Arc<App>, push: Arc<PushState>, client: ClientContext) -> Self {
+        Stream {
+            app,
+            push,
+            client,
+            log: PushLog::default(),
+            hints: EarlyHints::default(),
+        }
+    }
+
+    pub(super) async fn run(mut self, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let (status, bytes, error) = match self.proxy(req, &mut respond).await {
+            Ok((status, bytes, error)) => (status, bytes, error),
+            Err(err) => {
+                let status = self.send_error(&mut respond, &err);
+                (status, 0, Some(err.kind()))
+            }
+        };
+        self.app.metrics.request(Protocol::Http2, status);
+        if self.app.config.log.access_log {
+            AccessLog {
+                protocol: "h2",
+                method: &method,
+                path: &path,
+                status,
+                bytes,
+                started,
+                pushed: &self.log.promised,
+                hinted: &self.hints.sources,
+                error,
+            }
+            .emit();
+        }
+    }
+
+    fn parse_head(&self, req: &Request<RecvStream>) -> Result<Head, ProxyError> {
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::BadRequest("CONNECT is not supported"));
+        }
+        // RFC 9113 §8.3.1: :authority, or Host when a client sends none.
+        let authority = match req.uri().authority() {
+            Some(a) => a.as_str().to_owned(),
+            None => req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .ok_or(ProxyError::BadRequest("missing :authority"))?
+                .to_owned(),
+        };
+        let scheme = if self.client.scheme == "https" {
+            "https"
+        } else {
+            "http"
+        };
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .filter(|p| p.starts_with('/'))
+            .ok_or(ProxyError::BadRequest(
+                "request target must be an absolute path",
+            ))?;
+        let mut push_headers = HeaderMap::new();
+        for name in &self.app.config.push.request_headers {
+            for value in req.headers().get_all(name) {
+                push_headers.append(name.clone(), value.clone());
+            }
+        }
+        Ok(Head {
+            method: req.method().clone(),
+            scheme,
+            authority,
+            path,
+            push_headers,
+            learned_hints_ok: wants_learned_hints(req.headers()),
+        })
+    }
+
+    /// Returns (status, body bytes sent, error kind) once the response has been sent.
+    async fn proxy(
+        &mut self,
+        req: Request<RecvStream>,
+        respond: &mut SendResponse<Bytes>,
+    ) -> Result<(u16, u64, Option<&'static str>), ProxyError> {
+        let head = self.parse_head(&req)?;
+        let upstream_req = self.upstream_request(req, &head)?;
+        let app = self.app.clone();
+
+        // Learned links first: the pushes or the 103 go out before the upstream request is even
+        // sent, because the backend's think time is exactly what they are meant to fill.
+        let route = LearnStore::route_key(&head.authority, &head.path);
+        if head.method == Method::GET {
+            if let Some(links) = app.learn.as_ref().and_then(|l| l.get(&route)) {
+                self.act_early(respond, &head, &links, &[], HintSource::Learned);
+            }
+        }
+
+        let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
+        let response = {
+            let upstream = app.upstream.send(upstream_req, Some(tx));
+            tokio::pin!(upstream);
+            loop {
+                // 103s first: one that arrived before the final response is acted on first. A
+                // client reset (or a dead connection) drops the upstream request at once, so
+                // reset streams leave no upstream work behind (rapid reset, CVE-2023-44487).
+                let next = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(Some(links)) = rx.poll_recv(cx) {
+                        return Poll::Ready(Waited::Hints(links));
+                    }
+                    if let Poll::Ready(res) = upstream.as_mut().poll(cx) {
+                        return Poll::Ready(Waited::Upstream(res));
+                    }
+                    if respond.poll_reset(cx).is_ready() {
+                        return Poll::Ready(Waited::ClientGone);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                match next {
+                    Waited::Hints(links) => self.on_upstream_hints(respond, &head, &links),
+                    Waited::Upstream(res) => break res,
+                    Waited::ClientGone => return Ok((499, 0, Some("client_gone"))),
+                }
+            }
+        };
+        while let Ok(links) = rx.try_recv() {
+            self.on_upstream_hints(respond, &head, &links);
+        }
+        let response = response?;
+        let (mut parts, body) = response.into_parts();
+
+        if may_push_final(&head.method, parts.status) {
+            let classified = classify_links(parts.headers.get_all(header::LINK), &head.base());
+            for reason in &classified.skipped {
+                app.metrics.push_skipped(*reason);
+            }
+            if self.may_push(&head) {
+                self.promise(respond, &head, &classified.preloads);
+            }
+            // SPEC §6: the final response's links replace what was learned.
+            if let Some(learn) = &app.learn {
+                learn.learn(route, classified.preloads);
+            }
+        }
+
+        crate::upstream::strip_hop_by_hop(&mut parts.headers);
+        let status = parts.status;
+        let mut head_out = Response::new(());
+        *head_out.status_mut() = status;
+        *head_out.headers_mut() = parts.headers;
+        let end = body.is_end_stream() || head.method == Method::HEAD;
+        let mut send = respond
+            .send_response(head_out, end)
+            .map_err(ProxyError::ClientGone)?;
+        if end {
+            return Ok((status.as_u16(), 0, None));
+        }
+        let stall = app.config.server.idle_timeout;
+        match send_body(&mut send, body, None, stall).await {
+            Ok(n) => Ok((status.as_u16(), n, None)),
+            Err(SendError::Upstream(err)) => {
+                // SPEC §3: a truncated upstream body is never ended as if complete.
+                debug!(error = %err, "upstream body failed; resetting stream");
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+                Ok((status.as_u16(), 0, Some("upstream_body")))
+            }
+            Err(SendError::Stalled(_)) => {
+                send.send_reset(h2::Reason::CANCEL);
+                Ok((status.as_u16(), 0, Some("client_stalled")))
+            }
+            Err(SendError::ClientReset(_)) | Err(SendError::H2(_)) => {
+                Ok((status.as_u16(), 0, Some("client_gone")))
+            }
+            Err(SendError::TooLarge(_)) => Ok((status.as_u16(), 0, Some("too_large"))),
+        }
+    }
+
+    fn upstream_request(
+        &self,
+        req: Request<RecvStream>,
+        head: &Head,
+    ) -> Result<Request<RequestBody>, ProxyError> {
+        let (mut parts, recv) = req.into_parts();
+        let uri = self.app.upstream.uri_for(&head.path)?;
+        rewrite_request_headers(&mut parts.headers, &head.authority, &self.client);
+        let body: RequestBody = if recv.is_end_stream() {
+            http_body_util::Empty::new()
+                .map_err(|e| match e {})
+                .boxed_unsync()
+        } else {
+            let length = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            H2RequestBody::new(recv, length).boxed_unsync()
+        };
+        let mut out = Request::new(body);
+        *out.method_mut() = parts.method;
+        *out.uri_mut() = uri;
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = parts.headers;
+        Ok(out)
+    }
+
+    /// Push only for GETs on connections where the operator enabled it (SPEC §4).
+    fn may_push(&self, head: &Head) -> bool {
+        head.method == Method::GET && self.app.config.push.enabled
+    }
+
+    fn promise(
+        &mut self,
+        respond: &mut SendResponse<Bytes>,
+        head: &Head,
+        preloads: &[Preload],
+    ) -> Vec<Decision> {
+        let req = PushRequest {
+            app: &self.app,
+            state: &self.push,
+            client: &self.client,
+            scheme: head.scheme,
+            authority: &head.authority,
+            headers: &head.push_headers,
+        };
+        promise_all(&req, respond, preloads, &mut self.log)
+    }
+
+    /// An upstream 103 (RFC 8297 §2 lets an intermediary push on it): push its links, and
+    /// forward it, cleaned, to the client.
+    fn on_upstream_hints(
+        &mut self,
+        respond: &mut SendResponse<Bytes>,
+        head: &Head,
+        links: &[HeaderValue],
+    ) {
+        let classified = classify_links(links, &head.base());
+        if self.may_push(head) {
+            self.promise(respond, head, &classified.preloads);
+        }
+        if self.app.config.early_hints.enabled {
+            self.send_hints(respond, upstream_hints(&classified), HintSource::Upstream);
+        }
+    }
+
+    /// Learned links: push what may be pushed; announce the rest in a 103 (SPEC §5, §6).
+    fn act_early(
+        &mut self,
+        respond: &mut SendResponse<Bytes>,
+        head: &Head,
+        preloads: &[Preload],
+        foreign: &[String],
+        source: HintSource,
+    ) {
+        let decisions = if self.may_push(head) {
+            self.promise(respond, head, preloads)
+        } else {
+            vec![Decision::Skipped(crate::push::policy::SkipReason::ClientDisabled); preloads.len()]
+        };
+        if !self.app.config.early_hints.enabled || !head.learned_hints_ok {
+            return;
+        }
+        // Already promised on this stream or this connection: the client has it coming.
+        let hints: Vec<String> = preloads
+            .iter()
+            .zip(&decisions)
+            .filter(|(_, d)| {
+                !matches!(
+                    d,
+                    Decision::Promised
+                        | Decision::Repeated
+                        | Decision::Skipped(crate::push::policy::SkipReason::Duplicate)
+                )
+            })
+            .map(|(p, _)| p.hint.clone())
+            .chain(foreign.iter().cloned())
+            .collect();
+        self.send_hints(respond, hints, source);
+    }
+
+    fn send_hints(
+        &mut self,
+        respond: &mut SendResponse<Bytes>,
+        hints: Vec<String>,
+        source: HintSource,
+    ) {
+        if !self.hints.admit(&hints) {
+            return;
+        }
+        // SPEC §5: a 103 carries only Link fields.
+        let mut early = Response::new(());
+        *early.status_mut() = StatusCode::EARLY_HINTS;
+        for hint in &hints {
+            if let Ok(v) = HeaderValue::from_str(hint) {
+                early.headers_mut().append(header::LINK, v);
+            }
+        }
+        match respond.send_informational(early) {
+            Ok(()) => self.hints.sent(source, &self.app.metrics),
+            Err(err) => debug!(error = %err, "sending 103 failed"),
+        }
+    }
+
+    /// Sends the short plain-text error response; returns the status for logs and metrics.
+    fn send_error(&self, respond: &mut SendResponse<Bytes>, err: &ProxyError) -> u16 {
+        match err.side() {
+            crate::error::Side::Upstream => {
+                tracing::warn!(error = %err, kind = err.kind(), "upstream error")
+            }
+            _ => debug!(error = %err, kind = err.kind(), "request failed"),
+        }
+        let Some(status) = err.status() else {
+            return 499;
+        };
+        let body = error_body(status);
+        let mut res = Response::new(());
+        *res.status_mut() = status;
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        res.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if let Ok(mut send) = respond.send_response(res, false) {
+            let _ = send.send_data(body, true);
+        }
+        status.as_u16()
+    }
+}
