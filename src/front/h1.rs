@@ -103,12 +103,7 @@ async fn handle(
     let response = match proxy(&app, &client, &interim, &mut hints, req, &path).await {
         Ok(res) => res,
         Err(err) => {
-            match err.side() {
-                crate::error::Side::Upstream => {
-                    tracing::warn!(error = %err, kind = err.kind(), "upstream error")
-                }
-                _ => debug!(error = %err, kind = err.kind(), "request failed"),
-            }
+            super::log_error(&err);
             let status = err.status().unwrap_or(http::StatusCode::BAD_REQUEST);
             let body = error_body(status);
             let mut res = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
@@ -158,16 +153,7 @@ async fn proxy(
         ));
     }
     // RFC 9112 §3.2.2: an absolute-form target's authority wins over Host.
-    let authority = match req.uri().authority() {
-        Some(a) => a.as_str().to_owned(),
-        None => req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| !h.is_empty())
-            .ok_or(ProxyError::BadRequest("missing Host"))?
-            .to_owned(),
-    };
+    let authority = super::request_authority(req.uri(), req.headers())?;
     let method = req.method().clone();
     // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client. `early_hints.http1` is off by default
     // because some old HTTP/1.1 clients mishandle 1xx too.

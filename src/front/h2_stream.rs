@@ -121,15 +121,7 @@ impl Stream {
             return Err(ProxyError::BadRequest("CONNECT is not supported"));
         }
         // RFC 9113 §8.3.1: :authority, or Host when a client sends none.
-        let authority = match req.uri().authority() {
-            Some(a) => a.as_str().to_owned(),
-            None => req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .ok_or(ProxyError::BadRequest("missing :authority"))?
-                .to_owned(),
-        };
+        let authority = super::request_authority(req.uri(), req.headers())?;
         let scheme = if self.client.scheme == "https" {
             "https"
         } else {
@@ -385,12 +377,7 @@ impl Stream {
 
     /// Sends the short plain-text error response; returns the status for logs and metrics.
     fn send_error(&self, respond: &mut SendResponse<Bytes>, err: &ProxyError) -> u16 {
-        match err.side() {
-            crate::error::Side::Upstream => {
-                tracing::warn!(error = %err, kind = err.kind(), "upstream error")
-            }
-            _ => debug!(error = %err, kind = err.kind(), "request failed"),
-        }
+        super::log_error(err);
         let Some(status) = err.status() else {
             return 499;
         };

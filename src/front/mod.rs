@@ -29,6 +29,36 @@ pub fn classify_links<'a>(
     policy::classify(&parsed, base)
 }
 
+/// The request's authority: `:authority` (HTTP/2) or an absolute-form target's (HTTP/1.1,
+/// RFC 9112 §3.2.2), else `Host` (RFC 9113 §8.3.1 allows it on HTTP/2 too).
+pub fn request_authority(
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<String, crate::error::ProxyError> {
+    if let Some(a) = uri.authority() {
+        return Ok(a.as_str().to_owned());
+    }
+    headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .ok_or(crate::error::ProxyError::BadRequest(
+            "missing :authority or Host",
+        ))
+}
+
+/// Logs a failed request at the level its side calls for: an upstream failure is the
+/// operator's concern (warn), a client's is not (debug).
+pub fn log_error(err: &crate::error::ProxyError) {
+    match err.side() {
+        crate::error::Side::Upstream => {
+            tracing::warn!(error = %err, kind = err.kind(), "upstream error")
+        }
+        _ => tracing::debug!(error = %err, kind = err.kind(), "request failed"),
+    }
+}
+
 /// SPEC §4: only final 2xx responses, except 204 and 206, to GET requests may push or teach.
 pub fn may_push_final(method: &Method, status: http::StatusCode) -> bool {
     method == Method::GET
