@@ -64,5 +64,45 @@ fn bench_link(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_link);
+/// The learned-hints LRU (SPEC §6): a lookup on every GET, a replace on every 2xx answer.
+fn bench_learn(c: &mut Criterion) {
+    use linkpush::learn::LearnStore;
+    use std::num::NonZeroUsize;
+    use std::time::Duration;
+
+    let routes = 10_000;
+    let store = LearnStore::new(NonZeroUsize::new(routes).unwrap(), Duration::from_secs(600));
+    let links = policy::classify(
+        &link::parse_fields(TYPICAL.iter().map(|f| f.as_bytes())),
+        &BASE,
+    )
+    .preloads;
+    let keys: Vec<String> = (0..routes)
+        .map(|i| LearnStore::route_key("shop.example", &format!("/products/{i}")))
+        .collect();
+    for k in &keys {
+        store.learn(k.clone(), links.clone());
+    }
+    let mut group = c.benchmark_group("learn");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    group.bench_function("get/hit", |b| {
+        b.iter(|| {
+            i = (i + 7919) % routes;
+            black_box(store.get(black_box(&keys[i])))
+        })
+    });
+    group.bench_function("get/miss", |b| {
+        b.iter(|| black_box(store.get(black_box("shop.example/nope"))))
+    });
+    group.bench_function("learn/unchanged", |b| {
+        b.iter(|| {
+            i = (i + 7919) % routes;
+            store.learn(keys[i].clone(), links.clone())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_link, bench_learn);
 criterion_main!(benches);

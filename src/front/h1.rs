@@ -261,6 +261,7 @@ impl Logged {
                 bytes: self.bytes,
                 started: line.started,
                 pushed: &[],
+                pushed_learned: 0,
                 hinted: &line.hinted,
                 error,
             }

@@ -42,6 +42,8 @@ pub(super) struct Stream {
     push: Arc<PushState>,
     client: ClientContext,
     log: PushLog,
+    /// How many of `log`'s pushes came from learned links, for the access log.
+    learned_pushes: usize,
     hints: EarlyHints,
 }
 
@@ -80,6 +82,7 @@ impl Stream {
             push,
             client,
             log: PushLog::default(),
+            learned_pushes: 0,
             hints: EarlyHints::default(),
         }
     }
@@ -109,6 +112,7 @@ impl Stream {
                 bytes,
                 started,
                 pushed: &self.log.promised,
+                pushed_learned: self.learned_pushes,
                 hinted: &self.hints.sources,
                 error,
             }
@@ -327,7 +331,10 @@ impl Stream {
         source: HintSource,
     ) {
         let decisions = if self.may_push(head) {
-            self.promise(respond, head, preloads)
+            let before = self.log.made;
+            let decisions = self.promise(respond, head, preloads);
+            self.learned_pushes += self.log.made - before;
+            decisions
         } else {
             vec![Decision::Skipped(crate::push::policy::SkipReason::ClientDisabled); preloads.len()]
         };

@@ -125,6 +125,9 @@ pub struct AccessLog<'a> {
     pub bytes: u64,
     pub started: std::time::Instant,
     pub pushed: &'a [String],
+    /// How many of `pushed` were pushed from learned links, before the upstream answered.
+    pub pushed_learned: usize,
+    /// The source (`upstream`, `learned`) of each 103 sent.
     pub hinted: &'a [&'static str],
     pub error: Option<&'static str>,
 }
@@ -140,6 +143,7 @@ impl AccessLog<'_> {
             bytes = self.bytes,
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             pushed = %self.pushed.join(","),
+            pushed_learned = self.pushed_learned,
             hinted = %self.hinted.join(","),
             error = self.error.unwrap_or(""),
         );
