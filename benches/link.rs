@@ -72,11 +72,11 @@ fn bench_learn(c: &mut Criterion) {
 
     let routes = 10_000;
     let store = LearnStore::new(NonZeroUsize::new(routes).unwrap(), Duration::from_secs(600));
-    let links = policy::classify(
-        &link::parse_fields(TYPICAL.iter().map(|f| f.as_bytes())),
-        &BASE,
-    )
-    .preloads;
+    let fields: Vec<http::HeaderValue> = TYPICAL
+        .iter()
+        .map(|f| http::HeaderValue::from_static(f))
+        .collect();
+    let links = std::sync::Arc::new(linkpush::learn::RouteLinks::classify(&fields, &BASE));
     let keys: Vec<String> = (0..routes)
         .map(|i| LearnStore::route_key("shop.example", &format!("/products/{i}")))
         .collect();
@@ -94,6 +94,9 @@ fn bench_learn(c: &mut Criterion) {
     });
     group.bench_function("get/miss", |b| {
         b.iter(|| black_box(store.get(black_box("shop.example/nope"))))
+    });
+    group.bench_function("same_fields", |b| {
+        b.iter(|| black_box(links.same_fields(black_box(&fields))))
     });
     group.bench_function("learn/unchanged", |b| {
         b.iter(|| {

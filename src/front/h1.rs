@@ -24,11 +24,11 @@ use tracing::debug;
 
 use super::h1_io::{Interim, InterimIo};
 use super::{
-    AccessLog, EarlyHints, classify_links, may_push_final, upstream_hints, wants_learned_hints,
+    AccessLog, EarlyHints, final_links, may_push_final, upstream_hints, wants_learned_hints,
 };
 use crate::app::App;
 use crate::error::{ProxyError, error_body};
-use crate::learn::LearnStore;
+use crate::learn::{LearnStore, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::target::RequestBase;
 use crate::upstream::{
@@ -161,12 +161,16 @@ async fn proxy(
         && app.config.early_hints.http1
         && req.version() == Version::HTTP_11;
     let route = LearnStore::route_key(&authority, path);
-    if hints_on && method == Method::GET && wants_learned_hints(req.headers()) {
+    let learned = match (&app.learn, method == Method::GET) {
+        (Some(learn), true) => learn.get(&route),
+        _ => None,
+    };
+    if let Some(links) = learned
+        .as_ref()
+        .filter(|_| hints_on && wants_learned_hints(req.headers()))
+    {
         // Before the upstream request is sent: the backend's think time is what this fills.
-        if let Some(links) = app.learn.as_ref().and_then(|l| l.get(&route)) {
-            let learned: Vec<String> = links.iter().map(|p| p.hint.clone()).collect();
-            send_early_hints(app, interim, hints, &learned, HintSource::Learned);
-        }
+        send_early_hints(app, interim, hints, &links.hints, HintSource::Learned);
     }
     let (mut parts, incoming) = req.into_parts();
     rewrite_request_headers(&mut parts.headers, &authority, client);
@@ -195,9 +199,9 @@ async fn proxy(
         loop {
             tokio::select! {
                 biased;
-                Some(links) = rx.recv() => {
-                    let classified = classify_links(&links, &base);
-                    send_early_hints(app, interim, hints, &upstream_hints(&classified), HintSource::Upstream);
+                Some(fields) = rx.recv() => {
+                    let links = RouteLinks::classify(&fields, &base);
+                    send_early_hints(app, interim, hints, &upstream_hints(&links), HintSource::Upstream);
                 }
                 res = &mut upstream => break res?,
             }
@@ -206,13 +210,8 @@ async fn proxy(
         app.upstream.send(upstream_req, None).await?
     };
     let (mut parts, body) = response.into_parts();
-    if let Some(learn) = app
-        .learn
-        .as_ref()
-        .filter(|_| may_push_final(&method, parts.status))
-    {
-        let classified = classify_links(parts.headers.get_all(header::LINK), &base);
-        learn.learn(route, classified.preloads);
+    if app.learn.is_some() && may_push_final(&method, parts.status) {
+        final_links(app, route, learned, &parts.headers, &base);
     }
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(
@@ -226,7 +225,7 @@ fn send_early_hints(
     app: &App,
     interim: &Interim,
     hints: &mut EarlyHints,
-    links: &[String],
+    links: &[HeaderValue],
     source: HintSource,
 ) {
     if hints.admit(links) {

@@ -23,7 +23,7 @@ pub struct Interim {
 
 impl Interim {
     /// Queues a `103 Early Hints` carrying only these Link values (SPEC §5).
-    pub fn early_hints(&self, links: &[String]) {
+    pub fn early_hints(&self, links: &[http::HeaderValue]) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending.extend_from_slice(b"HTTP/1.1 103 Early Hints\r\n");
         for link in links {
@@ -132,7 +132,9 @@ mod tests {
         let interim = Arc::new(Interim::default());
         let (mut client, server) = tokio::io::duplex(4096);
         let mut io = InterimIo::new(server, interim.clone());
-        interim.early_hints(&["</a.css>; rel=preload; as=style".to_string()]);
+        interim.early_hints(&[http::HeaderValue::from_static(
+            "</a.css>; rel=preload; as=style",
+        )]);
         io.flush().await.unwrap();
         io.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
         drop(io);

@@ -22,14 +22,14 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::{
-    AccessLog, EarlyHints, classify_links, may_push_final, upstream_hints, wants_learned_hints,
+    AccessLog, EarlyHints, final_links, may_push_final, upstream_hints, wants_learned_hints,
 };
 use crate::app::App;
 use crate::body::{H2RequestBody, SendError, send_body};
 use crate::error::{ProxyError, error_body};
-use crate::learn::LearnStore;
+use crate::learn::{LearnStore, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
-use crate::push::policy::Preload;
+use crate::push::policy::{Preload, SkipReason};
 use crate::push::send::{Decision, PushLog, PushRequest, PushState, promise_all};
 use crate::push::target::RequestBase;
 use crate::upstream::{
@@ -168,10 +168,12 @@ impl Stream {
         // Learned links first: the pushes or the 103 go out before the upstream request is even
         // sent, because the backend's think time is exactly what they are meant to fill.
         let route = LearnStore::route_key(&head.authority, &head.path);
-        if head.method == Method::GET {
-            if let Some(links) = app.learn.as_ref().and_then(|l| l.get(&route)) {
-                self.act_early(respond, &head, &links, &[], HintSource::Learned);
-            }
+        let learned = match (&app.learn, head.method == Method::GET) {
+            (Some(learn), true) => learn.get(&route),
+            _ => None,
+        };
+        if let Some(links) = &learned {
+            self.act_learned(respond, &head, links);
         }
 
         let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
@@ -209,16 +211,12 @@ impl Stream {
         let (mut parts, body) = response.into_parts();
 
         if may_push_final(&head.method, parts.status) {
-            let classified = classify_links(parts.headers.get_all(header::LINK), &head.base());
-            for reason in &classified.skipped {
+            let links = final_links(&app, route, learned, &parts.headers, &head.base());
+            for reason in &links.skipped {
                 app.metrics.push_skipped(*reason);
             }
             if self.may_push(&head) {
-                self.promise(respond, &head, &classified.preloads);
-            }
-            // SPEC §6: the final response's links replace what was learned.
-            if let Some(learn) = &app.learn {
-                learn.learn(route, classified.preloads);
+                self.promise(respond, &head, &links.preloads);
             }
         }
 
@@ -310,39 +308,34 @@ impl Stream {
         &mut self,
         respond: &mut SendResponse<Bytes>,
         head: &Head,
-        links: &[HeaderValue],
+        fields: &[HeaderValue],
     ) {
-        let classified = classify_links(links, &head.base());
+        let links = RouteLinks::classify(fields, &head.base());
         if self.may_push(head) {
-            self.promise(respond, head, &classified.preloads);
+            self.promise(respond, head, &links.preloads);
         }
         if self.app.config.early_hints.enabled {
-            self.send_hints(respond, upstream_hints(&classified), HintSource::Upstream);
+            self.send_hints(respond, upstream_hints(&links), HintSource::Upstream);
         }
     }
 
-    /// Learned links: push what may be pushed; announce the rest in a 103 (SPEC §5, §6).
-    fn act_early(
-        &mut self,
-        respond: &mut SendResponse<Bytes>,
-        head: &Head,
-        preloads: &[Preload],
-        foreign: &[String],
-        source: HintSource,
-    ) {
+    /// Learned links, before the upstream request is sent: push what may be pushed; announce
+    /// the rest in a 103 (SPEC §5, §6).
+    fn act_learned(&mut self, respond: &mut SendResponse<Bytes>, head: &Head, links: &RouteLinks) {
         let decisions = if self.may_push(head) {
             let before = self.log.made;
-            let decisions = self.promise(respond, head, preloads);
+            let decisions = self.promise(respond, head, &links.preloads);
             self.learned_pushes += self.log.made - before;
             decisions
         } else {
-            vec![Decision::Skipped(crate::push::policy::SkipReason::ClientDisabled); preloads.len()]
+            vec![Decision::Skipped(SkipReason::ClientDisabled); links.preloads.len()]
         };
         if !self.app.config.early_hints.enabled || !head.learned_hints_ok {
             return;
         }
         // Already promised on this stream or this connection: the client has it coming.
-        let hints: Vec<String> = preloads
+        let hints: Vec<HeaderValue> = links
+            .hints
             .iter()
             .zip(&decisions)
             .filter(|(_, d)| {
@@ -350,19 +343,18 @@ impl Stream {
                     d,
                     Decision::Promised
                         | Decision::Repeated
-                        | Decision::Skipped(crate::push::policy::SkipReason::Duplicate)
+                        | Decision::Skipped(SkipReason::Duplicate)
                 )
             })
-            .map(|(p, _)| p.hint.clone())
-            .chain(foreign.iter().cloned())
+            .map(|(h, _)| h.clone())
             .collect();
-        self.send_hints(respond, hints, source);
+        self.send_hints(respond, hints, HintSource::Learned);
     }
 
     fn send_hints(
         &mut self,
         respond: &mut SendResponse<Bytes>,
-        hints: Vec<String>,
+        hints: Vec<HeaderValue>,
         source: HintSource,
     ) {
         if !self.hints.admit(&hints) {
@@ -371,10 +363,8 @@ impl Stream {
         // SPEC §5: a 103 carries only Link fields.
         let mut early = Response::new(());
         *early.status_mut() = StatusCode::EARLY_HINTS;
-        for hint in &hints {
-            if let Ok(v) = HeaderValue::from_str(hint) {
-                early.headers_mut().append(header::LINK, v);
-            }
+        for hint in hints {
+            early.headers_mut().append(header::LINK, hint);
         }
         match respond.send_informational(early) {
             Ok(()) => self.hints.sent(source, &self.app.metrics),

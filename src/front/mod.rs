@@ -9,24 +9,16 @@ mod h2_stream;
 
 use std::time::Duration;
 
-use http::{HeaderMap, Method};
+use std::sync::Arc;
 
-use crate::push::link;
-use crate::push::policy::{self, Classified};
+use http::{HeaderMap, HeaderValue, Method};
+
+use crate::learn::{Links, RouteLinks};
 use crate::push::target::RequestBase;
 
 /// Deadline for a TLS or HTTP/2 handshake and for a client's first request head.
 pub fn handshake_timeout(idle: Duration) -> Duration {
     idle.min(Duration::from_secs(10))
-}
-
-/// Parses and classifies the Link fields of a response or a 103.
-pub fn classify_links<'a>(
-    values: impl IntoIterator<Item = &'a http::HeaderValue>,
-    base: &RequestBase<'_>,
-) -> Classified {
-    let parsed = link::parse_fields(values.into_iter().map(|v| v.as_bytes()));
-    policy::classify(&parsed, base)
 }
 
 /// The request's authority: `:authority` (HTTP/2) or an absolute-form target's (HTTP/1.1,
@@ -78,7 +70,8 @@ pub fn wants_learned_hints(headers: &HeaderMap) -> bool {
 /// The 103s of one request: at most one per distinct set of links (SPEC §5).
 #[derive(Default)]
 pub struct EarlyHints {
-    sent: Vec<Vec<String>>,
+    /// An order-independent digest of each link set sent.
+    sent: Vec<u64>,
     /// What each 103 sent came from, for the access log.
     pub sources: Vec<&'static str>,
 }
@@ -86,17 +79,15 @@ pub struct EarlyHints {
 impl EarlyHints {
     /// Whether a 103 with `hints` should go out: not empty, and not a set already sent (the
     /// set, not the order, identifies a 103; the 103 itself keeps the given order).
-    pub fn admit(&mut self, hints: &[String]) -> bool {
+    pub fn admit(&mut self, hints: &[HeaderValue]) -> bool {
         if hints.is_empty() {
             return false;
         }
-        let mut set = hints.to_vec();
-        set.sort();
-        set.dedup();
-        if self.sent.contains(&set) {
+        let digest = set_digest(hints);
+        if self.sent.contains(&digest) {
             return false;
         }
-        self.sent.push(set);
+        self.sent.push(digest);
         true
     }
 
@@ -106,14 +97,43 @@ impl EarlyHints {
     }
 }
 
-/// The hints a forwarded upstream 103 carries: its preloads, cleaned, same-origin or not.
-pub fn upstream_hints(classified: &Classified) -> Vec<String> {
-    classified
-        .preloads
+/// Sum of per-value hashes over the distinct values: equal for equal sets in any order.
+fn set_digest(hints: &[HeaderValue]) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    hints
         .iter()
-        .map(|p| p.hint.clone())
-        .chain(classified.foreign_hints.iter().cloned())
-        .collect()
+        .enumerate()
+        .filter(|(i, h)| !hints[..*i].contains(h))
+        .fold(0u64, |acc, (_, h)| {
+            acc.wrapping_add(hasher.hash_one(h.as_bytes()))
+        })
+}
+
+/// The hints a forwarded upstream 103 carries: its preloads, cleaned, same-origin or not.
+pub fn upstream_hints(links: &RouteLinks) -> Vec<HeaderValue> {
+    links.hints.iter().chain(&links.foreign).cloned().collect()
+}
+
+/// The final response's links (SPEC §4, §6): reused from the learned entry when the Link fields
+/// are byte for byte the same (no parsing on the hot path), else classified anew; the learned
+/// store is updated either way, so changed links replace the old ones.
+pub fn final_links(
+    app: &crate::app::App,
+    route: String,
+    learned: Option<Links>,
+    headers: &HeaderMap,
+    base: &RequestBase<'_>,
+) -> Links {
+    let fields = headers.get_all(http::header::LINK);
+    let links = match learned {
+        Some(l) if l.same_fields(fields.iter()) => l,
+        _ => Arc::new(RouteLinks::classify(fields.iter(), base)),
+    };
+    if let Some(learn) = &app.learn {
+        learn.learn(route, links.clone());
+    }
+    links
 }
 
 /// One access-log line per request (SPEC §7).
@@ -170,8 +190,8 @@ mod tests {
     fn one_103_per_distinct_link_set() {
         let mut hints = EarlyHints::default();
         let a = vec![
-            "</a>; rel=preload".to_string(),
-            "</b>; rel=preload".to_string(),
+            HeaderValue::from_static("</a>; rel=preload"),
+            HeaderValue::from_static("</b>; rel=preload"),
         ];
         let b_then_a = vec![a[1].clone(), a[0].clone()];
         assert!(!hints.admit(&[]));
