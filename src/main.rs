@@ -10,10 +10,6 @@ use linkpush::config::{Config, LogFormat};
 use linkpush::{Server, TlsSource};
 use tracing::{error, info};
 
-/// A proxy allocates and frees small buffers on every request; with glibc's allocator that was
-/// about 12% of CPU in the page benchmark (perf, docs/BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
