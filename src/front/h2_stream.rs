@@ -210,12 +210,15 @@ impl Stream {
         let response = response?;
         let (mut parts, body) = response.into_parts();
 
-        if may_push_final(&head.method, parts.status) {
+        // Nothing to do with the final links when this client takes no pushes and nothing is
+        // learned: don't even parse them.
+        let wanted = app.learn.is_some() || (self.may_push(&head) && self.push.is_enabled());
+        if wanted && may_push_final(&head.method, parts.status) {
             let links = final_links(&app, route, learned, &parts.headers, &head.base());
-            for reason in &links.skipped {
-                app.metrics.push_skipped(*reason);
-            }
-            if self.may_push(&head) {
+            if self.may_push(&head) && self.push.is_enabled() {
+                for reason in &links.skipped {
+                    app.metrics.push_skipped(*reason);
+                }
                 self.promise(respond, &head, &links.preloads);
             }
         }
