@@ -10,7 +10,6 @@ use linkpush::config::{Config, LogFormat};
 use linkpush::{Server, TlsSource};
 use tracing::{error, info};
 
-
 #[derive(Parser)]
 #[command(
     name = "linkpush",

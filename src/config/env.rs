@@ -11,7 +11,7 @@ pub const ENV_PREFIX: &str = "LINKPUSH_";
 /// The variable that names the config file (SPEC §1); read by `main`, not here.
 pub const CONFIG_ENV: &str = "LINKPUSH_CONFIG";
 /// `LINKPUSH_*` variables that are not keys but are not typos either.
-const RESERVED_ENV: &[&str] = &[CONFIG_ENV, "LINKPUSH_LOG"];
+const RESERVED_ENV: &[&str] = &[CONFIG_ENV];
 
 /// One key of SPEC §2. Variable names are generated from this list and matched whole, never
 /// split at `_`: `LINKPUSH_EARLY_HINTS_HTTP1` is `early_hints.http1`, and

@@ -235,7 +235,7 @@ impl Config {
     }
 
     /// The `LINKPUSH_*` names among `names` that are not keys (sorted, each once):
-    /// `LINKPUSH_CONFIG` and `LINKPUSH_LOG` are not reported, nor names without the prefix.
+    /// `LINKPUSH_CONFIG` (the file's path) is not reported, nor names without the prefix.
     /// [`Config::load`] refuses to start when there is one.
     pub fn unknown_env_vars<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         env::unknown_vars(names)

@@ -245,6 +245,9 @@ fn an_unknown_linkpush_variable_is_refused() {
     assert_contains(&message, "LINKPUSH_SERVER_LISEN: not a linkpush setting");
     let message = env_error("", &[("LINKPUSH_EARLY_HINTS", "true")]);
     assert_contains(&message, "LINKPUSH_EARLY_HINTS: not a linkpush setting");
+    // Nothing reads a bare LINKPUSH_LOG: RUST_LOG or LINKPUSH_LOG_LEVEL set the level.
+    let message = env_error("", &[("LINKPUSH_LOG", "debug")]);
+    assert_contains(&message, "LINKPUSH_LOG: not a linkpush setting");
     let message = env_error("", &[("linkpush_upstream_url", "http://a")]);
     assert_contains(&message, "linkpush_upstream_url: not a linkpush setting");
     // Reserved names and other variables are not settings and not errors.
@@ -252,7 +255,6 @@ fn an_unknown_linkpush_variable_is_refused() {
         "",
         &[
             ("LINKPUSH_CONFIG", "/x.toml"),
-            ("LINKPUSH_LOG", "debug"),
             ("PATH", "/bin"),
             ("LINKPUSHX", "1"),
         ],
