@@ -121,16 +121,21 @@ fn get(path: &str) -> Vec<u8> {
 
 // ===== curl =====
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn curl_http1_get_head_and_post_over_cleartext() {
+/// GET (1 MiB generated), HEAD and POST (1 MiB to /echo) through curl over HTTP/1.1, bodies
+/// compared by sha256 at both ends; returns the upstream for further checks.
+async fn curl_get_head_post(tls: bool) -> RunningUpstream {
     let size = 1024 * 1024;
     let up = Upstream::new()
         .route("/gen", Reply::generated(size))
         .route("/echo", Reply::echo())
         .start()
         .await;
-    let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let base = proxy.url("http");
+    let proxy = if tls {
+        Proxy::start_tls(up.addr(), |_| {}).await
+    } else {
+        Proxy::start(up.addr(), |_| {}).await
+    };
+    let base = proxy.url(if tls { "https" } else { "http" });
     let data: Vec<u8> = (0..size as u32 + 5).map(|i| (i * 7 % 253) as u8).collect();
     let file = TempFile::with_contents("post", &data);
 
@@ -157,41 +162,23 @@ async fn curl_http1_get_head_and_post_over_cleartext() {
     assert_eq!(up.requests_for("/echo")[0].body_sha256, sent);
     assert_eq!(post.header("x-body-sha256"), Some(sent.as_str()));
     assert_eq!(sha256_hex(&post.body), sent);
+    up
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_http1_get_head_and_post_over_cleartext() {
+    let up = curl_get_head_post(false).await;
+    assert_eq!(
+        up.requests_for("/gen")[0]
+            .header("x-forwarded-proto")
+            .as_deref(),
+        Some("http")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_http1_get_head_and_post_over_tls() {
-    let size = 1024 * 1024;
-    let up = Upstream::new()
-        .route("/gen", Reply::generated(size))
-        .route("/echo", Reply::echo())
-        .start()
-        .await;
-    let proxy = Proxy::start_tls(up.addr(), |_| {}).await;
-    let base = proxy.url("https");
-    let data: Vec<u8> = (0..size as u32).map(|i| (i * 13 % 251) as u8).collect();
-    let file = TempFile::with_contents("post", &data);
-
-    let get = curl_fetch(CurlHttp::Http1, &format!("{base}/gen"), &[]).await;
-    let head = curl_fetch(CurlHttp::Http1, &format!("{base}/gen"), &["--head"]).await;
-    let post = curl_fetch(
-        CurlHttp::Http1,
-        &format!("{base}/echo"),
-        &["--data-binary", &format!("@{}", file.path_str())],
-    )
-    .await;
-
-    assert_eq!((get.exit_code, get.status), (0, 200), "{}", get.stderr);
-    assert_eq!(get.version, "1.1");
-    assert_eq!(sha256_hex(&get.body), generated_sha256(size));
-    assert_eq!((head.exit_code, head.status), (0, 200), "{}", head.stderr);
-    assert_eq!(
-        head.header("content-length"),
-        Some(size.to_string().as_str())
-    );
-    assert_eq!((post.exit_code, post.status), (0, 200), "{}", post.stderr);
-    assert_eq!(up.requests_for("/echo")[0].body_sha256, sha256_hex(&data));
-    assert_eq!(sha256_hex(&post.body), sha256_hex(&data));
+    let up = curl_get_head_post(true).await;
     assert_eq!(
         up.requests_for("/gen")[0]
             .header("x-forwarded-proto")
