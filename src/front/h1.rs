@@ -183,7 +183,10 @@ async fn proxy(
     };
     let mut upstream_req = Request::new(body);
     *upstream_req.method_mut() = parts.method;
-    *upstream_req.uri_mut() = app.upstream.uri_for(path)?;
+    *upstream_req.uri_mut() = match parts.uri.path_and_query() {
+        Some(pq) => app.upstream.uri_for(pq.clone())?,
+        None => app.upstream.uri_for_path(path)?,
+    };
     *upstream_req.version_mut() = Version::HTTP_11;
     *upstream_req.headers_mut() = parts.headers;
 

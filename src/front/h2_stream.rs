@@ -261,7 +261,10 @@ impl Stream {
         head: &Head,
     ) -> Result<Request<RequestBody>, ProxyError> {
         let (mut parts, recv) = req.into_parts();
-        let uri = self.app.upstream.uri_for(&head.path)?;
+        let uri = match parts.uri.path_and_query() {
+            Some(pq) => self.app.upstream.uri_for(pq.clone())?,
+            None => self.app.upstream.uri_for_path(&head.path)?,
+        };
         rewrite_request_headers(&mut parts.headers, &head.authority, &self.client);
         let body: RequestBody = if recv.is_end_stream() {
             http_body_util::Empty::new()

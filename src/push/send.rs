@@ -255,7 +255,7 @@ fn fetch_request(
     req: &PushRequest<'_>,
     path: &str,
 ) -> Option<Request<crate::upstream::RequestBody>> {
-    let uri = req.app.upstream.uri_for(path).ok()?;
+    let uri = req.app.upstream.uri_for_path(path).ok()?;
     let mut fetch = Request::builder()
         .method(Method::GET)
         .uri(uri)
