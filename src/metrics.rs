@@ -7,6 +7,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+/// How often recorded histogram samples are drained (the exporter's own default).
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
@@ -161,6 +164,13 @@ impl Metrics {
                 requests: [(); 2].map(|_| (100..600).map(|_| OnceLock::new()).collect()),
             }),
         }
+    }
+
+    /// Drains recorded histogram samples into their buckets. The exporter keeps every sample
+    /// until then, so without a periodic upkeep (and no scraper) memory grows with every
+    /// request; `Server` runs this every few seconds.
+    pub fn upkeep(&self) {
+        self.inner.handle.run_upkeep();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -115,6 +115,16 @@ impl Server {
                 shutdown_rx.clone(),
             )));
         }
+        // The exporter holds histogram samples until upkeep drains them: without this, memory
+        // would grow with every request when nothing scrapes /metrics.
+        let upkeep = metrics.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::metrics::UPKEEP_INTERVAL);
+            loop {
+                every.tick().await;
+                upkeep.upkeep();
+            }
+        }));
         if let Some(l) = admin {
             tasks.push(tokio::spawn(crate::admin::serve(
                 l,
