@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by valgrind's callgrind: deterministic, unlike
+# wall-clock figures on a shared VM. Each proxy runs under callgrind twice, serving N1 and then N2
+# requests from h2load (TLS, -c 4 -m 10); (Ir(N2) - Ir(N1)) / (N2 - N1) cancels start-up and
+# shutdown. Counts user-space instructions only (no kernel time, no cache misses): use it to see
+# whether a change made linkpush do less work, and compare.sh for what that buys.
+#
+#   benches/instructions.sh                      # linkpush and nginx, /small.txt and /index.html
+#   PROXIES=linkpush PATHS=/small.txt N1=1000 N2=3000 benches/instructions.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PROXIES=${PROXIES:-"linkpush nginx"}
+PATHS=${PATHS:-"/small.txt /index.html"}
+N1=${N1:-1000}
+N2=${N2:-3000}
+LINKPUSH_BIN=${LINKPUSH_BIN:-$ROOT/target/release/linkpush}
+export -n LINKPUSH_BIN
+
+need=()
+for tool in valgrind nginx h2load openssl curl; do command -v "$tool" >/dev/null || need+=("$tool"); done
+if [[ ${#need[@]} -gt 0 ]]; then
+  echo "missing: ${need[*]} (apt-get install valgrind nginx-light nghttp2-client openssl curl)" >&2
+  exit 1
+fi
+[[ -x $LINKPUSH_BIN ]] || (cd "$ROOT" && cargo build --release --locked)
+
+TMP=$(mktemp -d /tmp/linkpush-instr.XXXXXX)
+chmod 755 "$TMP"  # nginx workers run as nobody
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+ORIGIN=$(free_port); PROXY=$(free_port)
+mkdir -p "$TMP/www/static"
+head -c 100 /dev/zero | tr '\0' 'x' > "$TMP/www/small.txt"
+head -c 3900 /dev/zero | tr '\0' 'x' > "$TMP/www/index.html"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/key.pem" \
+  -out "$TMP/cert.pem" -days 2 -subj /CN=localhost 2>/dev/null
+temps="client_body_temp_path $TMP/t1; proxy_temp_path $TMP/t2; fastcgi_temp_path $TMP/t3; uwsgi_temp_path $TMP/t4; scgi_temp_path $TMP/t5;"
+cat > "$TMP/origin.conf" <<CONF
+worker_processes 1; daemon off; pid $TMP/origin.pid; error_log $TMP/origin.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 100000000; keepalive_timeout 600s; $temps
+  server { listen 127.0.0.1:$ORIGIN; root $TMP/www;
+    location = /index.html {
+      add_header Link "</static/app.css>; rel=preload; as=style";
+      add_header Link "</static/vendor.js>; rel=preload; as=script";
+      add_header Link "</static/app.js>; rel=preload; as=script";
+      add_header Link "</static/font.woff2>; rel=preload; as=font; crossorigin";
+      add_header Link "</static/hero.jpg>; rel=preload; as=image";
+    } } }
+CONF
+cat > "$TMP/nginx-proxy.conf" <<CONF
+worker_processes 1; master_process off; daemon off; pid $TMP/proxy.pid; error_log $TMP/proxy.err;
+events { worker_connections 4096; }
+http { access_log off; $temps
+  upstream origin { server 127.0.0.1:$ORIGIN; keepalive 512; keepalive_requests 100000000; }
+  server { listen 127.0.0.1:$PROXY ssl http2; ssl_certificate $TMP/cert.pem; ssl_certificate_key $TMP/key.pem;
+    http2_push_preload on;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$host; proxy_buffers 16 16k; proxy_max_temp_file_size 0; } } }
+CONF
+cat > "$TMP/linkpush.toml" <<CONF
+[server]
+listen = "127.0.0.1:$PROXY"
+[server.tls]
+cert = "$TMP/cert.pem"
+key = "$TMP/key.pem"
+[upstream]
+url = "http://127.0.0.1:$ORIGIN"
+max_idle_per_host = 512
+[log]
+level = "warn"
+access_log = false
+CONF
+nginx -c "$TMP/origin.conf" -p "$TMP" & PIDS+=($!)
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$ORIGIN/small.txt" && break; sleep 0.1; done
+
+# Ir of one proxy run serving N requests of PATH.
+instructions() { # PROXY N PATH
+  local out="$TMP/cg.$1.$2" pid
+  rm -f "$out".*
+  case $1 in
+    linkpush) env -u RUST_LOG valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+                "$LINKPUSH_BIN" --config "$TMP/linkpush.toml" >"$TMP/$1.log" 2>&1 & ;;
+    nginx) valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+             nginx -c "$TMP/nginx-proxy.conf" -p "$TMP" >"$TMP/$1.log" 2>&1 & ;;
+  esac
+  pid=$!; PIDS+=("$pid")
+  for _ in $(seq 1 150); do curl -sk -o /dev/null "https://127.0.0.1:$PROXY/small.txt" && break; sleep 0.2; done
+  h2load -n "$2" -c 4 -m 10 "https://127.0.0.1:$PROXY$3" >"$TMP/h2load.log" 2>&1
+  grep -q "$2 succeeded" "$TMP/h2load.log" || { echo "h2load failed against $1" >&2; cat "$TMP/h2load.log" >&2; exit 1; }
+  if [[ $1 == nginx ]]; then kill -QUIT "$pid"; else kill -TERM "$pid"; fi
+  wait "$pid" 2>/dev/null || true
+  grep -h "^summary:" "$out".* | awk '{s+=$2} END {print s}'
+}
+
+printf '| proxy | path | instructions per request |\n|---|---|---:|\n'
+for proxy in $PROXIES; do
+  for path in $PATHS; do
+    a=$(instructions "$proxy" "$N1" "$path")
+    b=$(instructions "$proxy" "$N2" "$path")
+    printf '| %s | %s | %s |\n' "$proxy" "$path" "$(( (b - a) / (N2 - N1) ))"
+  done
+done
