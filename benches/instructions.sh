@@ -87,12 +87,20 @@ instructions() { # PROXY N PATH
     nginx) valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
              nginx -c "$TMP/nginx-proxy.conf" -p "$TMP" >"$TMP/$1.log" 2>&1 & ;;
   esac
-  pid=$!; PIDS+=("$pid")
+  pid=$!
+  # This runs in a command substitution (a subshell): the parent's trap never sees $pid, so the
+  # proxy is stopped here on every path.
+  trap 'kill "$pid" 2>/dev/null || true' EXIT
   for _ in $(seq 1 150); do curl -sk -o /dev/null "https://127.0.0.1:$PROXY/small.txt" && break; sleep 0.2; done
-  h2load -n "$2" -c 4 -m 10 "https://127.0.0.1:$PROXY$3" >"$TMP/h2load.log" 2>&1
-  grep -q "$2 succeeded" "$TMP/h2load.log" || { echo "h2load failed against $1" >&2; cat "$TMP/h2load.log" >&2; exit 1; }
+  h2load -n "$2" -c 4 -m 10 "https://127.0.0.1:$PROXY$3" >"$TMP/h2load.log" 2>&1 || true
+  if ! grep -q "$2 succeeded" "$TMP/h2load.log"; then
+    echo "h2load failed against $1" >&2
+    cat "$TMP/h2load.log" >&2
+    exit 1
+  fi
   if [[ $1 == nginx ]]; then kill -QUIT "$pid"; else kill -TERM "$pid"; fi
   wait "$pid" 2>/dev/null || true
+  trap - EXIT
   grep -h "^summary:" "$out".* | awk '{s+=$2} END {print s}'
 }
 
