@@ -4,116 +4,11 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::StatusCode;
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, proxy::*, raw::*, upstream::*};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-// ===== A raw HTTP/1.1 connection =====
-
-/// One response read by hand: the head as text and the body (by Content-Length).
-#[derive(Debug)]
-struct RawResponse {
-    head: String,
-    body: Vec<u8>,
-}
-
-impl RawResponse {
-    fn status(&self) -> u16 {
-        self.head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {:?}", self.head))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
-    }
-}
-
-struct RawConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl RawConn {
-    async fn open(addr: SocketAddr) -> Self {
-        RawConn {
-            stream: bounded("connect", TcpStream::connect(addr))
-                .await
-                .expect("connect"),
-            buf: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write");
-    }
-
-    /// One response head, then a body of Content-Length bytes; `None` if the connection closed
-    /// before a whole head arrived.
-    async fn read_response(&mut self) -> Option<RawResponse> {
-        bounded("a response from the proxy", async {
-            let end = loop {
-                if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i;
-                }
-                if !self.fill().await {
-                    return None;
-                }
-            };
-            let head = String::from_utf8(self.buf.drain(..end + 4).collect()).expect("UTF-8 head");
-            let mut response = RawResponse {
-                head: head.trim_end().to_owned(),
-                body: Vec::new(),
-            };
-            let len: usize = response
-                .header("content-length")
-                .map_or(0, |v| v.parse().expect("content-length"));
-            while self.buf.len() < len {
-                if !self.fill().await {
-                    break;
-                }
-            }
-            response.body = self.buf.drain(..len.min(self.buf.len())).collect();
-            Some(response)
-        })
-        .await
-    }
-
-    /// Reads more; false at EOF or on a reset.
-    async fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
-    /// Waits (bounded) for the peer to close; true when it closed with no further bytes.
-    async fn closed(&mut self) -> bool {
-        bounded("the proxy to close the connection", async {
-            let mut chunk = [0u8; 1024];
-            match self.stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => self.buf.is_empty(),
-                Ok(_) => false,
-            }
-        })
-        .await
-    }
-}
 
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: example.test\r\n\r\n").into_bytes()

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use support::{client::*, upstream::*};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{client::*, raw::*, upstream::*};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const SHORT: Duration = Duration::from_secs(5);
@@ -309,115 +309,13 @@ async fn closed_port_refuses_connections() {
 
 // ===== The fake upstream, through a raw TcpStream =====
 
-/// One HTTP/1.1 response read by hand: the head as text and the body (by Content-Length).
-struct RawResponse {
-    head: String,
-    body: Vec<u8>,
-}
-
-impl RawResponse {
-    fn status(&self) -> u16 {
-        self.head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status")
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(": "))
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    }
-}
-
-struct RawConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl RawConn {
-    async fn open(addr: SocketAddr) -> Self {
-        RawConn {
-            stream: bounded("connect", TcpStream::connect(addr))
-                .await
-                .expect("connect"),
-            buf: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write");
-    }
-
-    /// Read one response head (`HTTP/1.1 ...` up to the empty line); with `body`, also a body of
-    /// Content-Length bytes.
-    async fn read_response(&mut self, body: bool) -> RawResponse {
-        bounded("a response from the fake upstream", async {
-            let end = loop {
-                if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i;
-                }
-                self.fill().await;
-            };
-            let head = String::from_utf8(self.buf.drain(..end + 4).collect()).expect("UTF-8 head");
-            let mut response = RawResponse {
-                head: head.trim_end().to_owned(),
-                body: Vec::new(),
-            };
-            if body {
-                let len: usize = response
-                    .header("content-length")
-                    .map_or(0, |v| v.parse().expect("content-length"));
-                while self.buf.len() < len {
-                    self.fill().await;
-                }
-                response.body = self.buf.drain(..len).collect();
-            }
-            response
-        })
-        .await
-    }
-
-    async fn fill(&mut self) {
-        let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk).await.expect("read");
-        assert!(
-            n > 0,
-            "connection closed; have {:?}",
-            String::from_utf8_lossy(&self.buf)
-        );
-        self.buf.extend_from_slice(&chunk[..n]);
-    }
-
-    /// True when the peer closes (EOF or reset) with no further bytes.
-    async fn closed(&mut self) -> bool {
-        let mut chunk = [0u8; 1024];
-        match bounded("the connection to close", self.stream.read(&mut chunk)).await {
-            Ok(0) | Err(_) => self.buf.is_empty(),
-            Ok(_) => false,
-        }
-    }
-
-    /// True when nothing arrives for a little while.
-    async fn quiet(&mut self) -> bool {
-        let mut chunk = [0u8; 1024];
-        tokio::time::timeout(QUIET, self.stream.read(&mut chunk))
-            .await
-            .is_err()
-    }
-}
-
 #[tokio::test]
 async fn request_headers_are_recorded_as_received() {
     let up = Upstream::new().route("/", Reply::ok("ok")).start().await;
     let mut conn = RawConn::open(up.addr()).await;
 
     conn.send(b"GET /?q=1 HTTP/1.1\r\nHost: example.test\r\nX-Mixed-Case: A\r\nCookie: a=1\r\ncookie: b=2\r\nX-Empty:\r\n\r\n").await;
-    let r = conn.read_response(true).await;
+    let r = conn.read_response().await.expect("a response");
 
     assert_eq!((r.status(), r.body.as_slice()), (200, &b"ok"[..]));
     let req = &up.requests()[0];
@@ -449,11 +347,11 @@ async fn keep_alive_until_connection_close() {
     // Two pipelined requests, then one asking to close.
     conn.send(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nHEAD /2 HTTP/1.1\r\nHost: h\r\n\r\n")
         .await;
-    let first = conn.read_response(true).await;
-    let head = conn.read_response(false).await;
+    let first = conn.read_response().await.expect("a response");
+    let head = conn.read_head().await.expect("a response head");
     conn.send(b"GET /3 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
         .await;
-    let last = conn.read_response(true).await;
+    let last = conn.read_response().await.expect("a response");
 
     assert_eq!(
         (first.status(), first.body.as_slice()),
@@ -492,10 +390,10 @@ async fn head_and_bodiless_statuses_send_no_body_bytes() {
 
     conn.send(b"HEAD /page HTTP/1.1\r\nHost: h\r\n\r\nGET /empty HTTP/1.1\r\nHost: h\r\n\r\nGET /same HTTP/1.1\r\nHost: h\r\n\r\nGET /page HTTP/1.1\r\nHost: h\r\n\r\n").await;
     // Each head must follow the previous one directly, so any body byte would break the parse.
-    let head = conn.read_response(false).await;
-    let no_content = conn.read_response(false).await;
-    let not_modified = conn.read_response(false).await;
-    let get = conn.read_response(true).await;
+    let head = conn.read_head().await.expect("a response head");
+    let no_content = conn.read_head().await.expect("a response head");
+    let not_modified = conn.read_head().await.expect("a response head");
+    let get = conn.read_response().await.expect("a response");
 
     assert_eq!(
         (head.status(), head.header("content-length")),
@@ -530,16 +428,19 @@ async fn hold_sends_the_103_then_waits_for_the_gate() {
     let mut conn = RawConn::open(up.addr()).await;
 
     conn.send(b"GET /hinted HTTP/1.1\r\nHost: h\r\n\r\n").await;
-    let hint = conn.read_response(false).await;
+    let hint = conn.read_head().await.expect("a response head");
     assert_eq!(
         hint.head,
         "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload; as=style"
     );
-    assert!(conn.quiet().await, "the final response waits for the gate");
+    assert!(
+        conn.quiet(QUIET).await,
+        "the final response waits for the gate"
+    );
     assert!(!gate.opened());
 
     gate.open();
-    let fin = conn.read_response(true).await;
+    let fin = conn.read_response().await.expect("a response");
 
     assert_eq!((fin.status(), fin.body.as_slice()), (200, &b"x"[..]));
     assert!(gate.opened());
@@ -555,15 +456,15 @@ async fn delay_body_sends_the_head_then_waits_for_the_gate() {
     let mut conn = RawConn::open(up.addr()).await;
 
     conn.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n").await;
-    let head = conn.read_response(false).await;
+    let head = conn.read_head().await.expect("a response head");
     assert_eq!(
         (head.status(), head.header("content-length")),
         (200, Some("4"))
     );
-    assert!(conn.quiet().await, "the body waits for the gate");
+    assert!(conn.quiet(QUIET).await, "the body waits for the gate");
 
     gate.open();
-    conn.fill().await;
+    assert!(conn.fill().await, "connection closed early");
     assert_eq!(conn.buf, b"body");
 }
 
@@ -580,7 +481,7 @@ async fn a_held_response_is_counted_aborted_when_the_peer_leaves() {
         conn.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes())
             .await;
         assert!(up.wait_for_requests(path, 1, SHORT).await);
-        assert!(conn.quiet().await, "{path}: no response");
+        assert!(conn.quiet(QUIET).await, "{path}: no response");
         drop(conn);
     }
 
@@ -606,8 +507,8 @@ async fn reply_headers_are_sent_verbatim_including_hop_by_hop_ones() {
 
     conn.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
         .await;
-    let first = conn.read_response(true).await;
-    let second = conn.read_response(true).await;
+    let first = conn.read_response().await.expect("a response");
+    let second = conn.read_response().await.expect("a response");
 
     assert_eq!(
         first.head,
@@ -626,12 +527,12 @@ async fn raw_and_close_delimited_replies() {
 
     let mut raw = RawConn::open(up.addr()).await;
     raw.send(b"GET /raw HTTP/1.1\r\nHost: h\r\n\r\n").await;
-    let malformed = raw.read_response(false).await;
+    let malformed = raw.read_head().await.expect("a response head");
     let mut eof = RawConn::open(up.addr()).await;
     eof.send(b"GET /eof HTTP/1.1\r\nHost: h\r\n\r\n").await;
-    let head = eof.read_response(false).await;
+    let head = eof.read_head().await.expect("a response head");
     while !eof.buf.ends_with(b"until close") {
-        eof.fill().await;
+        assert!(eof.fill().await, "connection closed early");
     }
 
     assert_eq!(malformed.head, "HTTP/1.1 200 OK\r\nBad Header");
@@ -654,14 +555,14 @@ async fn malformed_and_oversized_request_heads_are_rejected() {
 
     let mut bad = RawConn::open(up.addr()).await;
     bad.send(b"GET / HTTP/1.1\r\nHost : h\r\n\r\n").await;
-    let bad_response = bad.read_response(false).await;
+    let bad_response = bad.read_head().await.expect("a response head");
     let mut big = RawConn::open(up.addr()).await;
     let huge = format!(
         "GET / HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
         "a".repeat(70 * 1024)
     );
     big.send(huge.as_bytes()).await;
-    let big_response = big.read_response(false).await;
+    let big_response = big.read_head().await.expect("a response head");
 
     assert_eq!(bad_response.status(), 400);
     assert_eq!(big_response.status(), 431);

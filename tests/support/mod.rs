@@ -13,4 +13,5 @@
 
 pub mod client;
 pub mod proxy;
+pub mod raw;
 pub mod upstream;
