@@ -55,7 +55,6 @@ pub struct Server {
     draining: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    metrics: Metrics,
 }
 
 impl Server {
@@ -141,7 +140,6 @@ impl Server {
             draining,
             shutdown,
             tasks,
-            metrics,
         })
     }
 
@@ -152,14 +150,6 @@ impl Server {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    pub fn connections(&self) -> usize {
-        self.connections.count()
     }
 
     /// Applies a new configuration to new connections and swaps the certificate for new

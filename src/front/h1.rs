@@ -94,11 +94,7 @@ async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    let path = super::request_target(req.uri());
     let mut hints = EarlyHints::default();
     let response = match proxy(&app, &client, &interim, &mut hints, req, &path).await {
         Ok(res) => res,

@@ -90,12 +90,8 @@ impl Stream {
     pub(super) async fn run(mut self, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
         let started = Instant::now();
         let method = req.method().clone();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let (status, bytes, error) = match self.proxy(req, &mut respond).await {
+        let path = super::request_target(req.uri());
+        let (status, bytes, error) = match self.proxy(req, &path, &mut respond).await {
             Ok((status, bytes, error)) => (status, bytes, error),
             Err(err) => {
                 let status = self.send_error(&mut respond, &err);
@@ -120,7 +116,7 @@ impl Stream {
         }
     }
 
-    fn parse_head(&self, req: &Request<RecvStream>) -> Result<Head, ProxyError> {
+    fn parse_head(&self, req: &Request<RecvStream>, path: &str) -> Result<Head, ProxyError> {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::BadRequest("CONNECT is not supported"));
         }
@@ -131,14 +127,12 @@ impl Stream {
         } else {
             "http"
         };
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .filter(|p| p.starts_with('/'))
-            .ok_or(ProxyError::BadRequest(
+        if !path.starts_with('/') {
+            return Err(ProxyError::BadRequest(
                 "request target must be an absolute path",
-            ))?;
+            ));
+        }
+        let path = path.to_owned();
         let mut push_headers = HeaderMap::new();
         for name in &self.app.config.push.request_headers {
             for value in req.headers().get_all(name) {
@@ -159,9 +153,10 @@ impl Stream {
     async fn proxy(
         &mut self,
         req: Request<RecvStream>,
+        path: &str,
         respond: &mut SendResponse<Bytes>,
     ) -> Result<(u16, u64, Option<&'static str>), ProxyError> {
-        let head = self.parse_head(&req)?;
+        let head = self.parse_head(&req, path)?;
         let upstream_req = self.upstream_request(req, &head)?;
         let app = self.app.clone();
 

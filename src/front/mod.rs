@@ -40,6 +40,11 @@ pub fn request_authority(
         ))
 }
 
+/// The request target as the access log and the upstream see it: path and query.
+pub fn request_target(uri: &http::Uri) -> String {
+    uri.path_and_query().map_or("/", |p| p.as_str()).to_owned()
+}
+
 /// Logs a failed request at the level its side calls for: an upstream failure is the
 /// operator's concern (warn), a client's is not (debug).
 pub fn log_error(err: &crate::error::ProxyError) {
