@@ -532,7 +532,15 @@ async fn failed_and_oversized_assets_are_reset_not_pushed() {
     // A chunked asset is cut off mid-body: never more than the limit reaches the client.
     assert!(ex.push("/chunked.bin").body.len() <= 5_000);
     assert!(ex.push("/ok.css").completed());
-    let metrics = proxy.metrics().await;
+    let outcomes = |m: &str| {
+        ["failed", "completed", "cancelled"]
+            .iter()
+            .map(|o| sample(m, &format!("linkpush_pushes_total{{outcome=\"{o}\"}}")))
+            .sum::<f64>()
+    };
+    let metrics = proxy
+        .metrics_when("all five pushes settled", |m| outcomes(m) >= 5.0)
+        .await;
     assert_eq!(
         sample(&metrics, "linkpush_pushes_total{outcome=\"failed\"}"),
         4.0,
@@ -565,16 +573,11 @@ async fn a_client_reset_drops_the_asset_fetch_at_once() {
     let ex = h2_request_refusing(&mut client, req, Bytes::new(), |_| true).await;
     assert_eq!(ex.status, 200);
 
-    let cancelled = async {
-        loop {
-            let m = proxy.metrics().await;
-            if sample(&m, "linkpush_pushes_total{outcome=\"cancelled\"}") == 1.0 {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-    };
-    bounded("the cancelled push to be counted", cancelled).await;
+    proxy
+        .metrics_when("the cancelled push to be counted", |m| {
+            sample(m, "linkpush_pushes_total{outcome=\"cancelled\"}") == 1.0
+        })
+        .await;
     // The fetch was dropped: either before it reached the upstream, or the held upstream
     // response was abandoned (its connection closed) as soon as the client refused the push.
     assert!(
@@ -645,16 +648,11 @@ async fn push_metrics_are_exact() {
     let ex = h2_get(&mut client, "/", &[]).await;
     assert_eq!(ex.pushes.len(), 2);
 
-    let settled = async {
-        loop {
-            let m = proxy.metrics().await;
-            if sample(&m, "linkpush_pushes_total{outcome=\"completed\"}") == 2.0 {
-                return m;
-            }
-            tokio::task::yield_now().await;
-        }
-    };
-    let metrics = bounded("both pushes to complete", settled).await;
+    let metrics = proxy
+        .metrics_when("both pushes to complete", |m| {
+            sample(m, "linkpush_pushes_total{outcome=\"completed\"}") == 2.0
+        })
+        .await;
     for line in [
         "linkpush_pushes_total{outcome=\"promised\"} 2",
         "linkpush_pushes_total{outcome=\"completed\"} 2",

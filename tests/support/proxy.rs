@@ -65,6 +65,21 @@ impl Proxy {
             .1
     }
 
+    /// `/metrics` once `settled` holds for it: counters recorded by tasks that outlive the
+    /// exchange (pushes) land a moment after the client saw the outcome. Bounded by `TIMEOUT`.
+    pub async fn metrics_when(&self, what: &str, settled: impl Fn(&str) -> bool) -> String {
+        let wait = async {
+            loop {
+                let m = self.metrics().await;
+                if settled(&m) {
+                    return m;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        super::client::bounded(format!("metrics: {what}"), wait).await
+    }
+
     pub async fn shutdown(mut self) -> bool {
         self.server.take().expect("running").shutdown().await
     }
