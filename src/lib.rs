@@ -9,7 +9,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -2,10 +2,7 @@
 //! (hyper's HTTP/1.1 server, no push). What both need lives here.
 
 pub mod h1;
-pub mod h1_io;
 pub mod h2;
-pub mod h2_io;
-mod h2_stream;
 
 use std::time::Duration;
 

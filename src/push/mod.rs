@@ -3,5 +3,4 @@
 
 pub mod link;
 pub mod policy;
-pub mod send;
 pub mod target;

@@ -20,8 +20,8 @@ use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use super::body::{SendError, send_body};
 use crate::app::App;
-use crate::body::{SendError, send_body};
 use crate::metrics::PushOutcome;
 use crate::push::policy::{Preload, SkipReason};
 use crate::upstream::{ClientContext, rewrite_request_headers, strip_hop_by_hop};
@@ -41,7 +41,7 @@ pub struct PushState {
     peer_max_streams: AtomicUsize,
     max_concurrent_pushes: usize,
     /// To the connection task, which alone may queue a pushed stream's response HEADERS
-    /// (see `front::h2_io` for why).
+    /// (see `front::h2::io` for why).
     heads: mpsc::UnboundedSender<PushedHead>,
 }
 

@@ -1,7 +1,7 @@
 //! One HTTP/2 connection on the h2 crate: settings and flood defences, the accept loop with idle
 //! timeout, closing deadline and graceful shutdown, and the one place pushed streams' response
-//! HEADERS are queued (with the connection's reads held, see `h2_io`). Each client stream runs
-//! in `h2_stream`.
+//! HEADERS are queued (with the connection's reads held, see `io`). Each client stream runs
+//! in `stream`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,12 +10,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::debug;
 
-use super::h2_io::{GatedIo, ReadGate};
-use super::h2_stream::Stream;
+mod body;
+mod io;
+pub mod push;
+mod stream;
+
+use self::io::{GatedIo, ReadGate};
+use self::push::{PushState, PushedHead};
+use self::stream::Stream;
 use super::handshake_timeout;
 use crate::app::App;
 use crate::metrics::Protocol;
-use crate::push::send::{PushState, PushedHead};
 use crate::upstream::ClientContext;
 
 /// SPEC §8: bounded header lists. Also the HPACK-bomb and CONTINUATION-flood bound: h2 refuses a
@@ -137,7 +142,7 @@ const GATE_FALLBACK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Queues a pushed stream's response HEADERS. Runs on the connection task, with the connection's
 /// reads held until those HEADERS are on the wire: a client RST_STREAM that h2 processed while
-/// the stream sits in `pending_open` would cost the whole connection (see `h2_io`).
+/// the stream sits in `pending_open` would cost the whole connection (see `io`).
 fn send_pushed_head(gate: &ReadGate, head: PushedHead) {
     let PushedHead {
         mut pushed,

@@ -21,16 +21,16 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::{
+use super::body::{H2RequestBody, SendError, send_body};
+use super::push::{Decision, PushLog, PushRequest, PushState, promise_all};
+use crate::app::App;
+use crate::error::{ProxyError, error_body};
+use crate::front::{
     AccessLog, EarlyHints, final_links, may_push_final, upstream_hints, wants_learned_hints,
 };
-use crate::app::App;
-use crate::body::{H2RequestBody, SendError, send_body};
-use crate::error::{ProxyError, error_body};
 use crate::learn::{LearnStore, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::policy::{Preload, SkipReason};
-use crate::push::send::{Decision, PushLog, PushRequest, PushState, promise_all};
 use crate::push::target::RequestBase;
 use crate::upstream::{
     ClientContext, Informational, MAX_INFORMATIONAL, RequestBody, rewrite_request_headers,
@@ -90,7 +90,7 @@ impl Stream {
     pub(super) async fn run(mut self, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
         let started = Instant::now();
         let method = req.method().clone();
-        let path = super::request_target(req.uri());
+        let path = crate::front::request_target(req.uri());
         let (status, bytes, error) = match self.proxy(req, &path, &mut respond).await {
             Ok((status, bytes, error)) => (status, bytes, error),
             Err(err) => {
@@ -121,7 +121,7 @@ impl Stream {
             return Err(ProxyError::BadRequest("CONNECT is not supported"));
         }
         // RFC 9113 §8.3.1: :authority, or Host when a client sends none.
-        let authority = super::request_authority(req.uri(), req.headers())?;
+        let authority = crate::front::request_authority(req.uri(), req.headers())?;
         let scheme = if self.client.scheme == "https" {
             "https"
         } else {
@@ -375,7 +375,7 @@ impl Stream {
 
     /// Sends the short plain-text error response; returns the status for logs and metrics.
     fn send_error(&self, respond: &mut SendResponse<Bytes>, err: &ProxyError) -> u16 {
-        super::log_error(err);
+        crate::front::log_error(err);
         let Some(status) = err.status() else {
             return 499;
         };

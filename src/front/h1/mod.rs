@@ -2,7 +2,7 @@
 //! (slowloris; it also closes idle keep-alive connections), bounded heads. No push.
 //!
 //! With `early_hints.http1`, learned links and upstream 103s reach HTTP/1.1 clients as 103s too,
-//! written by `h1_io` since hyper's server cannot write a 1xx.
+//! written by `io` since hyper's server cannot write a 1xx.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -22,12 +22,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use super::h1_io::{Interim, InterimIo};
-use super::{
-    AccessLog, EarlyHints, final_links, may_push_final, upstream_hints, wants_learned_hints,
-};
+mod io;
+
+use self::io::{Interim, InterimIo};
 use crate::app::App;
 use crate::error::{ProxyError, error_body};
+use crate::front::{
+    AccessLog, EarlyHints, final_links, may_push_final, upstream_hints, wants_learned_hints,
+};
 use crate::learn::{LearnStore, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::target::RequestBase;
@@ -94,12 +96,12 @@ async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = super::request_target(req.uri());
+    let path = crate::front::request_target(req.uri());
     let mut hints = EarlyHints::default();
     let response = match proxy(&app, &client, &interim, &mut hints, req, &path).await {
         Ok(res) => res,
         Err(err) => {
-            super::log_error(&err);
+            crate::front::log_error(&err);
             let status = err.status().unwrap_or(http::StatusCode::BAD_REQUEST);
             let body = error_body(status);
             let mut res = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
@@ -149,7 +151,7 @@ async fn proxy(
         ));
     }
     // RFC 9112 §3.2.2: an absolute-form target's authority wins over Host.
-    let authority = super::request_authority(req.uri(), req.headers())?;
+    let authority = crate::front::request_authority(req.uri(), req.headers())?;
     let method = req.method().clone();
     // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client. `early_hints.http1` is off by default
     // because some old HTTP/1.1 clients mishandle 1xx too.
