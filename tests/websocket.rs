@@ -60,9 +60,16 @@ async fn websocket_over_http1_cleartext_and_tls() {
             ws::echo_session(&mut io, &mut buf).await;
             head
         };
-        assert_eq!(header(&head, "sec-websocket-protocol"), Some("chat"), "{head}");
+        assert_eq!(
+            header(&head, "sec-websocket-protocol"),
+            Some("chat"),
+            "{head}"
+        );
         let upstream_head = up.heads().pop().expect("the upstream saw the handshake");
-        assert!(upstream_head.starts_with("GET /chat HTTP/1.1"), "{upstream_head}");
+        assert!(
+            upstream_head.starts_with("GET /chat HTTP/1.1"),
+            "{upstream_head}"
+        );
         assert_eq!(header(&upstream_head, "upgrade"), Some("websocket"));
         assert_eq!(
             header(&upstream_head, "x-forwarded-proto"),
@@ -84,10 +91,7 @@ async fn extended_connect(
     client: &mut H2Client,
     protocol: &str,
     path: &str,
-) -> (
-    http::Response<h2::RecvStream>,
-    h2::SendStream<Bytes>,
-) {
+) -> (http::Response<h2::RecvStream>, h2::SendStream<Bytes>) {
     // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrive before any response: one GET
     // first makes sure the client has them.
     h2_get(client, "/warm-up", &[]).await;
@@ -102,7 +106,9 @@ async fn extended_connect(
     req.extensions_mut()
         .insert(h2::ext::Protocol::from(protocol));
     let sender = client.sender().clone();
-    let mut sender = bounded("a stream slot", sender.ready()).await.expect("ready");
+    let mut sender = bounded("a stream slot", sender.ready())
+        .await
+        .expect("ready");
     let (response, send) = sender.send_request(req, false).expect("send CONNECT");
     let response = bounded("the CONNECT response", response)
         .await
@@ -158,14 +164,18 @@ async fn websocket_over_http2_extended_connect() {
             assert!(echoed == payload, "message {i} echoed differently");
         }
         let close = ws::encode(ws::CLOSE, &1000u16.to_be_bytes(), Some([1, 2, 3, 4]));
-        send.send_data(Bytes::from(close), true).expect("send close");
+        send.send_data(Bytes::from(close), true)
+            .expect("send close");
         let (op, _, _) = h2_frame(&mut recv, &mut buf).await.expect("close");
         assert_eq!(op, ws::CLOSE);
         assert!(h2_frame(&mut recv, &mut buf).await.is_none(), "stream ends");
         assert!(recv.is_end_stream(), "ended cleanly, not reset");
 
         let upstream_head = up.heads().pop().expect("the upstream saw the handshake");
-        assert!(upstream_head.starts_with("GET /chat HTTP/1.1"), "{upstream_head}");
+        assert!(
+            upstream_head.starts_with("GET /chat HTTP/1.1"),
+            "{upstream_head}"
+        );
         assert_eq!(header(&upstream_head, "upgrade"), Some("websocket"));
         assert_eq!(header(&upstream_head, "sec-websocket-version"), Some("13"));
         let key = header(&upstream_head, "sec-websocket-key").expect("a key");
@@ -221,8 +231,10 @@ async fn other_upgrade_tokens_pass_through_on_http1() {
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
     let mut conn = RawConn::open(proxy.addr).await;
-    conn.send(b"GET /foo HTTP/1.1\r\nHost: localhost\r\nUpgrade: foo/2\r\nConnection: Upgrade\r\n\r\n")
-        .await;
+    conn.send(
+        b"GET /foo HTTP/1.1\r\nHost: localhost\r\nUpgrade: foo/2\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await;
     let head = conn.read_head().await.expect("101");
     assert_eq!(head.status(), 101, "{head:?}");
     assert_eq!(head.header("upgrade"), Some("foo/2"));

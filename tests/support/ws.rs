@@ -28,7 +28,11 @@ fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             out.push(if i <= chunk.len() {
@@ -75,8 +79,14 @@ pub fn decode(buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>, bool)> {
     let opcode = buf[0] & 0x0f;
     let masked = buf[1] & 0x80 != 0;
     let (len, mut at) = match buf[1] & 0x7f {
-        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
-        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
         n => (n as usize, 2),
     };
     let key: Option<[u8; 4]> = if masked {
@@ -89,7 +99,11 @@ pub fn decode(buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>, bool)> {
     let payload = buf.get(at..at + len)?.to_vec();
     buf.drain(..at + len);
     let payload = match key {
-        Some(k) => payload.iter().enumerate().map(|(i, b)| b ^ k[i % 4]).collect(),
+        Some(k) => payload
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ k[i % 4])
+            .collect(),
         None => payload,
     };
     Some((opcode, payload, masked))
