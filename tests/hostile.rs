@@ -38,6 +38,11 @@ fn has_line(metrics: &str, line: &str) -> bool {
     metrics.lines().any(|l| l == line)
 }
 
+async fn assert_metric(proxy: &Proxy, line: &str) {
+    let metrics = proxy.metrics().await;
+    assert!(has_line(&metrics, line), "{line:?} missing from\n{metrics}");
+}
+
 #[tokio::test]
 async fn stalled_body_is_reset_and_frees_the_only_slot_h2() {
     let up = stalling_upstream().start().await;
@@ -60,14 +65,11 @@ async fn stalled_body_is_reset_and_frees_the_only_slot_h2() {
     let next = h2_get(&mut client, "/ok", &[]).await;
     assert_eq!(next.status, StatusCode::OK);
     assert_eq!(&next.body[..], b"fine\n");
-    let metrics = proxy.metrics().await;
-    assert!(
-        has_line(
-            &metrics,
-            "linkpush_upstream_errors_total{kind=\"read_timeout\"} 1"
-        ),
-        "{metrics}"
-    );
+    assert_metric(
+        &proxy,
+        "linkpush_upstream_errors_total{kind=\"read_timeout\"} 1",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -116,14 +118,11 @@ async fn silent_upstream_head_times_out_on_read_timeout() {
     assert_eq!(silent.status, StatusCode::GATEWAY_TIMEOUT);
     let next = h2_get(&mut client, "/ok", &[]).await;
     assert_eq!(next.status, StatusCode::OK);
-    let metrics = proxy.metrics().await;
-    assert!(
-        has_line(
-            &metrics,
-            "linkpush_upstream_errors_total{kind=\"read_timeout\"} 1"
-        ),
-        "{metrics}"
-    );
+    assert_metric(
+        &proxy,
+        "linkpush_upstream_errors_total{kind=\"read_timeout\"} 1",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -243,14 +242,11 @@ async fn malformed_responses_are_normalised_for_h2_clients() {
     }
     assert_eq!(hop.header("x-kept"), Some("yes"));
 
-    let metrics = proxy.metrics().await;
-    assert!(
-        has_line(
-            &metrics,
-            "linkpush_upstream_errors_total{kind=\"upstream_invalid\"} 1"
-        ),
-        "{metrics}"
-    );
+    assert_metric(
+        &proxy,
+        "linkpush_upstream_errors_total{kind=\"upstream_invalid\"} 1",
+    )
+    .await;
 }
 
 #[tokio::test]

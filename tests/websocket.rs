@@ -18,12 +18,15 @@ use support::raw::RawConn;
 use support::upstream::{Reply, Upstream};
 use support::ws::{self, WsUpstream};
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
+use support::ws::header;
+
+/// The proxy under test, over TLS or cleartext.
+async fn start(upstream: std::net::SocketAddr, tls: bool) -> Proxy {
+    if tls {
+        Proxy::start_tls(upstream, |_| {}).await
+    } else {
+        Proxy::start(upstream, |_| {}).await
+    }
 }
 
 async fn tunnels_closed(proxy: &Proxy, protocol: &str, opened: f64) -> String {
@@ -40,11 +43,7 @@ async fn tunnels_closed(proxy: &Proxy, protocol: &str, opened: f64) -> String {
 async fn websocket_over_http1_cleartext_and_tls() {
     let up = WsUpstream::echo().await;
     for tls in [false, true] {
-        let proxy = if tls {
-            Proxy::start_tls(up.addr, |_| {}).await
-        } else {
-            Proxy::start(up.addr, |_| {}).await
-        };
+        let proxy = start(up.addr, tls).await;
         let tcp = TcpStream::connect(proxy.addr).await.expect("connect");
         let mut buf = Vec::new();
         let head = if tls {
@@ -139,11 +138,7 @@ async fn h2_frame(recv: &mut h2::RecvStream, buf: &mut Vec<u8>) -> Option<(u8, V
 async fn websocket_over_http2_extended_connect() {
     let up = WsUpstream::echo().await;
     for tls in [false, true] {
-        let proxy = if tls {
-            Proxy::start_tls(up.addr, |_| {}).await
-        } else {
-            Proxy::start(up.addr, |_| {}).await
-        };
+        let proxy = start(up.addr, tls).await;
         let opts = H2Options {
             tls,
             ..H2Options::default()

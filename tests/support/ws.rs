@@ -170,7 +170,8 @@ impl WsUpstream {
     }
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+/// The first value of field `name` in a head given as text.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines()
         .skip(1)
         .filter_map(|l| l.split_once(':'))
