@@ -433,3 +433,47 @@ async fn upstream_faults_stay_upstream_errors() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn h2_upload_reset_by_the_client_is_not_an_upstream_error() {
+    let up = Upstream::new()
+        .route("/upload", Reply::echo())
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("http://localhost/upload")
+        .header("content-length", "100000")
+        .body(())
+        .expect("request");
+    let (_response, mut body) = client.sender().send_request(req, false).expect("send");
+    body.send_data(Bytes::from_static(b"partial"), false)
+        .expect("data");
+    // The proxy is streaming the body upstream when the client gives up.
+    assert!(
+        up.wait_until(Duration::from_secs(10), |u| u.connections_accepted() == 1)
+            .await
+    );
+    body.send_reset(Reason::CANCEL);
+    assert!(
+        up.wait_until(Duration::from_secs(10), |u| u.connections_closed() == 1)
+            .await,
+        "the upstream request is dropped with the client's stream"
+    );
+    let metrics = proxy
+        .metrics_when("the stream counted", |m| {
+            m.contains("linkpush_requests_total{protocol=\"h2\"")
+        })
+        .await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "linkpush_upstream_errors_total{kind=\"upstream_request\"}"
+        ),
+        0.0,
+        "{metrics}"
+    );
+    assert!(!metrics.contains("status=\"502\""), "{metrics}");
+}

@@ -275,3 +275,29 @@ async fn idle_tunnel_is_closed_after_tunnel_idle_timeout() {
     assert_eq!(n, 0);
     tunnels_closed(&proxy, "http1", 1.0).await;
 }
+
+#[tokio::test]
+async fn a_tunnel_holds_its_upstream_slot_until_it_closes() {
+    let up = WsUpstream::echo().await;
+    let proxy = Proxy::start(up.addr, |c| {
+        c.upstream.max_connections = 1;
+        c.upstream.response_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut io = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut buf = Vec::new();
+    ws::client_handshake(&mut io, "localhost", "/chat", &mut buf).await;
+
+    let plain = b"GET /plain HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut other = RawConn::open(proxy.addr).await;
+    other.send(plain).await;
+    let res = other.read_response().await.expect("response");
+    assert_eq!(res.status(), 504, "the only slot is the tunnel's");
+
+    ws::echo_session(&mut io, &mut buf).await;
+    tunnels_closed(&proxy, "http1", 1.0).await;
+    other.send(plain).await;
+    let res = other.read_response().await.expect("response");
+    // The echo upstream answers a plain GET with 400: it was reached.
+    assert_eq!(res.status(), 400, "{res:?}");
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::debug;
@@ -164,9 +164,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 }
 
-/// Relays bytes between the client's and the upstream's upgraded HTTP/1.1 connections until both
-/// directions ended (a side's EOF is passed on as a write shutdown), either side fails, or
-/// nothing moved for `idle`. Holds the upstream slot (`permit`) and the tunnel gauge meanwhile.
+/// Relays bytes between the client's and the upstream's upgraded HTTP/1.1 connections until
+/// either side closes (its EOF is passed on as a write shutdown, then both connections are
+/// dropped, as nginx does), either side fails, or nothing moved for `idle`. Holds the upstream
+/// slot (`permit`) and the tunnel gauge meanwhile, so a closed tunnel frees the slot at once.
 pub async fn relay_h1(
     metrics: Metrics,
     idle: Duration,
@@ -184,13 +185,23 @@ pub async fn relay_h1(
     };
     let _gauge = metrics.tunnel(Protocol::Http1);
     let activity = Activity::new();
-    let mut client = Tracked::new(TokioIo::new(client), activity.clone());
-    let mut upstream = Tracked::new(TokioIo::new(upstream), activity.clone());
+    let client = Tracked::new(TokioIo::new(client), activity.clone());
+    let upstream = Tracked::new(TokioIo::new(upstream), activity.clone());
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let up = async {
+        let copied = tokio::io::copy(&mut client_read, &mut upstream_write).await;
+        let _ = upstream_write.shutdown().await;
+        copied
+    };
+    let down = async {
+        let copied = tokio::io::copy(&mut upstream_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+        copied
+    };
     tokio::select! {
-        res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match res {
-            Ok((up, down)) => debug!(up, down, "tunnel closed"),
-            Err(err) => debug!(error = %err, "tunnel failed"),
-        },
+        res = up => debug!(result = ?res, "tunnel closed by the client"),
+        res = down => debug!(result = ?res, "tunnel closed by the upstream"),
         _ = activity.idle(idle) => debug!(?idle, "tunnel idle; closing"),
     }
 }
