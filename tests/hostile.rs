@@ -303,7 +303,8 @@ async fn bad_hosts_and_targets_are_400_and_never_reach_the_backend() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let cases: [&[u8]; 5] = [
+    let cases: [&[u8]; 6] = [
+        b"GET http://a.example/ HTTP/1.1\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: a.example\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a.example/../x?y\r\n\r\n",
         b"GET http://user:pw@evil.example/ HTTP/1.1\r\nHost: evil.example\r\n\r\n",
@@ -342,7 +343,7 @@ async fn bad_hosts_and_targets_are_400_and_never_reach_the_backend() {
             &metrics,
             "linkpush_client_errors_total{kind=\"bad_request\"}"
         ),
-        8.0,
+        9.0,
         "{metrics}"
     );
 

@@ -158,6 +158,10 @@ async fn proxy(
             "request target must be an absolute path",
         ));
     }
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, absolute-form target or not.
+    if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+        return Err(ProxyError::BadRequest("missing Host"));
+    }
     // RFC 9112 §3.2.2: an absolute-form target's authority wins over Host.
     let authority = crate::front::request_authority(req.uri(), req.headers())?;
     let method = req.method().clone();

@@ -100,6 +100,16 @@ pub(super) async fn run(
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return refused(app, respond, response).await;
     }
+    // RFC 6455 §4.1: a 101 that does not switch to websocket fails the handshake.
+    let switched = response
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !switched {
+        let err = ProxyError::UpstreamInvalid("101 without Upgrade: websocket");
+        app.metrics.upstream_error(err.kind());
+        return Err(err);
+    }
     let on_upgrade = hyper::upgrade::on(&mut response);
     let (head, mut body) = response.into_parts();
     let _permit = body.take_permit();
