@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub max_concurrent_streams: u32,
     pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// A WebSocket tunnel with no bytes in either direction for this long is closed.
+    pub tunnel_idle_timeout: Duration,
     /// `None`: cleartext (HTTP/1.1 and h2c prior knowledge on the same port).
     pub tls: Option<TlsConfig>,
 }
@@ -79,6 +81,9 @@ pub struct UpstreamConfig {
     pub authority: http::uri::Authority,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// The longest wait for the next bytes of an upstream response, head or body (nginx's
+    /// `proxy_read_timeout`).
+    pub read_timeout: Duration,
     pub max_idle_per_host: usize,
     pub max_connections: usize,
 }
@@ -291,6 +296,7 @@ mod tests {
                 max_concurrent_streams: 128,
                 idle_timeout: Duration::from_secs(60),
                 shutdown_timeout: Duration::from_secs(10),
+                tunnel_idle_timeout: Duration::from_secs(300),
                 tls: None,
             },
             upstream: UpstreamConfig {
@@ -298,6 +304,7 @@ mod tests {
                 authority: http::uri::Authority::from_static("127.0.0.1:8080"),
                 connect_timeout: Duration::from_secs(2),
                 response_timeout: Duration::from_secs(30),
+                read_timeout: Duration::from_secs(60),
                 max_idle_per_host: 64,
                 max_connections: 512,
             },
