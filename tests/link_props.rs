@@ -37,7 +37,7 @@ fn header_ish_bytes() -> impl Strategy<Value = Vec<u8>> {
 /// Link-ish fields whose targets come from an alphabet of traversal and origin tricks.
 fn hostile_link_fields() -> impl Strategy<Value = Vec<String>> {
     let target = "(\\.|\\.\\.|/|//|%2e|%2E|%2f|%5c|%00|%|\\\\|a|:|@|\\?|#|;|,|example\\.com|evil\\.example|:443|:8080|https:|http:|data:|javascript:|\\[::1\\]){0,12}";
-    let attrs = "(; ?(rel=preload|rel=\"preload x\"|nopush|anchor=\"#a\"|as=style|crossorigin|media=\"a,b\"|type=a/b|integrity=\"\\\\\\\"\")){0,4}";
+    let attrs = "(; ?(rel=preload|rel=preconnect|rel=\"preload x\"|nopush|anchor=\"#a\"|as=style|crossorigin|media=\"a,b\"|type=a/b|integrity=\"\\\\\\\"\")){0,4}";
     prop::collection::vec((target, attrs), 0..6).prop_map(|links| {
         links
             .into_iter()
@@ -78,12 +78,20 @@ fn is_clean_path(path: &str) -> bool {
         && !path.contains("%00")
 }
 
-fn assert_valid_hint(hint: &str) {
-    let value = HeaderValue::from_str(hint).unwrap_or_else(|_| panic!("invalid hint {hint:?}"));
-    assert!(value.to_str().is_ok(), "{hint:?}");
+/// SPEC §5: a clean value, one rel a browser acts on, no `nopush`, no target longer than the
+/// parser's bound, never a non-http(s) target.
+fn assert_valid_hint(hint: &HeaderValue) {
+    let hint = hint.to_str().unwrap_or_else(|_| panic!("invalid hint {hint:?}"));
     assert!(hint.starts_with('<'), "{hint:?}");
-    assert!(hint.contains(">; rel=preload"), "{hint:?}");
+    assert!(
+        hint.contains(">; rel=preload") || hint.contains(">; rel=preconnect"),
+        "{hint:?}"
+    );
     assert!(!hint.contains("nopush"), "{hint:?}");
+    let target = &hint[1..hint.find('>').unwrap()];
+    assert!(target.len() <= link::MAX_LINK_BYTES, "{hint:?}");
+    let lower = target.to_ascii_lowercase();
+    assert!(!lower.starts_with("data:") && !lower.starts_with("javascript:"), "{hint:?}");
 }
 
 fn assert_classified(parsed: &ParsedLinks, base: &RequestBase<'_>) {
@@ -97,11 +105,26 @@ fn assert_classified(parsed: &ParsedLinks, base: &RequestBase<'_>) {
             Ok(p.path.as_str())
         );
     }
-    for h in &c.foreign_hints {
+    for (i, h) in c.hint_only.iter().enumerate() {
         assert_valid_hint(h);
+        let text = h.to_str().unwrap();
+        // Cross-origin preloads only over https; preconnects to any http(s) origin.
+        if text.contains(">; rel=preload") {
+            assert!(text.starts_with("<https://"), "{h:?}");
+        } else {
+            assert!(
+                text.starts_with("<http://") || text.starts_with("<https://"),
+                "{h:?}"
+            );
+            // The origin only: nothing after the authority.
+            let target = &text[1..text.find('>').unwrap()];
+            let authority = target.split_once("//").unwrap().1;
+            assert!(!authority.contains(['/', '?', '#']), "{h:?}");
+        }
+        let key = policy::hint_key(h.as_bytes());
         assert!(
-            h.starts_with("<http://") || h.starts_with("<https://"),
-            "{h:?}"
+            c.hint_only[..i].iter().all(|o| policy::hint_key(o.as_bytes()) != key),
+            "{h:?} twice"
         );
     }
     let preload_links = parsed

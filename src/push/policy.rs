@@ -11,11 +11,20 @@
 //! - RFC 8288 §3.2: `anchor` changes the link's context away from this response, so a link
 //!   with an `anchor` is not about this page and is ignored (SPEC §4).
 //! - RFC 9113 §8.4: only same-origin targets become pushes (see [`target::resolve_same_origin`]).
-//! - RFC 8297 §2 and SPEC §5: a 103's Link values carry the target, `rel=preload` and only the
-//!   attributes browsers act on, so a browser does not drop the hint over an attribute it does
-//!   not know (measured with Chromium for `nopush`). `nopush` forbids only push, so such links
-//!   are still hinted.
+//! - RFC 8297 §2 and SPEC §5: a 103's Link values carry the target, one `rel` (`preload` or
+//!   `preconnect`) and only the attributes browsers act on, so a browser does not drop the hint
+//!   over an attribute it does not know (measured with Chromium for `nopush`). `nopush` forbids
+//!   only push, so such links are still hinted. Chromium's docs/early-hints.md: "Chrome supports
+//!   preload and preconnect in Early Hints", from any origin; `modulepreload`, `prefetch` and
+//!   `dns-prefetch` are not handled there, so linkpush does not hint them.
+//! - Hints never carry `data:`, `javascript:` or any non-http(s) target, never an `http:`
+//!   cross-origin preload (SPEC §5: cross-origin preloads are `https:` only), and never a target
+//!   longer than the Link parser's own bound ([`link::MAX_LINK_BYTES`]).
+//! - RFC 9111 §3 / RFC 9113 §8.4.2: a pushed response is only worth pushing if the client may
+//!   store it; see [`pushable_response`].
 //! - RFC 9110 §5.5: every hint is a valid field value (visible ASCII, SP and HTAB only).
+
+use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::link::{self, Link, ParsedLinks};
 use super::target::{self, RequestBase, TargetError};
@@ -36,16 +45,20 @@ pub enum SkipReason {
     Limit,
     /// The link-value or its target is malformed or not clean.
     Invalid,
+    /// The promised asset's response may not be stored by the client (`no-store`, or a status
+    /// that is not cacheable without explicit freshness): reset instead of pushed.
+    NotCacheable,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 6] = [
+    pub const ALL: [SkipReason; 7] = [
         SkipReason::Nopush,
         SkipReason::CrossOrigin,
         SkipReason::Duplicate,
         SkipReason::ClientDisabled,
         SkipReason::Limit,
         SkipReason::Invalid,
+        SkipReason::NotCacheable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +69,7 @@ impl SkipReason {
             SkipReason::ClientDisabled => "client_disabled",
             SkipReason::Limit => "limit",
             SkipReason::Invalid => "invalid",
+            SkipReason::NotCacheable => "not_cacheable",
         }
     }
 }
@@ -68,7 +82,33 @@ pub struct Preload {
     /// Hinted but never pushed (SPEC §5).
     pub nopush: bool,
     /// The clean Link value for a 103, e.g. `</app.css>; rel=preload; as=style; crossorigin`.
-    pub hint: String,
+    pub hint: HeaderValue,
+}
+
+/// The relations a 103 written by linkpush may carry (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HintRel {
+    Preload,
+    Preconnect,
+}
+
+impl HintRel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HintRel::Preload => "preload",
+            HintRel::Preconnect => "preconnect",
+        }
+    }
+
+    /// The attributes a browser acts on for this relation, in their canonical spelling.
+    fn attributes(self) -> &'static [&'static str] {
+        match self {
+            HintRel::Preload => &HINT_ATTRIBUTES,
+            // A preconnect only opens a connection; `crossorigin` picks its credentials mode
+            // (HTML's "obtain a connection" keys connections on it).
+            HintRel::Preconnect => &["crossorigin"],
+        }
+    }
 }
 
 /// The preload links of one response, sorted into what may be pushed and what was skipped.
@@ -76,9 +116,10 @@ pub struct Preload {
 pub struct Classified {
     /// Same-origin `rel=preload` links, deduplicated by path (first wins), in order.
     pub preloads: Vec<Preload>,
-    /// Clean hints for cross-origin `rel=preload` links, with an absolute URL target,
-    /// deduplicated by URL (first wins), in order.
-    pub foreign_hints: Vec<String>,
+    /// Clean hints that are never pushed, in link order, deduplicated by [`hint_key`] (first
+    /// wins): cross-origin `https:` preloads (absolute URL target) and `rel=preconnect` links to
+    /// any http(s) origin (the origin as target).
+    pub hint_only: Vec<HeaderValue>,
     /// One `Invalid` per link-value that did not parse, then, in link order, one `CrossOrigin`
     /// per cross-origin preload, one `Invalid` per preload whose target is unresolvable or not
     /// clean, and one `Duplicate` per preload whose path an earlier preload already has.
@@ -98,55 +139,110 @@ const HINT_ATTRIBUTES: [&str; 9] = [
     "imagesizes",
 ];
 
-/// Applies SPEC §4 rules 1–2 to the links of one response.
+/// Applies SPEC §4 rules 1–2 to the links of one response, and collects what only a 103 may
+/// carry (SPEC §5).
 ///
-/// Links whose first `rel` lacks `preload`, and links with an `anchor`, are not preloads of
-/// this response and are ignored without being counted.
+/// Links whose first `rel` has neither `preload` nor `preconnect`, and links with an
+/// `anchor`, are not about this response's subresources and are ignored without being counted.
 pub fn classify(parsed: &ParsedLinks, base: &RequestBase<'_>) -> Classified {
     let mut out = Classified::default();
     out.skipped
         .extend(std::iter::repeat_n(SkipReason::Invalid, parsed.invalid));
-    let mut foreign_urls: Vec<String> = Vec::new();
     for link in &parsed.links {
-        // RFC 8288 §3.3: only the first rel counts; RFC 8288 §3.2: an anchor moves the
-        // link's context elsewhere.
-        if !link.rel_contains("preload") || link.has_param("anchor") {
+        // RFC 8288 §3.2: an anchor moves the link's context elsewhere.
+        if link.has_param("anchor") {
             continue;
         }
-        match target::resolve_same_origin(&link.target, base) {
-            Ok(path) => {
-                if out.preloads.iter().any(|p| p.path == path) {
-                    out.skipped.push(SkipReason::Duplicate);
-                    continue;
-                }
-                out.preloads.push(Preload {
-                    hint: hint_value(link, &path),
-                    nopush: link.has_param("nopush"),
-                    path,
-                });
+        // RFC 8288 §3.3: only the first rel counts (`rel_contains`).
+        if link.rel_contains("preload") {
+            classify_preload(link, base, &mut out);
+        } else if link.rel_contains("preconnect") {
+            if let Some(origin) = target::resolve_origin(&link.target, base) {
+                out.push_hint_only(link, &origin, HintRel::Preconnect);
             }
-            Err(TargetError::CrossOrigin) => {
-                // RFC 9113 §8.4: never pushed; a browser may still fetch it early from a 103.
-                out.skipped.push(SkipReason::CrossOrigin);
-                let url = target::resolve_absolute(&link.target, base);
-                if let Some(url) = url.filter(|u| !foreign_urls.contains(u)) {
-                    out.foreign_hints.push(hint_value(link, &url));
-                    foreign_urls.push(url);
-                }
-            }
-            Err(TargetError::Invalid) => out.skipped.push(SkipReason::Invalid),
         }
     }
     out
 }
 
-/// Builds the clean 103 value from a link and the target string to write.
+fn classify_preload(link: &Link, base: &RequestBase<'_>, out: &mut Classified) {
+    match target::resolve_same_origin(&link.target, base) {
+        // The parser's bound holds for what we write too: resolution can lengthen a target.
+        Ok(path) if path.len() > link::MAX_LINK_BYTES => out.skipped.push(SkipReason::Invalid),
+        Ok(path) => {
+            if out.preloads.iter().any(|p| p.path == path) {
+                out.skipped.push(SkipReason::Duplicate);
+                return;
+            }
+            let Some(hint) = header_value(hint_value(link, &path, HintRel::Preload)) else {
+                out.skipped.push(SkipReason::Invalid);
+                return;
+            };
+            out.preloads.push(Preload {
+                hint,
+                nopush: link.has_param("nopush"),
+                path,
+            });
+        }
+        Err(TargetError::CrossOrigin) => {
+            // RFC 9113 §8.4: never pushed; a browser may still fetch it early from a 103, over
+            // https only (SPEC §5).
+            out.skipped.push(SkipReason::CrossOrigin);
+            if let Some(url) = target::resolve_absolute(&link.target, base)
+                .filter(|u| u.starts_with("https://"))
+            {
+                out.push_hint_only(link, &url, HintRel::Preload);
+            }
+        }
+        Err(TargetError::Invalid) => out.skipped.push(SkipReason::Invalid),
+    }
+}
+
+impl Classified {
+    fn push_hint_only(&mut self, link: &Link, target: &str, rel: HintRel) {
+        if target.len() > link::MAX_LINK_BYTES {
+            return;
+        }
+        let Some(hint) = header_value(hint_value(link, target, rel)) else {
+            return;
+        };
+        let key = hint_key(hint.as_bytes());
+        if !self.hint_only.iter().any(|h| hint_key(h.as_bytes()) == key) {
+            self.hint_only.push(hint);
+        }
+    }
+}
+
+/// Every hint built by [`hint_value`] is a valid field value (RFC 9110 §5.5); `None` only if
+/// that ever stops being true, so a bug drops a hint instead of panicking.
+fn header_value(hint: String) -> Option<HeaderValue> {
+    HeaderValue::from_str(&hint).ok()
+}
+
+/// What a hint announces: its `<target>; rel=…`, without attributes. Two hints with the same
+/// key announce the same fetch or connection, so a response's 103s carry each key once.
+pub fn hint_key(hint: &[u8]) -> &[u8] {
+    // Targets written by `hint_value` never contain `>` (it is percent-encoded), so the first
+    // `>` ends the target; the rel token ends at the next `;`.
+    let Some(close) = hint.iter().position(|&b| b == b'>') else {
+        return hint;
+    };
+    let rest = &hint[close..];
+    let rel_end = rest
+        .iter()
+        .skip(2)
+        .position(|&b| b == b';')
+        .map_or(hint.len(), |i| close + 2 + i);
+    &hint[..rel_end]
+}
+
+/// Builds the clean 103 value from a link, the target string to write and its relation.
 ///
-/// `<target>; rel=preload`, then the first occurrence of each attribute a browser acts on, in
-/// the link's order. Never `nopush`, never another `rel`. Bytes of `target` that could not
-/// stand inside `<…>` in a field value are percent-encoded; an attribute whose value cannot be
-/// written as a token or quoted-string (a control character, non-ASCII) is dropped.
-pub fn hint_value(link: &Link, target: &str) -> String {
+/// `<target>; rel=…`, then the first occurrence of each attribute a browser acts on for that
+/// relation, in the link's order. Never `nopush`, never another `rel`. Bytes of `target` that
+/// could not stand inside `<…>` in a field value are percent-encoded; an attribute whose value
+/// cannot be written as a token or quoted-string (a control character, non-ASCII) is dropped.
+pub fn hint_value(link: &Link, target: &str, rel: HintRel) -> String {
     let mut out = String::with_capacity(target.len() + 48);
     out.push('<');
     for b in target.bytes() {
@@ -156,21 +252,20 @@ pub fn hint_value(link: &Link, target: &str) -> String {
             push_percent_encoded(&mut out, b);
         }
     }
-    out.push_str(">; rel=preload");
+    out.push_str(">; rel=");
+    out.push_str(rel.as_str());
 
+    let attributes = rel.attributes();
     let mut seen = [false; HINT_ATTRIBUTES.len()];
     for (name, value) in &link.params {
-        let Some(i) = HINT_ATTRIBUTES
-            .iter()
-            .position(|a| a.eq_ignore_ascii_case(name))
-        else {
+        let Some(i) = attributes.iter().position(|a| a.eq_ignore_ascii_case(name)) else {
             continue;
         };
         // The first occurrence decides, as for rel (RFC 8288 §3.3 and §3.4.1).
         if std::mem::replace(&mut seen[i], true) {
             continue;
         }
-        let attribute = HINT_ATTRIBUTES[i];
+        let attribute = attributes[i];
         match value.as_deref() {
             None => {
                 out.push_str("; ");
@@ -199,6 +294,113 @@ pub fn hint_value(link: &Link, target: &str) -> String {
         }
     }
     out
+}
+
+/// What a response's `Cache-Control` fields say, as far as linkpush needs to know (RFC 9111
+/// §5.2.2). Several fields are one list (RFC 9110 §5.3); directive names compare
+/// case-insensitively; commas inside quoted strings do not split.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheControl {
+    pub no_store: bool,
+    /// `private`, qualified or not (a qualified `private="…"` is treated as unqualified: the
+    /// safe reading for a shared cache).
+    pub private: bool,
+    pub public: bool,
+    pub max_age: bool,
+}
+
+impl CacheControl {
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut out = CacheControl::default();
+        for value in headers.get_all(http::header::CACHE_CONTROL) {
+            for name in directive_names(value.as_bytes()) {
+                let name = name.trim_ascii();
+                if name.eq_ignore_ascii_case(b"no-store") {
+                    out.no_store = true;
+                } else if name.eq_ignore_ascii_case(b"private") {
+                    out.private = true;
+                } else if name.eq_ignore_ascii_case(b"public") {
+                    out.public = true;
+                } else if name.eq_ignore_ascii_case(b"max-age") {
+                    out.max_age = true;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The names of the comma-separated directives of one field value (RFC 9111 §5.2:
+/// `token [ "=" ( token / quoted-string ) ]`).
+fn directive_names(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut directives = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, &b) in value.iter().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                directives.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    directives.push(&value[start..]);
+    directives
+        .into_iter()
+        .map(|d| d.split(|&b| b == b'=').next().unwrap_or(d))
+}
+
+/// Why a fetched asset is reset instead of pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotPushable {
+    /// SPEC §4: a 4xx or 5xx asset is never pushed.
+    ErrorStatus,
+    /// `Cache-Control: no-store` (RFC 9111 §5.2.2.5): the client may not keep it.
+    NoStore,
+    /// Neither a heuristically cacheable status nor explicit freshness (RFC 9111 §3): a 302 or
+    /// 307 without `max-age`/`Expires`, a 304 to an unconditional request.
+    NotCacheable,
+}
+
+impl NotPushable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotPushable::ErrorStatus => "error_status",
+            NotPushable::NoStore => "no_store",
+            NotPushable::NotCacheable => "not_cacheable",
+        }
+    }
+}
+
+/// Whether a promised asset's response is pushed as it is (see docs/push-lifecycle.md).
+///
+/// RFC 9113 §8.4 asks that promised requests be cacheable and §8.4.2 lets the client store a
+/// pushed response only if it is cacheable (RFC 9111 §3), so a response the client may not
+/// store would be fetched, sent and thrown away. Pushed as they are: every status RFC 9110
+/// §15.1 makes heuristically cacheable (200, 203, 204, 206, 300, 301, 308, …; a 301/308 keeps
+/// its `Location`, and the client then requests or is pushed the target), and any other
+/// non-error status with explicit freshness (`max-age`, `Expires`, `public` or `private`: the
+/// client's cache is a private one). Never a `no-store` response, never 4xx/5xx.
+pub fn pushable_response(status: StatusCode, headers: &HeaderMap) -> Result<(), NotPushable> {
+    if status.is_client_error() || status.is_server_error() {
+        return Err(NotPushable::ErrorStatus);
+    }
+    let cc = CacheControl::of(headers);
+    if cc.no_store {
+        return Err(NotPushable::NoStore);
+    }
+    // RFC 9110 §15.1: the non-error statuses that are heuristically cacheable.
+    let heuristic = matches!(status.as_u16(), 200 | 203 | 204 | 206 | 300 | 301 | 308);
+    let explicit =
+        cc.max_age || cc.public || cc.private || headers.contains_key(http::header::EXPIRES);
+    if status.is_informational() || status == StatusCode::NOT_MODIFIED || !(heuristic || explicit)
+    {
+        return Err(NotPushable::NotCacheable);
+    }
+    Ok(())
 }
 
 fn push_percent_encoded(out: &mut String, b: u8) {
@@ -230,7 +432,11 @@ mod tests {
     }
 
     fn hints(c: &Classified) -> Vec<&str> {
-        c.preloads.iter().map(|p| p.hint.as_str()).collect()
+        c.preloads.iter().map(|p| p.hint.to_str().unwrap()).collect()
+    }
+
+    fn hint_only(c: &Classified) -> Vec<&str> {
+        c.hint_only.iter().map(|h| h.to_str().unwrap()).collect()
     }
 
     #[test]
@@ -244,7 +450,8 @@ mod tests {
                 "duplicate",
                 "client_disabled",
                 "limit",
-                "invalid"
+                "invalid",
+                "not_cacheable"
             ]
         );
     }
@@ -266,7 +473,7 @@ mod tests {
         );
         assert!(c.preloads.iter().all(|p| !p.nopush));
         assert!(c.skipped.is_empty());
-        assert!(c.foreign_hints.is_empty());
+        assert!(c.hint_only.is_empty());
     }
 
     #[test]
@@ -323,7 +530,7 @@ mod tests {
         ]);
         assert_eq!(paths(&c), ["/etc/passwd"]);
         assert_eq!(
-            c.foreign_hints,
+            hint_only(&c),
             [
                 "<https://cdn.example/lib.js>; rel=preload; as=script; crossorigin=anonymous",
                 "<https://example.com:8443/x>; rel=preload",
@@ -385,7 +592,7 @@ mod tests {
             ],
         };
         assert_eq!(
-            hint_value(&link, "/a b<c>\u{e9}"),
+            hint_value(&link, "/a b<c>\u{e9}", HintRel::Preload),
             "</a%20b%3Cc%3E%C3%A9>; rel=preload; media=\"a \\\"b\\\" \\\\c\"; as=\"\"; \
              crossorigin=use-credentials"
         );
@@ -397,12 +604,102 @@ mod tests {
             "</a>; rel=preload; media=\"\t tab\"; as=\"caf\u{e9}\"",
             "<https://cdn.example/b>; rel=preload; integrity=\"\\\"\"",
         ]);
-        for h in hints(&c)
-            .into_iter()
-            .chain(c.foreign_hints.iter().map(String::as_str))
-        {
+        for h in hints(&c).into_iter().chain(hint_only(&c)) {
             let v = http::HeaderValue::from_str(h).expect("valid header value");
             assert!(v.to_str().is_ok(), "{h:?}");
         }
+    }
+
+    #[test]
+    fn preconnects_and_https_cross_origin_preloads_are_hinted_only() {
+        let c = classify_str(&[
+            "<https://fonts.example/css?x>; rel=preconnect; crossorigin; as=font; nopush",
+            "<http://cdn.example>; rel=preconnect",
+            "<HTTPS://FONTS.EXAMPLE:443/>; rel=preconnect; crossorigin",
+            "<http://cdn.example/a.js>; rel=preload; as=script",
+            "<https://cdn.example/a.js>; rel=preload; as=script",
+            "<data:text/plain,x>; rel=preconnect",
+            "<javascript:alert(1)>; rel=preconnect",
+            "<https://user@cdn.example/>; rel=preconnect",
+            "</same.js>; rel=modulepreload",
+            "</next>; rel=prefetch",
+            "<https://cdn.example/b.js>; rel=preload; anchor=\"/x\"",
+        ]);
+        assert!(c.preloads.is_empty());
+        assert_eq!(
+            hint_only(&c),
+            [
+                "<https://fonts.example>; rel=preconnect; crossorigin",
+                "<http://cdn.example>; rel=preconnect",
+                "<https://cdn.example/a.js>; rel=preload; as=script",
+            ]
+        );
+        // Cross-origin preloads are push skips, hinted or not; preconnects are not preloads.
+        assert_eq!(c.skipped, [SkipReason::CrossOrigin, SkipReason::CrossOrigin]);
+    }
+
+    #[test]
+    fn targets_longer_than_the_parser_bound_are_not_hinted() {
+        let base = RequestBase {
+            scheme: "https",
+            authority: "example.com",
+            path_and_query: Box::leak(format!("/{}/", "d".repeat(1500)).into_boxed_str()),
+        };
+        let long = format!("<{}>; rel=preload", "e".repeat(1000));
+        let parsed = link::parse_fields([long.as_bytes(), b"<x>; rel=preload".as_slice()]);
+        let c = classify(&parsed, &base);
+        assert_eq!(c.preloads.len(), 1, "the short one");
+        assert_eq!(c.skipped, [SkipReason::Invalid]);
+    }
+
+    #[test]
+    fn hint_keys_ignore_attributes() {
+        let key = |s: &'static str| hint_key(s.as_bytes());
+        assert_eq!(key("</a>; rel=preload; as=style"), b"</a>; rel=preload");
+        assert_eq!(key("</a>; rel=preload"), b"</a>; rel=preload");
+        assert_ne!(key("</a>; rel=preconnect"), key("</a>; rel=preload"));
+        assert_ne!(key("</a;b>; rel=preload"), key("</a>; rel=preload"));
+        assert_eq!(key("garbage"), b"garbage");
+    }
+
+    fn cc(values: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(http::header::CACHE_CONTROL, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn cache_control_directives() {
+        let all = CacheControl::of(&cc(&["Public, MAX-AGE=60", "no-store"]));
+        assert!(all.public && all.max_age && all.no_store && !all.private);
+        let quoted = CacheControl::of(&cc(&["no-cache=\"private, no-store\", x"]));
+        assert_eq!(quoted, CacheControl::default(), "commas inside quotes");
+        let private = CacheControl::of(&cc(&["private=\"set-cookie\""]));
+        assert!(private.private);
+        assert_eq!(CacheControl::of(&HeaderMap::new()), CacheControl::default());
+    }
+
+    #[test]
+    fn which_asset_responses_are_pushed() {
+        let ok = |code: u16, h: &HeaderMap| pushable_response(StatusCode::from_u16(code).unwrap(), h);
+        let none = HeaderMap::new();
+        for code in [200, 203, 204, 300, 301, 308] {
+            assert_eq!(ok(code, &none), Ok(()), "{code}");
+        }
+        for code in [302, 303, 307, 201] {
+            assert_eq!(ok(code, &none), Err(NotPushable::NotCacheable), "{code}");
+            assert_eq!(ok(code, &cc(&["max-age=60"])), Ok(()), "{code}");
+        }
+        let mut expires = HeaderMap::new();
+        expires.insert(http::header::EXPIRES, HeaderValue::from_static("Thu, 01 Jan 2099 00:00:00 GMT"));
+        assert_eq!(ok(302, &expires), Ok(()));
+        assert_eq!(ok(304, &cc(&["max-age=60"])), Err(NotPushable::NotCacheable));
+        assert_eq!(ok(200, &cc(&["no-store"])), Err(NotPushable::NoStore));
+        assert_eq!(ok(301, &cc(&["max-age=5, No-Store"])), Err(NotPushable::NoStore));
+        assert_eq!(ok(200, &cc(&["private"])), Ok(()), "the client's cache is private");
+        assert_eq!(ok(404, &none), Err(NotPushable::ErrorStatus));
+        assert_eq!(ok(503, &cc(&["max-age=60"])), Err(NotPushable::ErrorStatus));
     }
 }

@@ -92,6 +92,26 @@ pub fn resolve_absolute(reference: &str, base: &RequestBase<'_>) -> Option<Strin
     Some(clean.to_uri_string())
 }
 
+/// For `rel=preconnect` hints: the origin (RFC 6454: scheme, host, port) of an http(s)
+/// target in normal form, `scheme://host[:port]` (default port omitted). No userinfo; the
+/// path, query and fragment are irrelevant to a connection and dropped.
+pub fn resolve_origin(reference: &str, base: &RequestBase<'_>) -> Option<String> {
+    let mut resolved = resolve(reference, base)?;
+    resolved.scheme.make_ascii_lowercase();
+    if resolved.scheme != "http" && resolved.scheme != "https" {
+        return None;
+    }
+    let authority = Authority::parse(resolved.authority.as_deref()?)?;
+    if authority.has_userinfo {
+        return None;
+    }
+    Some(format!(
+        "{}://{}",
+        resolved.scheme,
+        authority.normalized(&resolved.scheme)
+    ))
+}
+
 /// A URI reference split into its five components (RFC 3986 Appendix B).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Parts<'a> {
@@ -727,6 +747,27 @@ mod tests {
                 resolve_absolute(reference, &SITE).as_deref(),
                 want,
                 "{reference:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn origins_for_preconnect() {
+        for (reference, expected) in [
+            ("https://CDN.example:443/x?y#z", Some("https://cdn.example")),
+            ("http://cdn.example:8080", Some("http://cdn.example:8080")),
+            ("//fonts.example/", Some("https://fonts.example")),
+            ("/same", Some("https://example.com")),
+            ("https://user@cdn.example/", None),
+            ("data:text/plain,x", None),
+            ("javascript:alert(1)", None),
+            ("ftp://cdn.example/", None),
+            ("https://", None),
+        ] {
+            assert_eq!(
+                resolve_origin(reference, &SITE).as_deref(),
+                expected,
+                "{reference}"
             );
         }
     }
