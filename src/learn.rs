@@ -37,8 +37,9 @@ pub struct RouteLinks {
     fields: u64,
     /// Same-origin preloads (pushable unless `nopush`, always hintable).
     pub preloads: Vec<Preload>,
-    /// Clean 103 values that are never pushed: cross-origin `https:` preloads, preconnects.
-    pub hint_only: Vec<HeaderValue>,
+    /// Every clean 103 value in link order: the preloads' (sharing their bytes), cross-origin
+    /// `https:` preloads and preconnects.
+    pub hints: Vec<HeaderValue>,
     /// Why the final response's links were not push candidates, counted per response.
     pub skipped: Vec<SkipReason>,
 }
@@ -55,32 +56,35 @@ impl RouteLinks {
         RouteLinks {
             fields: fields_digest(&[], values),
             preloads: classified.preloads,
-            hint_only: classified.hint_only,
+            hints: classified.hints,
             skipped: classified.skipped,
         }
     }
 
-    /// Everything a response announced: its final links (these), then the links of its 103s
-    /// that the final ones do not repeat, so that next time the first 103 carries all of it
-    /// (SPEC §5). `skipped` stays the final response's.
-    pub fn with_early(mut self, early: &RouteLinks, fields: u64) -> Self {
-        for p in &early.preloads {
-            if !self.preloads.iter().any(|q| q.path == p.path) {
-                self.preloads.push(p.clone());
+    /// Everything a response announced: the links of its 103s first (what the backend wanted
+    /// the client to have earliest), then the final ones (these) they do not already name, so
+    /// that next time the first 103 carries all of it (SPEC §5). `skipped` stays the final
+    /// response's, which is what push counts.
+    pub fn with_early(self, early: &RouteLinks, fields: u64) -> Self {
+        let mut preloads = early.preloads.clone();
+        for p in self.preloads {
+            if !preloads.iter().any(|q| q.path == p.path) {
+                preloads.push(p);
             }
         }
-        for h in &early.hint_only {
+        let mut hints = early.hints.clone();
+        for h in self.hints {
             let key = policy::hint_key(h.as_bytes());
-            if !self
-                .hint_only
-                .iter()
-                .any(|o| policy::hint_key(o.as_bytes()) == key)
-            {
-                self.hint_only.push(h.clone());
+            if !hints.iter().any(|o| policy::hint_key(o.as_bytes()) == key) {
+                hints.push(h);
             }
         }
-        self.fields = fields;
-        self
+        RouteLinks {
+            fields,
+            preloads,
+            hints,
+            skipped: self.skipped,
+        }
     }
 
     /// Whether these links were built from exactly this digest of Link fields.
@@ -88,13 +92,8 @@ impl RouteLinks {
         self.fields == digest
     }
 
-    /// Every clean 103 value: the preloads' (same order), then the hint-only ones.
-    pub fn hints(&self) -> impl Iterator<Item = &HeaderValue> {
-        self.preloads.iter().map(|p| &p.hint).chain(&self.hint_only)
-    }
-
     pub fn is_empty(&self) -> bool {
-        self.preloads.is_empty() && self.hint_only.is_empty()
+        self.preloads.is_empty() && self.hints.is_empty()
     }
 
     /// What this entry costs the store, as accounted against `learn.max_bytes`: the strings it
@@ -102,13 +101,10 @@ impl RouteLinks {
     fn accounted_bytes(&self, key: &str) -> usize {
         const PER_ROUTE: usize = 192;
         const PER_LINK: usize = 64;
-        let preloads: usize = self
-            .preloads
-            .iter()
-            .map(|p| p.path.len() + p.hint.len() + PER_LINK)
-            .sum();
-        let hint_only: usize = self.hint_only.iter().map(|h| h.len() + PER_LINK).sum();
-        PER_ROUTE + key.len() + preloads + hint_only
+        // A preload's hint shares its bytes with the same value in `hints`: counted once.
+        let preloads: usize = self.preloads.iter().map(|p| p.path.len() + PER_LINK).sum();
+        let hints: usize = self.hints.iter().map(|h| h.len() + PER_LINK).sum();
+        PER_ROUTE + key.len() + preloads + hints
     }
 }
 
@@ -185,7 +181,10 @@ pub fn learnable(
     response: &HeaderMap,
     exclude: &[String],
 ) -> Result<(), LearnSkip> {
-    if exclude.iter().any(|prefix| path.starts_with(prefix.as_str())) {
+    if exclude
+        .iter()
+        .any(|prefix| path.starts_with(prefix.as_str()))
+    {
         return Err(LearnSkip::Excluded);
     }
     let cc = CacheControl::of(response);
@@ -441,7 +440,7 @@ mod tests {
     }
 
     fn hints(l: &RouteLinks) -> Vec<&str> {
-        l.hints().map(|h| h.to_str().unwrap()).collect()
+        l.hints.iter().map(|h| h.to_str().unwrap()).collect()
     }
 
     #[test]
@@ -456,8 +455,8 @@ mod tests {
             hints(&l),
             [
                 "</a.css>; rel=preload; as=style",
-                "</b.js>; rel=preload",
                 "<https://cdn/x>; rel=preload",
+                "</b.js>; rel=preload",
                 "<https://f>; rel=preconnect",
             ]
         );
@@ -484,10 +483,11 @@ mod tests {
         assert_eq!(
             hints(&l),
             [
-                "</a.css>; rel=preload; as=style",
+                "</a.css>; rel=preload",
                 "</e.js>; rel=preload",
                 "<https://cdn>; rel=preconnect",
-            ]
+            ],
+            "the 103's links first, then the final response's others"
         );
         assert!(l.same_fields(digest));
     }
@@ -501,7 +501,10 @@ mod tests {
         assert_eq!(store.get("h/").unwrap().preloads.len(), 1);
         assert_eq!(store.get("h/").unwrap().preloads[0].path, "/b.css");
         store.learn("h/".into(), links(&["<https://cdn>; rel=preconnect"]));
-        assert!(store.get("h/").unwrap().preloads.is_empty(), "hint-only is kept");
+        assert!(
+            store.get("h/").unwrap().preloads.is_empty(),
+            "hint-only is kept"
+        );
         store.learn("h/".into(), links(&[]));
         assert!(store.get("h/").is_none());
         assert_eq!(store.bytes(), 0);
@@ -575,7 +578,10 @@ mod tests {
             key("/p?a=1&gclid=z&b=2&fbclid&ref=t&c"),
             "example.com/p?a=1&b=2&c"
         );
-        assert_eq!(key("/p?utm=1&utmx=2&xutm_a=3"), "example.com/p?utm=1&utmx=2&xutm_a=3");
+        assert_eq!(
+            key("/p?utm=1&utmx=2&xutm_a=3"),
+            "example.com/p?utm=1&utmx=2&xutm_a=3"
+        );
         assert_eq!(key("/p?"), "example.com/p?");
         assert_eq!(key("/p?&"), "example.com/p?&");
     }
@@ -596,10 +602,19 @@ mod tests {
         };
         assert_eq!(check(false, "/", &[]), Ok(()));
         assert_eq!(check(false, "/", &[("vary", "Accept-Encoding")]), Ok(()));
-        assert_eq!(check(false, "/", &[("cache-control", "max-age=60")]), Ok(()));
+        assert_eq!(
+            check(false, "/", &[("cache-control", "max-age=60")]),
+            Ok(())
+        );
         use LearnSkip::*;
-        assert_eq!(check(false, "/", &[("cache-control", "Private")]), Err(Private));
-        assert_eq!(check(false, "/", &[("cache-control", "x, no-store")]), Err(NoStore));
+        assert_eq!(
+            check(false, "/", &[("cache-control", "Private")]),
+            Err(Private)
+        );
+        assert_eq!(
+            check(false, "/", &[("cache-control", "x, no-store")]),
+            Err(NoStore)
+        );
         assert_eq!(check(false, "/", &[("vary", "*")]), Err(Vary));
         assert_eq!(check(false, "/", &[("vary", "accept, Cookie")]), Err(Vary));
         assert_eq!(
@@ -607,9 +622,18 @@ mod tests {
             Err(Vary)
         );
         assert_eq!(check(true, "/", &[]), Err(Authorization));
-        assert_eq!(check(true, "/", &[("cache-control", "max-age=60")]), Err(Authorization));
-        assert_eq!(check(true, "/", &[("cache-control", "public, max-age=60")]), Ok(()));
-        assert_eq!(check(true, "/", &[("cache-control", "public, private")]), Err(Private));
+        assert_eq!(
+            check(true, "/", &[("cache-control", "max-age=60")]),
+            Err(Authorization)
+        );
+        assert_eq!(
+            check(true, "/", &[("cache-control", "public, max-age=60")]),
+            Ok(())
+        );
+        assert_eq!(
+            check(true, "/", &[("cache-control", "public, private")]),
+            Err(Private)
+        );
         assert_eq!(check(false, "/account/me", &[]), Err(Excluded));
         assert_eq!(check(false, "/api/x?y", &[]), Err(Excluded));
         assert_eq!(check(false, "/accounts", &[]), Ok(()));
@@ -620,7 +644,14 @@ mod tests {
         let labels: Vec<_> = LearnSkip::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(
             labels,
-            ["private", "no_store", "vary", "authorization", "excluded", "too_large"]
+            [
+                "private",
+                "no_store",
+                "vary",
+                "authorization",
+                "excluded",
+                "too_large"
+            ]
         );
     }
 }

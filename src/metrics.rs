@@ -27,11 +27,9 @@ pub const UPSTREAM_DURATION_SECONDS: &str = "linkpush_upstream_duration_seconds"
 pub const CONNECTIONS: &str = "linkpush_connections";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "linkpush_upstream_errors_total";
 pub const LEARN_SKIPPED_TOTAL: &str = "linkpush_learn_skipped_total";
-const LEARN_SKIPPED_HELP: &str =
-    "Final responses whose links were not learned, by reason (RFC 9111 shared-cache rules, learn.exclude, learn.max_bytes).";
+const LEARN_SKIPPED_HELP: &str = "Final responses whose links were not learned, by reason (RFC 9111 shared-cache rules, learn.exclude, learn.max_bytes).";
 pub const LEARNED_BYTES: &str = "linkpush_learned_bytes";
-const LEARNED_BYTES_HELP: &str =
-    "Bytes the learned-routes store accounts for (cleaned links, keys, overhead); at most learn.max_bytes.";
+const LEARNED_BYTES_HELP: &str = "Bytes the learned-routes store accounts for (cleaned links, keys, overhead); at most learn.max_bytes.";
 
 const METADATA: Metadata<'static> = Metadata::new("linkpush", Level::INFO, Some("linkpush"));
 

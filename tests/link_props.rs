@@ -81,7 +81,9 @@ fn is_clean_path(path: &str) -> bool {
 /// SPEC §5: a clean value, one rel a browser acts on, no `nopush`, no target longer than the
 /// parser's bound, never a non-http(s) target.
 fn assert_valid_hint(hint: &HeaderValue) {
-    let hint = hint.to_str().unwrap_or_else(|_| panic!("invalid hint {hint:?}"));
+    let hint = hint
+        .to_str()
+        .unwrap_or_else(|_| panic!("invalid hint {hint:?}"));
     assert!(hint.starts_with('<'), "{hint:?}");
     assert!(
         hint.contains(">; rel=preload") || hint.contains(">; rel=preconnect"),
@@ -91,7 +93,10 @@ fn assert_valid_hint(hint: &HeaderValue) {
     let target = &hint[1..hint.find('>').unwrap()];
     assert!(target.len() <= link::MAX_LINK_BYTES, "{hint:?}");
     let lower = target.to_ascii_lowercase();
-    assert!(!lower.starts_with("data:") && !lower.starts_with("javascript:"), "{hint:?}");
+    assert!(
+        !lower.starts_with("data:") && !lower.starts_with("javascript:"),
+        "{hint:?}"
+    );
 }
 
 fn assert_classified(parsed: &ParsedLinks, base: &RequestBase<'_>) {
@@ -105,7 +110,7 @@ fn assert_classified(parsed: &ParsedLinks, base: &RequestBase<'_>) {
             Ok(p.path.as_str())
         );
     }
-    for (i, h) in c.hint_only.iter().enumerate() {
+    for (i, h) in c.hints.iter().enumerate() {
         assert_valid_hint(h);
         let text = h.to_str().unwrap();
         // Cross-origin preloads only over https; preconnects to any http(s) origin.
@@ -123,7 +128,9 @@ fn assert_classified(parsed: &ParsedLinks, base: &RequestBase<'_>) {
         }
         let key = policy::hint_key(h.as_bytes());
         assert!(
-            c.hint_only[..i].iter().all(|o| policy::hint_key(o.as_bytes()) != key),
+            c.hints[..i]
+                .iter()
+                .all(|o| policy::hint_key(o.as_bytes()) != key),
             "{h:?} twice"
         );
     }

@@ -102,7 +102,11 @@ impl fmt::Display for Rendered<'_> {
         writeln!(f, "ttl = {}", quote(&format_duration(learn.ttl)))?;
         let quoted = |items: &[String]| items.iter().map(|i| quote(i)).collect::<Vec<_>>();
         writeln!(f, "exclude = [{}]", quoted(&learn.exclude).join(", "))?;
-        writeln!(f, "ignore_query = [{}]", quoted(&learn.ignore_query).join(", "))?;
+        writeln!(
+            f,
+            "ignore_query = [{}]",
+            quoted(&learn.ignore_query).join(", ")
+        )?;
         writeln!(f, "max_bytes = {}", quote(&format_size(learn.max_bytes)))?;
 
         match admin {

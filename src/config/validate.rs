@@ -316,7 +316,8 @@ fn request_header(name: &str) -> Result<http::HeaderName, String> {
 impl RawLearn {
     fn validate(self) -> Result<LearnConfig, Invalid> {
         const MAX_BYTES: &str = "learn.max_bytes";
-        let max_bytes = parse_size(&self.max_bytes).map_err(|problem| invalid(MAX_BYTES, problem))?;
+        let max_bytes =
+            parse_size(&self.max_bytes).map_err(|problem| invalid(MAX_BYTES, problem))?;
         if max_bytes == 0 {
             return Err(invalid(MAX_BYTES, "must be at least 1 byte"));
         }
@@ -325,7 +326,9 @@ impl RawLearn {
             if !prefix.starts_with('/') || !prefix.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
                 return Err(invalid(
                     "learn.exclude",
-                    format!("{prefix:?} is not a path prefix (starts with '/', visible ASCII only)"),
+                    format!(
+                        "{prefix:?} is not a path prefix (starts with '/', visible ASCII only)"
+                    ),
                 ));
             }
         }

@@ -88,16 +88,29 @@ pub struct EarlyHints {
 impl EarlyHints {
     /// The links of `hints` this request has not hinted yet (each once), now counted as
     /// hinted; empty when a 103 would say nothing new.
-    pub fn admit<'a>(&mut self, hints: impl IntoIterator<Item = &'a HeaderValue>) -> Vec<HeaderValue> {
+    pub fn admit<'a>(
+        &mut self,
+        hints: impl IntoIterator<Item = &'a HeaderValue>,
+    ) -> Vec<HeaderValue> {
         let mut fresh = Vec::new();
         for hint in hints {
             let key = policy::hint_key(hint.as_bytes());
-            if !self.sent.iter().any(|s| policy::hint_key(s.as_bytes()) == key) {
+            if !self
+                .sent
+                .iter()
+                .any(|s| policy::hint_key(s.as_bytes()) == key)
+            {
                 self.sent.push(hint.clone());
                 fresh.push(hint.clone());
             }
         }
         fresh
+    }
+
+    /// Links the client gets another way (promised on this stream or connection): counted as
+    /// hinted, so no 103 of this request announces them.
+    pub fn covered<'a>(&mut self, links: impl IntoIterator<Item = &'a HeaderValue>) {
+        self.admit(links);
     }
 
     pub fn sent(&mut self, source: crate::metrics::HintSource, metrics: &crate::metrics::Metrics) {
@@ -132,7 +145,12 @@ pub fn final_links(
     };
     if let Some(store) = &app.learn {
         let exclude = &app.config.learn.exclude;
-        match learn::learnable(request_has_authorization, base.path_and_query, headers, exclude) {
+        match learn::learnable(
+            request_has_authorization,
+            base.path_and_query,
+            headers,
+            exclude,
+        ) {
             Ok(()) => store.learn(route, links.clone()),
             // Nothing to learn is not a skip worth counting.
             Err(_) if links.is_empty() => {}
@@ -199,7 +217,10 @@ mod tests {
     fn a_later_103_carries_only_links_not_hinted_yet() {
         let mut hints = EarlyHints::default();
         let v = |s: &'static str| HeaderValue::from_static(s);
-        let first = [v("</a>; rel=preload; as=style"), v("<https://c>; rel=preconnect")];
+        let first = [
+            v("</a>; rel=preload; as=style"),
+            v("<https://c>; rel=preconnect"),
+        ];
         assert!(hints.admit(&[]).is_empty());
         assert_eq!(hints.admit(&first), first);
         let later = [
@@ -210,7 +231,11 @@ mod tests {
         ];
         assert_eq!(hints.admit(&later), [v("</b>; rel=preload")]);
         assert!(hints.admit(&later).is_empty(), "nothing new: no 103");
-        assert_eq!(hints.admit(&[v("</a>; rel=preconnect")]).len(), 1, "another rel");
+        assert_eq!(
+            hints.admit(&[v("</a>; rel=preconnect")]).len(),
+            1,
+            "another rel"
+        );
     }
 
     #[test]
@@ -226,8 +251,14 @@ mod tests {
         assert!(with(&[("sec-fetch-mode", "navigate")]));
         assert!(with(&[("sec-fetch-mode", "Navigate")]));
         assert!(!with(&[("sec-fetch-mode", "cors")]));
-        assert!(!with(&[("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "script")]));
+        assert!(!with(&[
+            ("sec-fetch-mode", "no-cors"),
+            ("sec-fetch-dest", "script")
+        ]));
         assert!(with(&[("sec-fetch-dest", "document")]));
-        assert!(with(&[("sec-fetch-mode", "cors"), ("sec-fetch-dest", "document")]));
+        assert!(with(&[
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-dest", "document")
+        ]));
     }
 }

@@ -116,10 +116,10 @@ impl HintRel {
 pub struct Classified {
     /// Same-origin `rel=preload` links, deduplicated by path (first wins), in order.
     pub preloads: Vec<Preload>,
-    /// Clean hints that are never pushed, in link order, deduplicated by [`hint_key`] (first
-    /// wins): cross-origin `https:` preloads (absolute URL target) and `rel=preconnect` links to
-    /// any http(s) origin (the origin as target).
-    pub hint_only: Vec<HeaderValue>,
+    /// Every clean 103 value, in link order, deduplicated by [`hint_key`] (first wins): the
+    /// hints of `preloads` (sharing their bytes), cross-origin `https:` preloads (absolute URL
+    /// target) and `rel=preconnect` links to any http(s) origin (the origin as target).
+    pub hints: Vec<HeaderValue>,
     /// One `Invalid` per link-value that did not parse, then, in link order, one `CrossOrigin`
     /// per cross-origin preload, one `Invalid` per preload whose target is unresolvable or not
     /// clean, and one `Duplicate` per preload whose path an earlier preload already has.
@@ -178,6 +178,7 @@ fn classify_preload(link: &Link, base: &RequestBase<'_>, out: &mut Classified) {
                 out.skipped.push(SkipReason::Invalid);
                 return;
             };
+            out.push_hint(hint.clone());
             out.preloads.push(Preload {
                 hint,
                 nopush: link.has_param("nopush"),
@@ -188,8 +189,8 @@ fn classify_preload(link: &Link, base: &RequestBase<'_>, out: &mut Classified) {
             // RFC 9113 §8.4: never pushed; a browser may still fetch it early from a 103, over
             // https only (SPEC §5).
             out.skipped.push(SkipReason::CrossOrigin);
-            if let Some(url) = target::resolve_absolute(&link.target, base)
-                .filter(|u| u.starts_with("https://"))
+            if let Some(url) =
+                target::resolve_absolute(&link.target, base).filter(|u| u.starts_with("https://"))
             {
                 out.push_hint_only(link, &url, HintRel::Preload);
             }
@@ -199,16 +200,20 @@ fn classify_preload(link: &Link, base: &RequestBase<'_>, out: &mut Classified) {
 }
 
 impl Classified {
+    /// A hint for a link that is never pushed.
     fn push_hint_only(&mut self, link: &Link, target: &str, rel: HintRel) {
         if target.len() > link::MAX_LINK_BYTES {
             return;
         }
-        let Some(hint) = header_value(hint_value(link, target, rel)) else {
-            return;
-        };
+        if let Some(hint) = header_value(hint_value(link, target, rel)) {
+            self.push_hint(hint);
+        }
+    }
+
+    fn push_hint(&mut self, hint: HeaderValue) {
         let key = hint_key(hint.as_bytes());
-        if !self.hint_only.iter().any(|h| hint_key(h.as_bytes()) == key) {
-            self.hint_only.push(hint);
+        if !self.hints.iter().any(|h| hint_key(h.as_bytes()) == key) {
+            self.hints.push(hint);
         }
     }
 }
@@ -396,8 +401,7 @@ pub fn pushable_response(status: StatusCode, headers: &HeaderMap) -> Result<(), 
     let heuristic = matches!(status.as_u16(), 200 | 203 | 204 | 206 | 300 | 301 | 308);
     let explicit =
         cc.max_age || cc.public || cc.private || headers.contains_key(http::header::EXPIRES);
-    if status.is_informational() || status == StatusCode::NOT_MODIFIED || !(heuristic || explicit)
-    {
+    if status.is_informational() || status == StatusCode::NOT_MODIFIED || !(heuristic || explicit) {
         return Err(NotPushable::NotCacheable);
     }
     Ok(())
@@ -432,11 +436,15 @@ mod tests {
     }
 
     fn hints(c: &Classified) -> Vec<&str> {
-        c.preloads.iter().map(|p| p.hint.to_str().unwrap()).collect()
+        c.preloads
+            .iter()
+            .map(|p| p.hint.to_str().unwrap())
+            .collect()
     }
 
-    fn hint_only(c: &Classified) -> Vec<&str> {
-        c.hint_only.iter().map(|h| h.to_str().unwrap()).collect()
+    /// Every hint, in order.
+    fn all_hints(c: &Classified) -> Vec<&str> {
+        c.hints.iter().map(|h| h.to_str().unwrap()).collect()
     }
 
     #[test]
@@ -473,7 +481,7 @@ mod tests {
         );
         assert!(c.preloads.iter().all(|p| !p.nopush));
         assert!(c.skipped.is_empty());
-        assert!(c.hint_only.is_empty());
+        assert_eq!(all_hints(&c), hints(&c), "every hint is a preload's");
     }
 
     #[test]
@@ -530,7 +538,7 @@ mod tests {
         ]);
         assert_eq!(paths(&c), ["/etc/passwd"]);
         assert_eq!(
-            hint_only(&c),
+            all_hints(&c)[..2],
             [
                 "<https://cdn.example/lib.js>; rel=preload; as=script; crossorigin=anonymous",
                 "<https://example.com:8443/x>; rel=preload",
@@ -604,7 +612,7 @@ mod tests {
             "</a>; rel=preload; media=\"\t tab\"; as=\"caf\u{e9}\"",
             "<https://cdn.example/b>; rel=preload; integrity=\"\\\"\"",
         ]);
-        for h in hints(&c).into_iter().chain(hint_only(&c)) {
+        for h in all_hints(&c) {
             let v = http::HeaderValue::from_str(h).expect("valid header value");
             assert!(v.to_str().is_ok(), "{h:?}");
         }
@@ -627,7 +635,7 @@ mod tests {
         ]);
         assert!(c.preloads.is_empty());
         assert_eq!(
-            hint_only(&c),
+            all_hints(&c),
             [
                 "<https://fonts.example>; rel=preconnect; crossorigin",
                 "<http://cdn.example>; rel=preconnect",
@@ -635,7 +643,10 @@ mod tests {
             ]
         );
         // Cross-origin preloads are push skips, hinted or not; preconnects are not preloads.
-        assert_eq!(c.skipped, [SkipReason::CrossOrigin, SkipReason::CrossOrigin]);
+        assert_eq!(
+            c.skipped,
+            [SkipReason::CrossOrigin, SkipReason::CrossOrigin]
+        );
     }
 
     #[test]
@@ -683,7 +694,8 @@ mod tests {
 
     #[test]
     fn which_asset_responses_are_pushed() {
-        let ok = |code: u16, h: &HeaderMap| pushable_response(StatusCode::from_u16(code).unwrap(), h);
+        let ok =
+            |code: u16, h: &HeaderMap| pushable_response(StatusCode::from_u16(code).unwrap(), h);
         let none = HeaderMap::new();
         for code in [200, 203, 204, 300, 301, 308] {
             assert_eq!(ok(code, &none), Ok(()), "{code}");
@@ -693,12 +705,25 @@ mod tests {
             assert_eq!(ok(code, &cc(&["max-age=60"])), Ok(()), "{code}");
         }
         let mut expires = HeaderMap::new();
-        expires.insert(http::header::EXPIRES, HeaderValue::from_static("Thu, 01 Jan 2099 00:00:00 GMT"));
+        expires.insert(
+            http::header::EXPIRES,
+            HeaderValue::from_static("Thu, 01 Jan 2099 00:00:00 GMT"),
+        );
         assert_eq!(ok(302, &expires), Ok(()));
-        assert_eq!(ok(304, &cc(&["max-age=60"])), Err(NotPushable::NotCacheable));
+        assert_eq!(
+            ok(304, &cc(&["max-age=60"])),
+            Err(NotPushable::NotCacheable)
+        );
         assert_eq!(ok(200, &cc(&["no-store"])), Err(NotPushable::NoStore));
-        assert_eq!(ok(301, &cc(&["max-age=5, No-Store"])), Err(NotPushable::NoStore));
-        assert_eq!(ok(200, &cc(&["private"])), Ok(()), "the client's cache is private");
+        assert_eq!(
+            ok(301, &cc(&["max-age=5, No-Store"])),
+            Err(NotPushable::NoStore)
+        );
+        assert_eq!(
+            ok(200, &cc(&["private"])),
+            Ok(()),
+            "the client's cache is private"
+        );
         assert_eq!(ok(404, &none), Err(NotPushable::ErrorStatus));
         assert_eq!(ok(503, &cc(&["max-age=60"])), Err(NotPushable::ErrorStatus));
     }

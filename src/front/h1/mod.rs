@@ -168,7 +168,7 @@ async fn proxy(
     {
         // Before the upstream request is sent: the backend's think time is what this fills.
         // SPEC §5: the one complete first 103 — preloads, preconnects, cross-origin preloads.
-        send_early_hints(app, interim, hints, links.hints(), HintSource::Learned);
+        send_early_hints(app, interim, hints, &links.hints, HintSource::Learned);
     }
     let (mut parts, incoming) = req.into_parts();
     rewrite_request_headers(&mut parts.headers, &authority, client);
@@ -203,7 +203,7 @@ async fn proxy(
                 biased;
                 Some(fields) = rx.recv() => {
                     let links = RouteLinks::classify(&fields, &base);
-                    send_early_hints(app, interim, hints, links.hints(), HintSource::Upstream);
+                    send_early_hints(app, interim, hints, &links.hints, HintSource::Upstream);
                     early.extend(fields);
                 }
                 res = &mut upstream => break res?,

@@ -301,7 +301,11 @@ async fn run(
     // SPEC §4: a 4xx/5xx asset is reset, not pushed; so is one the client may not store
     // (no-store, or not cacheable: docs/push-lifecycle.md). 3xx are pushed as they are.
     if let Err(why) = crate::push::policy::pushable_response(parts.status, &parts.headers) {
-        debug!(status = parts.status.as_u16(), reason = why.as_str(), "asset not pushed");
+        debug!(
+            status = parts.status.as_u16(),
+            reason = why.as_str(),
+            "asset not pushed"
+        );
         if why != crate::push::policy::NotPushable::ErrorStatus {
             app.metrics.push_skipped(SkipReason::NotCacheable);
         }

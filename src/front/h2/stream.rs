@@ -166,11 +166,7 @@ impl Stream {
 
         // Learned links first: the pushes or the 103 go out before the upstream request is even
         // sent, because the backend's think time is exactly what they are meant to fill.
-        let route = learn::route_key(
-            &head.authority,
-            &head.path,
-            &app.config.learn.ignore_query,
-        );
+        let route = learn::route_key(&head.authority, &head.path, &app.config.learn.ignore_query);
         let learned = match (&app.learn, head.method == Method::GET) {
             (Some(learn), true) => learn.get(&route),
             _ => None,
@@ -331,10 +327,11 @@ impl Stream {
         let links = RouteLinks::classify(fields, &head.base());
         self.early.extend_from_slice(fields);
         if self.may_push(head) {
-            self.promise(respond, head, &links.preloads);
+            let decisions = self.promise(respond, head, &links.preloads);
+            self.hints.covered(coming(&links.preloads, &decisions));
         }
         if self.app.config.early_hints.enabled {
-            self.send_hints(respond, links.hints(), HintSource::Upstream);
+            self.send_hints(respond, &links.hints, HintSource::Upstream);
         }
     }
 
@@ -350,25 +347,11 @@ impl Stream {
         } else {
             vec![Decision::Skipped(SkipReason::ClientDisabled); links.preloads.len()]
         };
+        self.hints.covered(coming(&links.preloads, &decisions));
         if !self.app.config.early_hints.enabled || !head.learned_hints_ok {
             return;
         }
-        // Already promised on this stream or this connection: the client has it coming.
-        let preloads = links
-            .preloads
-            .iter()
-            .zip(&decisions)
-            .filter(|(_, d)| {
-                !matches!(
-                    d,
-                    Decision::Promised
-                        | Decision::Repeated
-                        | Decision::Skipped(SkipReason::Duplicate)
-                )
-            })
-            .map(|(p, _)| &p.hint);
-        let hints: Vec<HeaderValue> = preloads.chain(&links.hint_only).cloned().collect();
-        self.send_hints(respond, &hints, HintSource::Learned);
+        self.send_hints(respond, &links.hints, HintSource::Learned);
     }
 
     fn send_hints<'a>(
@@ -413,4 +396,22 @@ impl Stream {
         }
         status.as_u16()
     }
+}
+
+/// The hints of the preloads the client has coming as pushes (promised on this stream or
+/// this connection): a 103 need not announce them.
+fn coming<'a>(
+    preloads: &'a [Preload],
+    decisions: &'a [Decision],
+) -> impl Iterator<Item = &'a HeaderValue> {
+    preloads
+        .iter()
+        .zip(decisions)
+        .filter(|(_, d)| {
+            matches!(
+                d,
+                Decision::Promised | Decision::Repeated | Decision::Skipped(SkipReason::Duplicate)
+            )
+        })
+        .map(|(p, _)| &p.hint)
 }
