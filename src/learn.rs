@@ -31,7 +31,7 @@ use crate::push::policy::{self, CacheControl, Preload, SkipReason};
 use crate::push::target::RequestBase;
 
 /// What one response's Link fields said, cleaned, and shared by every request that acts on it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RouteLinks {
     /// Digest of the Link fields these links were built from (see [`fields_digest`]).
     fields: u64,
@@ -72,10 +72,14 @@ impl RouteLinks {
                 preloads.push(p);
             }
         }
+        let early_keys: Vec<&[u8]> = early
+            .hints
+            .iter()
+            .map(|h| policy::hint_key(h.as_bytes()))
+            .collect();
         let mut hints = early.hints.clone();
         for h in self.hints {
-            let key = policy::hint_key(h.as_bytes());
-            if !hints.iter().any(|o| policy::hint_key(o.as_bytes()) == key) {
+            if !early_keys.contains(&policy::hint_key(h.as_bytes())) {
                 hints.push(h);
             }
         }
@@ -547,6 +551,49 @@ mod tests {
                 .render()
                 .lines()
                 .any(|l| l == "linkpush_learn_skipped_total{reason=\"too_large\"} 1")
+        );
+    }
+
+    /// Issue 11 item 8: 2,000 routes whose responses carry 60 KB Link fields (64 links of
+    /// ~940 bytes, the parser's limit) stay within the default `learn.max_bytes`, by evicting
+    /// whole least-recently-used routes; the gauge follows.
+    #[test]
+    fn two_thousand_routes_with_60_kb_link_fields_stay_within_max_bytes() {
+        let field: Vec<String> = (0..64)
+            .map(|i| {
+                format!(
+                    "</assets/{i:02}/{}.js>; rel=preload; as=script",
+                    "x".repeat(900)
+                )
+            })
+            .collect();
+        let field = HeaderValue::from_str(&field.join(", ")).unwrap();
+        assert!((59_000..61_440).contains(&field.len()), "{}", field.len());
+        let links = RouteLinks::classify([&field], &BASE);
+        assert_eq!(links.preloads.len(), 64);
+        let bound = 32 * 1024 * 1024;
+        let store = store(10_000, bound, Duration::from_secs(600));
+        for i in 0..2_000 {
+            store.learn(format!("h/route/{i}"), Arc::new(links.clone()));
+            assert!(
+                store.bytes() <= bound as usize,
+                "after route {i}: {}",
+                store.bytes()
+            );
+        }
+        let per_route = links.accounted_bytes("h/route/1999");
+        assert!(per_route > 60_000, "every link is counted: {per_route}");
+        assert_eq!(
+            store.len(),
+            bound as usize / per_route,
+            "as many whole routes as fit"
+        );
+        assert!(store.get("h/route/1999").is_some());
+        assert!(store.get("h/route/0").is_none());
+        let gauge = format!("linkpush_learned_bytes {}", store.bytes());
+        assert!(
+            store.metrics.render().lines().any(|l| l == gauge),
+            "{gauge}"
         );
     }
 

@@ -79,8 +79,9 @@ pub fn wants_learned_hints(headers: &HeaderMap) -> bool {
 /// carries everything known, and a later one only links not hinted yet, or is not sent.
 #[derive(Default)]
 pub struct EarlyHints {
-    /// The links hinted so far, identified by [`policy::hint_key`].
-    sent: Vec<HeaderValue>,
+    /// The links hinted so far, each with the length of its [`policy::hint_key`] (found once:
+    /// comparing keys is then a plain slice comparison).
+    sent: Vec<(HeaderValue, usize)>,
     /// What each 103 sent came from, for the access log.
     pub sources: Vec<&'static str>,
 }
@@ -98,9 +99,9 @@ impl EarlyHints {
             if !self
                 .sent
                 .iter()
-                .any(|s| policy::hint_key(s.as_bytes()) == key)
+                .any(|(s, n)| s.as_bytes().get(..*n) == Some(key))
             {
-                self.sent.push(hint.clone());
+                self.sent.push((hint.clone(), key.len()));
                 fresh.push(hint.clone());
             }
         }

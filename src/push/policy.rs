@@ -146,6 +146,9 @@ const HINT_ATTRIBUTES: [&str; 9] = [
 /// `anchor`, are not about this response's subresources and are ignored without being counted.
 pub fn classify(parsed: &ParsedLinks, base: &RequestBase<'_>) -> Classified {
     let mut out = Classified::default();
+    // Targets of the hints that are never pushed, to keep each once. Same-origin preloads are
+    // kept once by path, and their targets (`/…`) can never equal an absolute URL or origin.
+    let mut seen: Vec<(HintRel, String)> = Vec::new();
     out.skipped
         .extend(std::iter::repeat_n(SkipReason::Invalid, parsed.invalid));
     for link in &parsed.links {
@@ -155,17 +158,22 @@ pub fn classify(parsed: &ParsedLinks, base: &RequestBase<'_>) -> Classified {
         }
         // RFC 8288 §3.3: only the first rel counts (`rel_contains`).
         if link.rel_contains("preload") {
-            classify_preload(link, base, &mut out);
+            classify_preload(link, base, &mut out, &mut seen);
         } else if link.rel_contains("preconnect") {
             if let Some(origin) = target::resolve_origin(&link.target, base) {
-                out.push_hint_only(link, &origin, HintRel::Preconnect);
+                out.push_hint_only(link, origin, HintRel::Preconnect, &mut seen);
             }
         }
     }
     out
 }
 
-fn classify_preload(link: &Link, base: &RequestBase<'_>, out: &mut Classified) {
+fn classify_preload(
+    link: &Link,
+    base: &RequestBase<'_>,
+    out: &mut Classified,
+    seen: &mut Vec<(HintRel, String)>,
+) {
     match target::resolve_same_origin(&link.target, base) {
         // The parser's bound holds for what we write too: resolution can lengthen a target.
         Ok(path) if path.len() > link::MAX_LINK_BYTES => out.skipped.push(SkipReason::Invalid),
@@ -178,7 +186,7 @@ fn classify_preload(link: &Link, base: &RequestBase<'_>, out: &mut Classified) {
                 out.skipped.push(SkipReason::Invalid);
                 return;
             };
-            out.push_hint(hint.clone());
+            out.hints.push(hint.clone());
             out.preloads.push(Preload {
                 hint,
                 nopush: link.has_param("nopush"),
@@ -192,7 +200,7 @@ fn classify_preload(link: &Link, base: &RequestBase<'_>, out: &mut Classified) {
             if let Some(url) =
                 target::resolve_absolute(&link.target, base).filter(|u| u.starts_with("https://"))
             {
-                out.push_hint_only(link, &url, HintRel::Preload);
+                out.push_hint_only(link, url, HintRel::Preload, seen);
             }
         }
         Err(TargetError::Invalid) => out.skipped.push(SkipReason::Invalid),
@@ -200,20 +208,23 @@ fn classify_preload(link: &Link, base: &RequestBase<'_>, out: &mut Classified) {
 }
 
 impl Classified {
-    /// A hint for a link that is never pushed.
-    fn push_hint_only(&mut self, link: &Link, target: &str, rel: HintRel) {
-        if target.len() > link::MAX_LINK_BYTES {
+    /// A hint for a link that is never pushed, unless one with the same rel and target is
+    /// already there (the same [`hint_key`]).
+    fn push_hint_only(
+        &mut self,
+        link: &Link,
+        target: String,
+        rel: HintRel,
+        seen: &mut Vec<(HintRel, String)>,
+    ) {
+        if target.len() > link::MAX_LINK_BYTES
+            || seen.iter().any(|(r, t)| *r == rel && *t == target)
+        {
             return;
         }
-        if let Some(hint) = header_value(hint_value(link, target, rel)) {
-            self.push_hint(hint);
-        }
-    }
-
-    fn push_hint(&mut self, hint: HeaderValue) {
-        let key = hint_key(hint.as_bytes());
-        if !self.hints.iter().any(|h| hint_key(h.as_bytes()) == key) {
+        if let Some(hint) = header_value(hint_value(link, &target, rel)) {
             self.hints.push(hint);
+            seen.push((rel, target));
         }
     }
 }
@@ -250,11 +261,17 @@ pub fn hint_key(hint: &[u8]) -> &[u8] {
 pub fn hint_value(link: &Link, target: &str, rel: HintRel) -> String {
     let mut out = String::with_capacity(target.len() + 48);
     out.push('<');
-    for b in target.bytes() {
-        if (0x21..=0x7e).contains(&b) && b != b'<' && b != b'>' {
-            out.push(char::from(b));
-        } else {
-            push_percent_encoded(&mut out, b);
+    let plain = |b: u8| (0x21..=0x7e).contains(&b) && b != b'<' && b != b'>';
+    if target.bytes().all(plain) {
+        // The common case: resolved targets are already clean.
+        out.push_str(target);
+    } else {
+        for b in target.bytes() {
+            if plain(b) {
+                out.push(char::from(b));
+            } else {
+                push_percent_encoded(&mut out, b);
+            }
         }
     }
     out.push_str(">; rel=");
