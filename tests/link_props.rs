@@ -3,6 +3,7 @@
 //! hint a valid field value, and resolution idempotent on its own output.
 
 use http::HeaderValue;
+use linkpush::learn;
 use linkpush::push::link::{self, Link, MAX_LINK_BYTES, MAX_LINKS, ParsedLinks};
 use linkpush::push::policy;
 use linkpush::push::target::{self, RequestBase};
@@ -102,6 +103,7 @@ fn assert_valid_hint(hint: &HeaderValue) {
 fn assert_classified(parsed: &ParsedLinks, base: &RequestBase<'_>) {
     let c = policy::classify(parsed, base);
     for (i, p) in c.preloads.iter().enumerate() {
+        assert!(c.hints.contains(&p.hint), "every preload is hinted: {p:?}");
         assert!(is_clean_path(&p.path), "{p:?}");
         assert_valid_hint(&p.hint);
         assert!(c.preloads[..i].iter().all(|q| q.path != p.path), "{p:?}");
@@ -113,8 +115,11 @@ fn assert_classified(parsed: &ParsedLinks, base: &RequestBase<'_>) {
     for (i, h) in c.hints.iter().enumerate() {
         assert_valid_hint(h);
         let text = h.to_str().unwrap();
-        // Cross-origin preloads only over https; preconnects to any http(s) origin.
-        if text.contains(">; rel=preload") {
+        // Same-origin preloads are the preloads' own hints; cross-origin preloads only over
+        // https; preconnects to any http(s) origin.
+        if text.starts_with("</") {
+            assert!(c.preloads.iter().any(|p| p.hint == h), "{h:?}");
+        } else if text.contains(">; rel=preload") {
             assert!(text.starts_with("<https://"), "{h:?}");
         } else {
             assert!(
@@ -316,5 +321,31 @@ proptest! {
             prop_assert_eq!(target::resolve_absolute(&url, base), Some(url.clone()));
             prop_assert!(HeaderValue::from_str(&url).is_ok());
         }
+    }
+
+    /// Issue 12 item 4: tracking parameters never split a route; everything else is kept, in
+    /// order; the key of a key's own path is the key.
+    #[test]
+    fn route_keys_drop_only_tracking_parameters(
+        path in "/[a-z/]{0,8}",
+        params in prop::collection::vec("(utm_[a-z]{1,3}|UTM_X|gclid|fbclid|ref|id|q|utmx|x_utm_a)(=[a-z0-9]{0,3})?", 0..6),
+    ) {
+        let ignore = ["ref".to_owned()];
+        let pq = if params.is_empty() { path.clone() } else { format!("{path}?{}", params.join("&")) };
+        let key = learn::route_key("Site.Example", &pq, &ignore);
+        let tracking = |p: &str| {
+            let name = p.split('=').next().unwrap().to_ascii_lowercase();
+            name.starts_with("utm_") || ["gclid", "fbclid", "ref"].contains(&name.as_str())
+        };
+        let kept: Vec<&String> = params.iter().filter(|p| !tracking(p)).collect();
+        let expected = if kept.is_empty() {
+            format!("site.example{path}")
+        } else {
+            let kept: Vec<&str> = kept.iter().map(|p| p.as_str()).collect();
+            format!("site.example{path}?{}", kept.join("&"))
+        };
+        prop_assert_eq!(&key, &expected);
+        let own_path = &key["site.example".len()..];
+        prop_assert_eq!(learn::route_key("site.example", own_path, &ignore), key.clone());
     }
 }
