@@ -72,18 +72,10 @@ pub fn resolve_same_origin(reference: &str, base: &RequestBase<'_>) -> Result<St
 /// absolute URL, if it is a clean http(s) URL (no userinfo, a plain host, a numeric port,
 /// a clean path; fragment dropped).
 pub fn resolve_absolute(reference: &str, base: &RequestBase<'_>) -> Option<String> {
-    let mut resolved = resolve(reference, base)?;
-    resolved.scheme.make_ascii_lowercase();
-    if resolved.scheme != "http" && resolved.scheme != "https" {
-        return None;
-    }
-    let authority = Authority::parse(resolved.authority.as_deref()?)?;
-    if authority.has_userinfo {
-        return None;
-    }
+    let (resolved, authority) = resolve_http(reference, base)?;
     let path_and_query = clean_path_and_query(&resolved.path, resolved.query.as_deref())?;
     let clean = Resolved {
-        authority: Some(authority.normalized(&resolved.scheme)),
+        authority: Some(authority),
         path: path_and_query,
         query: None,
         fragment: None,
@@ -96,6 +88,13 @@ pub fn resolve_absolute(reference: &str, base: &RequestBase<'_>) -> Option<Strin
 /// target in normal form, `scheme://host[:port]` (default port omitted). No userinfo; the
 /// path, query and fragment are irrelevant to a connection and dropped.
 pub fn resolve_origin(reference: &str, base: &RequestBase<'_>) -> Option<String> {
+    let (resolved, authority) = resolve_http(reference, base)?;
+    Some(format!("{}://{authority}", resolved.scheme))
+}
+
+/// The reference resolved against the request URL if it is an http(s) URL without userinfo:
+/// with its scheme lower-cased, and its authority in normal form (RFC 3986 §6.2.2.1, §6.2.3).
+fn resolve_http(reference: &str, base: &RequestBase<'_>) -> Option<(Resolved, String)> {
     let mut resolved = resolve(reference, base)?;
     resolved.scheme.make_ascii_lowercase();
     if resolved.scheme != "http" && resolved.scheme != "https" {
@@ -105,11 +104,8 @@ pub fn resolve_origin(reference: &str, base: &RequestBase<'_>) -> Option<String>
     if authority.has_userinfo {
         return None;
     }
-    Some(format!(
-        "{}://{}",
-        resolved.scheme,
-        authority.normalized(&resolved.scheme)
-    ))
+    let authority = authority.normalized(&resolved.scheme);
+    Some((resolved, authority))
 }
 
 /// A URI reference split into its five components (RFC 3986 Appendix B).
