@@ -255,3 +255,45 @@ async fn a_route_larger_than_the_store_is_counted_not_stored() {
         "{metrics}"
     );
 }
+
+/// The backend's own 103 is learned whichever front end saw it: here an HTTP/1.1 client without
+/// `early_hints.http1` (so nothing is forwarded to it) teaches the route for an HTTP/2 browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_103_is_learned_over_http1_too() {
+    let up = Upstream::new()
+        .fallback(page_with(&[]).early_hints(&["<https://fonts.example>; rel=preconnect"]))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut conn = RawConn::open(proxy.addr).await;
+    conn.send(b"GET /p HTTP/1.1\r\nHost: site.example\r\n\r\n")
+        .await;
+    let res = conn.read_response().await.expect("a response");
+    assert_eq!(
+        res.status(),
+        200,
+        "no 103 without early_hints.http1: {}",
+        res.head
+    );
+
+    let opts = H2Options {
+        enable_push: false,
+        authority: "site.example".to_owned(),
+        ..H2Options::default()
+    };
+    let mut client = h2_connect(proxy.addr, &opts).await;
+    let ex = h2_get(&mut client, "/p", &[NAVIGATE]).await;
+    let links: Vec<&str> = ex.informational[0]
+        .1
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        links,
+        [
+            "<https://fonts.example>; rel=preconnect",
+            "</a.css>; rel=preload; as=style"
+        ]
+    );
+}

@@ -193,8 +193,10 @@ async fn proxy(
         authority: &authority,
         path_and_query: path,
     };
+    // The upstream's 103s are forwarded when `hints_on`, and learned with the final links
+    // whenever learning is on, so the route's entry is the same whichever front end taught it.
     let mut early: Vec<HeaderValue> = Vec::new();
-    let response = if hints_on {
+    let response = if hints_on || app.learn.is_some() {
         let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
         let upstream = app.upstream.send(upstream_req, Some(tx));
         tokio::pin!(upstream);
@@ -202,8 +204,10 @@ async fn proxy(
             tokio::select! {
                 biased;
                 Some(fields) = rx.recv() => {
-                    let links = RouteLinks::classify(&fields, &base);
-                    send_early_hints(app, interim, hints, &links.hints, HintSource::Upstream);
+                    if hints_on {
+                        let links = RouteLinks::classify(&fields, &base);
+                        send_early_hints(app, interim, hints, &links.hints, HintSource::Upstream);
+                    }
                     early.extend(fields);
                 }
                 res = &mut upstream => break res?,
