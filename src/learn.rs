@@ -9,7 +9,7 @@
 //! it without parsing (the common case: a route's links rarely change).
 //!
 //! What may be learned and under which key (RFC 9111 shared-cache rules, `learn.exclude`,
-//! tracking parameters) is decided in [`rules`].
+//! tracking parameters) is decided in `learn/rules.rs`.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
