@@ -126,7 +126,7 @@ fn demo(listen: SocketAddr) -> anyhow::Result<()> {
         let addr = server.local_addrs()[0];
         println!("linkpush demo: https://{addr}/  (self-signed certificate; demo backend on http://{backend})");
         println!("see the pushes:      nghttp -nv https://{addr}/");
-        println!("see the early hints: curl -k -v --http2 https://{addr}/ -o /dev/null   (run it twice: the second gets learned hints)");
+        println!("see the early hints: curl -k -v --http2 -H 'Sec-Fetch-Mode: navigate' https://{addr}/ -o /dev/null   (run it twice: the second gets learned hints)");
         println!("press Ctrl-C to stop");
         serve_until_signal(server, None).await
     })

@@ -15,6 +15,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+use crate::learn::LearnSkip;
 use crate::push::policy::SkipReason;
 
 pub const REQUESTS_TOTAL: &str = "linkpush_requests_total";
@@ -32,6 +33,10 @@ const TUNNELS_TOTAL_HELP: &str =
     "WebSocket tunnels opened (HTTP/1.1 Upgrade or HTTP/2 extended CONNECT), by client protocol.";
 pub const TUNNELS: &str = "linkpush_tunnels";
 const TUNNELS_HELP: &str = "WebSocket tunnels open now, by client protocol.";
+pub const LEARN_SKIPPED_TOTAL: &str = "linkpush_learn_skipped_total";
+const LEARN_SKIPPED_HELP: &str = "Final responses whose links were not learned, by reason (RFC 9111 shared-cache rules, learn.exclude, learn.max_bytes).";
+pub const LEARNED_BYTES: &str = "linkpush_learned_bytes";
+const LEARNED_BYTES_HELP: &str = "Bytes the learned-routes store accounts for (cleaned links, keys, overhead); at most learn.max_bytes.";
 
 const METADATA: Metadata<'static> = Metadata::new("linkpush", Level::INFO, Some("linkpush"));
 
@@ -106,7 +111,9 @@ struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     pushes: [Counter; 4],
-    skipped: [Counter; 6],
+    skipped: [Counter; SkipReason::ALL.len()],
+    learn_skipped: [Counter; LearnSkip::ALL.len()],
+    learned_bytes: Gauge,
     pushed_bytes: Counter,
     hints: [Counter; 2],
     upstream_duration: Histogram,
@@ -148,6 +155,11 @@ impl Metrics {
         };
         let pushes = PushOutcome::ALL.map(|o| counter(PUSHES_TOTAL, ("outcome", o.as_str())));
         let skipped = SkipReason::ALL.map(|r| counter(PUSH_SKIPPED_TOTAL, ("reason", r.as_str())));
+        let learn_skipped =
+            LearnSkip::ALL.map(|r| counter(LEARN_SKIPPED_TOTAL, ("reason", r.as_str())));
+        recorder.describe_counter(LEARN_SKIPPED_TOTAL.into(), None, LEARN_SKIPPED_HELP.into());
+        let learned_bytes = recorder.register_gauge(&Key::from_name(LEARNED_BYTES), &METADATA);
+        recorder.describe_gauge(LEARNED_BYTES.into(), None, LEARNED_BYTES_HELP.into());
         let hints = [HintSource::Upstream, HintSource::Learned]
             .map(|s| counter(EARLY_HINTS_TOTAL, ("source", s.as_str())));
         let pushed_bytes =
@@ -176,6 +188,8 @@ impl Metrics {
                 handle,
                 pushes,
                 skipped,
+                learn_skipped,
+                learned_bytes,
                 pushed_bytes,
                 hints,
                 upstream_duration,
@@ -255,6 +269,15 @@ impl Metrics {
         self.inner.skipped[index].increment(1);
     }
 
+    pub fn learn_skipped(&self, reason: LearnSkip) {
+        self.inner.learn_skipped[reason as usize].increment(1);
+    }
+
+    /// Sets `linkpush_learned_bytes` to the learned store's accounted size.
+    pub fn learned_bytes(&self, bytes: usize) {
+        self.inner.learned_bytes.set(bytes as f64);
+    }
+
     pub fn pushed_bytes(&self, n: u64) {
         self.inner.pushed_bytes.increment(n);
     }
@@ -298,6 +321,8 @@ mod tests {
         m.push_skipped(SkipReason::Duplicate);
         m.pushed_bytes(10);
         m.early_hint(HintSource::Learned);
+        m.learn_skipped(LearnSkip::Vary);
+        m.learned_bytes(1234);
         let guard = m.connection(Protocol::Http1);
         let tunnel = m.tunnel(Protocol::Http2);
         m.client_error("client_body");
@@ -315,6 +340,10 @@ mod tests {
             "linkpush_tunnels{protocol=\"http1\"} 0",
             "linkpush_client_errors_total{kind=\"client_body\"} 1",
             "# HELP linkpush_tunnels WebSocket tunnels open now, by client protocol.",
+            "linkpush_learn_skipped_total{reason=\"vary\"} 1",
+            "linkpush_learn_skipped_total{reason=\"too_large\"} 0",
+            "linkpush_learned_bytes 1234",
+            "# HELP linkpush_learned_bytes Bytes the learned-routes store accounts for (cleaned links, keys, overhead); at most learn.max_bytes.",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -152,6 +152,12 @@ impl Server {
         self.admin_addr
     }
 
+    /// The learned-hints store new connections use (`None` with `learn.enabled = false`): tests
+    /// inject a clock into it and read its accounted bytes.
+    pub fn learn_store(&self) -> Option<std::sync::Arc<crate::learn::LearnStore>> {
+        self.shared.app().learn.clone()
+    }
+
     /// Applies a new configuration to new connections and swaps the certificate for new
     /// handshakes. Listen addresses are bound once: a change to them needs a restart.
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {

@@ -110,6 +110,12 @@ pub struct LearnConfig {
     pub enabled: bool,
     pub routes: std::num::NonZeroUsize,
     pub ttl: Duration,
+    /// Path prefixes never learned.
+    pub exclude: Vec<String>,
+    /// Query parameter names removed from route keys, besides `utm_*`, `gclid` and `fbclid`.
+    pub ignore_query: Vec<String>,
+    /// The learned store's bound in accounted bytes.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,6 +335,9 @@ mod tests {
                 enabled: true,
                 routes: nz(10_000),
                 ttl: Duration::from_secs(600),
+                exclude: Vec::new(),
+                ignore_query: Vec::new(),
+                max_bytes: 32 * 1024 * 1024,
             },
             admin: None,
             log: LogConfig {

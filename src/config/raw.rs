@@ -144,6 +144,12 @@ pub(super) struct RawLearn {
     pub(super) routes: i64,
     #[serde(deserialize_with = "duration_text")]
     pub(super) ttl: String,
+    #[serde(deserialize_with = "text_list")]
+    pub(super) exclude: Vec<String>,
+    #[serde(deserialize_with = "text_list")]
+    pub(super) ignore_query: Vec<String>,
+    #[serde(deserialize_with = "size_text")]
+    pub(super) max_bytes: String,
 }
 
 impl Default for RawLearn {
@@ -152,6 +158,9 @@ impl Default for RawLearn {
             enabled: true,
             routes: 10_000,
             ttl: "10m".to_owned(),
+            exclude: Vec::new(),
+            ignore_query: Vec::new(),
+            max_bytes: "32MiB".to_owned(),
         }
     }
 }
@@ -286,6 +295,10 @@ fn address_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
 
 fn header_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     d.deserialize_any(StringList("a list of header names"))
+}
+
+fn text_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    d.deserialize_any(StringList("a list of strings"))
 }
 
 #[cfg(test)]

@@ -110,6 +110,14 @@ impl fmt::Display for Rendered<'_> {
         writeln!(f, "enabled = {}", learn.enabled)?;
         writeln!(f, "routes = {}", learn.routes)?;
         writeln!(f, "ttl = {}", quote(&format_duration(learn.ttl)))?;
+        let quoted = |items: &[String]| items.iter().map(|i| quote(i)).collect::<Vec<_>>();
+        writeln!(f, "exclude = [{}]", quoted(&learn.exclude).join(", "))?;
+        writeln!(
+            f,
+            "ignore_query = [{}]",
+            quoted(&learn.ignore_query).join(", ")
+        )?;
+        writeln!(f, "max_bytes = {}", quote(&format_size(learn.max_bytes)))?;
 
         match admin {
             Some(admin) => {
@@ -168,6 +176,8 @@ mod tests {
             "listen = \"0.0.0.0:8443\"",
             "idle_timeout = \"60s\"",
             "ttl = \"10m\"",
+            "exclude = []",
+            "max_bytes = \"32MiB\"",
             "max_asset_bytes = \"2MiB\"",
             "url = \"http://127.0.0.1:8080/\"",
             "request_headers = [\"accept-encoding\", \"accept-language\", \"user-agent\", \"cache-control\"]",
@@ -212,6 +222,9 @@ http1 = true
 enabled = false
 routes = 1
 ttl = "1ns"
+exclude = ["/account/", "/a\"q\\"]
+ignore_query = ["ref", "mc_cid"]
+max_bytes = 1000
 [admin]
 listen = "[::1]:9901"
 [log]

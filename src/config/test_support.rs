@@ -91,6 +91,7 @@ http1 = false                    # also send 103 to HTTP/1.1 clients (some old c
 enabled = true                   # remember each route's preload links and act on them at request time
 routes = 10000                   # how many routes are remembered (LRU)
 ttl = "10m"                      # a route's links are forgotten after this
+exclude = []                     # path prefixes never learned, e.g. ["/account/", "/api/"]
 
 [admin]                          # absent: no admin listener
 listen = "127.0.0.1:9901"        # GET /metrics (Prometheus text format), GET /healthz

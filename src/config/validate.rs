@@ -317,10 +317,42 @@ fn request_header(name: &str) -> Result<http::HeaderName, String> {
 
 impl RawLearn {
     fn validate(self) -> Result<LearnConfig, Invalid> {
+        const MAX_BYTES: &str = "learn.max_bytes";
+        let max_bytes =
+            parse_size(&self.max_bytes).map_err(|problem| invalid(MAX_BYTES, problem))?;
+        if max_bytes == 0 {
+            return Err(invalid(MAX_BYTES, "must be at least 1 byte"));
+        }
+        for prefix in &self.exclude {
+            // Compared with the request's path, which always starts with `/` (SPEC §3).
+            if !prefix.starts_with('/') || !prefix.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                return Err(invalid(
+                    "learn.exclude",
+                    format!(
+                        "{prefix:?} is not a path prefix (starts with '/', visible ASCII only)"
+                    ),
+                ));
+            }
+        }
+        for name in &self.ignore_query {
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| (0x21..=0x7e).contains(&b) && !matches!(b, b'&' | b'=' | b'#'));
+            if !ok {
+                return Err(invalid(
+                    "learn.ignore_query",
+                    format!("{name:?} is not a query parameter name"),
+                ));
+            }
+        }
         Ok(LearnConfig {
             enabled: self.enabled,
             routes: non_zero("learn.routes", self.routes, MAX_ROUTES)?,
             ttl: timeout("learn.ttl", &self.ttl)?,
+            exclude: self.exclude,
+            ignore_query: self.ignore_query,
+            max_bytes,
         })
     }
 }

@@ -399,6 +399,39 @@ fn learn_routes() {
 }
 
 #[test]
+fn learn_exclude_ignore_query_and_max_bytes() {
+    refused(&[
+        (
+            "learn.max_bytes = 0",
+            "learn.max_bytes: must be at least 1 byte",
+        ),
+        ("learn.max_bytes = \"lots\"", "learn.max_bytes: "),
+        (
+            "learn.exclude = [\"account/\"]",
+            "learn.exclude: \"account/\" is not a path prefix",
+        ),
+        (
+            "learn.exclude = [\"/my account/\"]",
+            "learn.exclude: \"/my account/\" is not a path prefix",
+        ),
+        (
+            "learn.ignore_query = [\"a=b\"]",
+            "learn.ignore_query: \"a=b\" is not a query parameter name",
+        ),
+        (
+            "learn.ignore_query = [\"\"]",
+            "learn.ignore_query: \"\" is not a query parameter name",
+        ),
+    ]);
+    let config = parse_ok(
+        "[learn]\nexclude = [\"/account/\", \"/api/\"]\nignore_query = \"ref\"\nmax_bytes = \"1MiB\"",
+    );
+    assert_eq!(config.learn.exclude, ["/account/", "/api/"]);
+    assert_eq!(config.learn.ignore_query, ["ref"]);
+    assert_eq!(config.learn.max_bytes, 1024 * 1024);
+}
+
+#[test]
 fn admin_listen_is_an_address_apart_from_the_server() {
     refused(&[
         (

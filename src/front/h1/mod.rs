@@ -32,10 +32,8 @@ use super::tunnel;
 use self::io::{Interim, InterimIo};
 use crate::app::App;
 use crate::error::{ProxyError, error_body};
-use crate::front::{
-    AccessLog, EarlyHints, final_links, may_push_final, upstream_hints, wants_learned_hints,
-};
-use crate::learn::{LearnStore, RouteLinks};
+use crate::front::{AccessLog, EarlyHints, final_links, may_push_final, wants_learned_hints};
+use crate::learn::{self, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::target::RequestBase;
 use crate::upstream::{
@@ -170,7 +168,8 @@ async fn proxy(
     let hints_on = app.config.early_hints.enabled
         && app.config.early_hints.http1
         && req.version() == Version::HTTP_11;
-    let route = LearnStore::route_key(&authority, path);
+    let route = learn::route_key(&authority, path, &app.config.learn.ignore_query);
+    let authorization = req.headers().contains_key(header::AUTHORIZATION);
     let learned = match (&app.learn, method == Method::GET) {
         (Some(learn), true) => learn.get(&route),
         _ => None,
@@ -180,6 +179,7 @@ async fn proxy(
         .filter(|_| hints_on && wants_learned_hints(req.headers()))
     {
         // Before the upstream request is sent: the backend's think time is what this fills.
+        // SPEC §5: the one complete first 103 — preloads, preconnects, cross-origin preloads.
         send_early_hints(app, interim, hints, &links.hints, HintSource::Learned);
     }
     let upgrade = tunnel::upgrade_token(req.version(), req.headers());
@@ -211,7 +211,10 @@ async fn proxy(
         authority: &authority,
         path_and_query: path,
     };
-    let response = if hints_on {
+    // The upstream's 103s are forwarded when `hints_on`, and learned with the final links
+    // whenever learning is on, so the route's entry is the same whichever front end taught it.
+    let mut early: Vec<HeaderValue> = Vec::new();
+    let response = if hints_on || app.learn.is_some() {
         let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
         let upstream = app.upstream.send(upstream_req, Some(tx));
         tokio::pin!(upstream);
@@ -219,8 +222,11 @@ async fn proxy(
             tokio::select! {
                 biased;
                 Some(fields) = rx.recv() => {
-                    let links = RouteLinks::classify(&fields, &base);
-                    send_early_hints(app, interim, hints, &upstream_hints(&links), HintSource::Upstream);
+                    if hints_on {
+                        let links = RouteLinks::classify(&fields, &base);
+                        send_early_hints(app, interim, hints, &links.hints, HintSource::Upstream);
+                    }
+                    early.extend(fields);
                 }
                 res = &mut upstream => break res?,
             }
@@ -236,7 +242,15 @@ async fn proxy(
     }
     let (mut parts, body) = response.into_parts();
     if app.learn.is_some() && may_push_final(&method, parts.status) {
-        final_links(app, route, learned, &parts.headers, &base);
+        final_links(
+            app,
+            route,
+            learned,
+            &early,
+            &parts.headers,
+            &base,
+            authorization,
+        );
     }
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(
@@ -272,16 +286,17 @@ fn switch(
     res
 }
 
-/// Queues a 103 on the connection, once per distinct set of links.
-fn send_early_hints(
+/// Queues a 103 on the connection with the links not hinted yet, if any (SPEC §5).
+fn send_early_hints<'a>(
     app: &App,
     interim: &Interim,
     hints: &mut EarlyHints,
-    links: &[HeaderValue],
+    links: impl IntoIterator<Item = &'a HeaderValue>,
     source: HintSource,
 ) {
-    if hints.admit(links) {
-        interim.early_hints(links);
+    let fresh = hints.admit(links);
+    if !fresh.is_empty() {
+        interim.early_hints(&fresh);
         hints.sent(source, &app.metrics);
     }
 }
