@@ -25,6 +25,10 @@ pub const EARLY_HINTS_TOTAL: &str = "linkpush_early_hints_total";
 pub const UPSTREAM_DURATION_SECONDS: &str = "linkpush_upstream_duration_seconds";
 pub const CONNECTIONS: &str = "linkpush_connections";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "linkpush_upstream_errors_total";
+pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "linkpush_tls_handshake_errors_total";
+/// HELP text of [`TLS_HANDSHAKE_ERRORS_TOTAL`].
+pub const TLS_HANDSHAKE_ERRORS_HELP: &str =
+    "TLS handshakes that failed, by reason (timeout, eof, protocol, certificate, alert, io, other).";
 
 const METADATA: Metadata<'static> = Metadata::new("linkpush", Level::INFO, Some("linkpush"));
 
@@ -198,6 +202,18 @@ impl Metrics {
 
     pub fn upstream_error(&self, kind: &'static str) {
         let key = Key::from_parts(UPSTREAM_ERRORS_TOTAL, vec![Label::new("kind", kind)]);
+        self.inner
+            .recorder
+            .register_counter(&key, &METADATA)
+            .increment(1);
+    }
+
+    /// Counts a failed TLS handshake in `linkpush_tls_handshake_errors_total{reason}`.
+    pub fn tls_handshake_error(&self, reason: crate::listener::tls::HandshakeError) {
+        let key = Key::from_parts(
+            TLS_HANDSHAKE_ERRORS_TOTAL,
+            vec![Label::new("reason", reason.as_str())],
+        );
         self.inner
             .recorder
             .register_counter(&key, &METADATA)
