@@ -30,6 +30,8 @@ pub(super) struct RawServer {
     pub(super) idle_timeout: String,
     #[serde(deserialize_with = "duration_text")]
     pub(super) shutdown_timeout: String,
+    #[serde(deserialize_with = "duration_text")]
+    pub(super) shutdown_delay: String,
     pub(super) tls: Option<RawTls>,
 }
 
@@ -40,6 +42,7 @@ impl Default for RawServer {
             max_concurrent_streams: 128,
             idle_timeout: "60s".to_owned(),
             shutdown_timeout: "10s".to_owned(),
+            shutdown_delay: "0s".to_owned(),
             tls: None,
         }
     }

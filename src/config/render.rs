@@ -47,6 +47,11 @@ impl fmt::Display for Rendered<'_> {
             "shutdown_timeout = {}",
             quote(&format_duration(server.shutdown_timeout))
         )?;
+        writeln!(
+            f,
+            "shutdown_delay = {}",
+            quote(&format_duration(server.shutdown_delay))
+        )?;
         match &server.tls {
             Some(tls) => {
                 writeln!(f, "\n[server.tls]")?;
@@ -177,6 +182,7 @@ listen = ["0.0.0.0:443", "[::]:443", "127.0.0.1:0"]
 max_concurrent_streams = 2147483647
 idle_timeout = "1500ms"
 shutdown_timeout = "1h30m"
+shutdown_delay = "5s"
 [server.tls]
 cert = "certs/a \"quoted\" \\ name.pem"
 key = "/keys/k.pem"

@@ -106,6 +106,7 @@ impl RawServer {
             )?,
             idle_timeout: timeout("server.idle_timeout", &self.idle_timeout)?,
             shutdown_timeout: timeout("server.shutdown_timeout", &self.shutdown_timeout)?,
+            shutdown_delay: delay("server.shutdown_delay", &self.shutdown_delay)?,
             tls,
         })
     }
@@ -424,6 +425,21 @@ fn bounded<T: TryFrom<i64>>(key: &str, value: i64, min: i64, max: i64) -> Result
 fn non_zero(key: &str, value: i64, max: i64) -> Result<NonZeroUsize, Invalid> {
     let n: usize = bounded(key, value, 1, max)?;
     NonZeroUsize::new(n).ok_or_else(|| invalid(key, "expected a positive integer, got 0"))
+}
+
+/// A duration that may be zero (a delay that can be turned off).
+fn delay(key: &str, text: &str) -> Result<Duration, Invalid> {
+    let d = parse_duration(text).map_err(|problem| invalid(key, problem))?;
+    if d > MAX_DURATION {
+        return Err(invalid(
+            key,
+            format!(
+                "{text:?} is too long (at most {})",
+                format_duration(MAX_DURATION)
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 /// A duration that must be greater than zero (timeouts, TTLs).
