@@ -27,8 +27,7 @@ pub const CONNECTIONS: &str = "linkpush_connections";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "linkpush_upstream_errors_total";
 pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "linkpush_tls_handshake_errors_total";
 /// HELP text of [`TLS_HANDSHAKE_ERRORS_TOTAL`].
-pub const TLS_HANDSHAKE_ERRORS_HELP: &str =
-    "TLS handshakes that failed, by reason (timeout, eof, protocol, certificate, alert, io, other).";
+pub const TLS_HANDSHAKE_ERRORS_HELP: &str = "TLS handshakes that failed, by reason (timeout, eof, protocol, certificate, alert, io, other).";
 
 const METADATA: Metadata<'static> = Metadata::new("linkpush", Level::INFO, Some("linkpush"));
 

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use rustls::InconsistentKeys;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
-use rustls::InconsistentKeys;
 use rustls::pki_types::pem::{self, PemObject, SectionKind};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -239,7 +239,10 @@ impl HandshakeError {
     pub fn classify(err: &std::io::Error) -> HandshakeError {
         use rustls::AlertDescription as A;
         use std::io::ErrorKind;
-        if let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        if let Some(tls) = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
             return match tls {
                 rustls::Error::AlertReceived(
                     A::BadCertificate

@@ -123,15 +123,22 @@ fn timeouts_and_ttl_are_positive_durations() {
 fn shutdown_delay_is_a_duration_that_may_be_zero() {
     assert_eq!(parse_ok("").server.shutdown_delay, Duration::ZERO);
     assert_eq!(
-        parse_ok("server.shutdown_delay = \"0s\"").server.shutdown_delay,
+        parse_ok("server.shutdown_delay = \"0s\"")
+            .server
+            .shutdown_delay,
         Duration::ZERO
     );
     assert_eq!(
-        parse_ok("server.shutdown_delay = \"5s\"").server.shutdown_delay,
+        parse_ok("server.shutdown_delay = \"5s\"")
+            .server
+            .shutdown_delay,
         Duration::from_secs(5)
     );
     refused(&[
-        ("server.shutdown_delay = \"5\"", "server.shutdown_delay: \"5\" has no unit"),
+        (
+            "server.shutdown_delay = \"5\"",
+            "server.shutdown_delay: \"5\" has no unit",
+        ),
         (
             "server.shutdown_delay = \"-1s\"",
             "server.shutdown_delay: \"-1s\": a duration cannot be negative",

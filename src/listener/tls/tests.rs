@@ -80,7 +80,9 @@ fn an_unsupported_key_says_which_keys_are_supported() {
         "{text}"
     );
     assert!(
-        text.ends_with("linkpush supports RSA (2048 bits or more), ECDSA P-256/P-384 and Ed25519 keys"),
+        text.ends_with(
+            "linkpush supports RSA (2048 bits or more), ECDSA P-256/P-384 and Ed25519 keys"
+        ),
         "{text}"
     );
 }
