@@ -41,6 +41,12 @@ enum Command {
         /// Where the proxy listens.
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
+        /// Where the admin listener serves /metrics and /healthz.
+        #[arg(long, default_value = "127.0.0.1:9901", conflicts_with = "no_admin")]
+        admin: SocketAddr,
+        /// No admin listener.
+        #[arg(long)]
+        no_admin: bool,
     },
 }
 
@@ -48,7 +54,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Check) => check(&cli.config),
-        Some(Command::Demo { listen }) => demo(listen),
+        Some(Command::Demo {
+            listen,
+            admin,
+            no_admin,
+        }) => demo(listen, (!no_admin).then_some(admin)),
         None => run(&cli.config),
     };
     match result {
@@ -183,17 +193,20 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     })
 }
 
-fn demo(listen: SocketAddr) -> anyhow::Result<()> {
+fn demo(listen: SocketAddr, admin: Option<SocketAddr>) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let backend = linkpush::demo::start_backend().await.context("demo backend")?;
-        let config = linkpush::demo::config(listen, backend)?;
+        let config = linkpush::demo::config(listen, backend, admin)?;
         let _logging = init_tracing(&config);
         let (key, _pem) = linkpush::listener::tls::self_signed()?;
         let server = Server::start_with(config, TlsSource::Certificate(key)).await?;
         let addr = server.local_addrs()[0];
         println!("linkpush demo: https://{addr}/  (self-signed certificate; demo backend on http://{backend})");
-        println!("see the pushes:      nghttp -nv https://{addr}/");
+        println!("see the pushes:      nghttp -nv https://{addr}/   (nghttp: Debian/Ubuntu package nghttp2-client)");
         println!("see the early hints: curl -k -v --http2 https://{addr}/ -o /dev/null   (run it twice: the second gets learned hints)");
+        if let Some(admin) = server.admin_addr() {
+            println!("see the metrics:     curl http://{admin}/metrics");
+        }
         println!("press Ctrl-C to stop");
         serve_until_signal(server, None).await
     })

@@ -906,6 +906,72 @@ async fn a_second_sigterm_cuts_the_shutdown_delay_short() {
     assert!(proxy.log().contains("shutdown delay cut short"));
 }
 
+// ===== Demo =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_metrics_on_its_admin_listener_and_stops_on_sigint() {
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let log = TempFile::new("demo.log");
+    let out = TempFile::new("demo.out");
+    let child = linkpush()
+        .args([
+            "demo",
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ])
+        .stdout(std::fs::File::create(&out.path).expect("create stdout file"))
+        .stderr(std::fs::File::create(&log.path).expect("create log file"))
+        .spawn()
+        .expect("spawn linkpush demo");
+    let pid = child.id().expect("pid");
+    let mut demo = Running {
+        child,
+        pid,
+        addr: listen,
+        admin: Some(admin),
+        config: TempFile::new("unused.toml"),
+        log,
+    };
+    demo.wait_listening().await;
+
+    let mut client = h2_connect(
+        listen,
+        &H2Options {
+            tls: true,
+            ..H2Options::default()
+        },
+    )
+    .await;
+    let ex = h2_get(&mut client, "/", &[]).await;
+    assert_eq!(ex.status, StatusCode::OK);
+    // The request is counted when its stream is done, a moment after the client saw it.
+    let counted = "linkpush_requests_total{protocol=\"h2\",status=\"200\"} 1";
+    bounded("the request in /metrics", async {
+        loop {
+            let (status, metrics) = admin_get(admin, "/metrics").await;
+            assert_eq!(status, 200);
+            if metrics.lines().any(|l| l == counted) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let printed = std::fs::read_to_string(&out.path).unwrap_or_default();
+    assert!(
+        printed.contains(&format!("curl http://{admin}/metrics")),
+        "{printed}"
+    );
+    drop(client);
+
+    demo.signal("INT");
+    let status = demo.exited().await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", demo.log());
+}
+
 // ===== Memory =====
 
 /// Downloads `url` with curl (`extra` chooses the protocol) to /dev/null; returns the bytes
