@@ -52,9 +52,10 @@ pub enum TlsError {
     )]
     EncryptedKey { path: PathBuf },
     #[error(
-        "{}: server.tls.key: unsupported private key ({source}); linkpush supports RSA \
+        "{}: server.tls.key: unsupported private key ({}); linkpush supports RSA \
          (2048 bits or more), ECDSA P-256/P-384 and Ed25519 keys",
-        path.display()
+        path.display(),
+        reason(source)
     )]
     BadKey {
         path: PathBuf,
@@ -78,6 +79,14 @@ pub enum TlsError {
     },
     #[error("TLS configuration: {0}")]
     Config(#[source] rustls::Error),
+}
+
+/// rustls's own words, without the "unexpected error: " its `General` variant adds.
+fn reason(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::General(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// The one crypto provider. rustls panics at start when two providers are linked and none is

@@ -76,7 +76,10 @@ fn an_unsupported_key_says_which_keys_are_supported() {
     let key = "-----BEGIN PRIVATE KEY-----\nMAMCAQA=\n-----END PRIVATE KEY-----\n";
     let text = message(&cert, key);
     assert!(
-        text.starts_with("/etc/linkpush/key.pem: server.tls.key: unsupported private key ("),
+        text.starts_with(
+            "/etc/linkpush/key.pem: server.tls.key: unsupported private key (failed to parse \
+             private key as RSA, ECDSA, or EdDSA)"
+        ),
         "{text}"
     );
     assert!(
