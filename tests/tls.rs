@@ -78,10 +78,7 @@ async fn failed_handshakes_are_counted_by_reason() {
     let mut client = h2_connect(proxy.addr, &opts).await;
     assert_eq!(h2_get(&mut client, "/", &[]).await.status, StatusCode::OK);
     assert!(
-        !proxy
-            .metrics()
-            .await
-            .contains(&handshake_errors("timeout")),
+        !proxy.metrics().await.contains(&handshake_errors("timeout")),
         "no handshake timed out"
     );
 }
