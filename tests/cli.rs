@@ -292,6 +292,7 @@ async fn check_prints_the_effective_configuration_and_binds_nothing() {
         format!("listen = \"{listen}\""),
         "max_concurrent_streams = 128".to_owned(),
         "idle_timeout = \"60s\"".to_owned(),
+        "shutdown_delay = \"0s\"".to_owned(),
         "url = \"http://127.0.0.1:9000/\"".to_owned(),
         "lru_capacity = 256".to_owned(),
         "max_pushes_per_response = 16".to_owned(),
