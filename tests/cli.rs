@@ -119,6 +119,16 @@ fn config_text(
     text
 }
 
+/// A config file on a free port in front of a closed upstream port, for runs that must stop
+/// before serving.
+fn config_in_front_of_nothing(extra: &str) -> TempFile {
+    let listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    TempFile::with_contents(
+        "config.toml",
+        config_text(listen, Upstream::closed_port(), None, extra).as_bytes(),
+    )
+}
+
 /// The proxy binary, running. Killed when dropped.
 struct Running {
     child: tokio::process::Child,
@@ -218,6 +228,20 @@ impl Running {
             }
         })
         .await
+    }
+
+    /// Rewrites the config file with `edit`, sends SIGHUP, and returns the log line that says
+    /// "configuration reloaded" (bounded wait).
+    async fn reload_with(&self, edit: impl FnOnce(String) -> String) -> String {
+        let text = std::fs::read_to_string(&self.config.path).expect("read the config");
+        std::fs::write(&self.config.path, edit(text)).expect("write the config");
+        self.signal("HUP");
+        self.wait_log("configuration reloaded", 1).await;
+        let log = self.log();
+        log.lines()
+            .find(|l| l.contains("configuration reloaded"))
+            .expect("the reload line")
+            .to_owned()
     }
 
     fn signal(&self, signal: &str) {
@@ -462,6 +486,30 @@ async fn an_address_in_use_is_one_line_naming_it() {
 
 // ===== Signals =====
 
+/// `/healthz`'s first answer other than 200 (bounded): what it says once draining is announced.
+async fn healthz_once_draining(admin: SocketAddr) -> u16 {
+    bounded("/healthz to stop saying 200", async {
+        loop {
+            let (status, _) = admin_get(admin, "/healthz").await;
+            if status != 200 {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// Waits (bounded) until `addr` refuses connections.
+async fn listener_closed(addr: SocketAddr) {
+    bounded("the listener to stop accepting", async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_in_flight_request_then_exits_0() {
     let gate = Gate::new();
@@ -487,24 +535,9 @@ async fn sigterm_drains_the_in_flight_request_then_exits_0() {
 
     proxy.signal("TERM");
 
-    let draining = bounded("/healthz to say 503", async {
-        loop {
-            let (status, _) = admin_get(admin, "/healthz").await;
-            if status != 200 {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert_eq!(draining, 503);
+    assert_eq!(healthz_once_draining(admin).await, 503);
     // The listener closes once the accept loop sees the signal.
-    bounded("the listener to stop accepting", async {
-        while tokio::net::TcpStream::connect(addr).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    listener_closed(addr).await;
     gate.open();
     let (ex, frames) = bounded("the in-flight request", request)
         .await
@@ -642,16 +675,7 @@ async fn a_pod_next_to_a_service_named_linkpush_starts_and_serves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typo_in_a_real_section_is_refused_next_to_service_links() {
-    let config = TempFile::with_contents(
-        "config.toml",
-        config_text(
-            format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-            Upstream::closed_port(),
-            None,
-            "",
-        )
-        .as_bytes(),
-    );
+    let config = config_in_front_of_nothing("");
     let mut env = SERVICE_LINKS.to_vec();
     env.push(("LINKPUSH_UPSTREAM_URLL", "http://10.1.1.1:8080"));
 
@@ -700,17 +724,7 @@ fn mismatch_message(cert: &TempFile, key: &TempFile) -> String {
 async fn a_key_that_does_not_match_the_certificate_is_refused_by_check_and_by_run() {
     let (cert, _) = cert_and_key();
     let (_, other_key) = cert_and_key();
-    let listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = TempFile::with_contents(
-        "config.toml",
-        config_text(
-            listen,
-            Upstream::closed_port(),
-            None,
-            &tls_table(&cert, &other_key),
-        )
-        .as_bytes(),
-    );
+    let config = config_in_front_of_nothing(&tls_table(&cert, &other_key));
 
     let check = run(&["check", "--config", config.path_str()]).await;
     let start = run(&["--config", config.path_str()]).await;
@@ -731,16 +745,7 @@ async fn an_encrypted_key_is_named_as_such() {
         "key.pem",
         b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
     );
-    let config = TempFile::with_contents(
-        "config.toml",
-        config_text(
-            format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-            Upstream::closed_port(),
-            None,
-            &tls_table(&cert, &key),
-        )
-        .as_bytes(),
-    );
+    let config = config_in_front_of_nothing(&tls_table(&cert, &key));
 
     let out = run(&["check", "--config", config.path_str()]).await;
 
@@ -795,19 +800,13 @@ async fn sighup_names_the_settings_that_need_a_restart() {
     let moved: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let moved_admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
 
-    let text = std::fs::read_to_string(&proxy.config.path).unwrap();
-    let text = text
-        .replace(&proxy.addr.to_string(), &moved.to_string())
-        .replace(&proxy.admin.unwrap().to_string(), &moved_admin.to_string());
-    std::fs::write(&proxy.config.path, text).unwrap();
-    proxy.signal("HUP");
-    proxy.wait_log("configuration reloaded", 1).await;
+    let line = proxy
+        .reload_with(|text| {
+            text.replace(&proxy.addr.to_string(), &moved.to_string())
+                .replace(&proxy.admin.unwrap().to_string(), &moved_admin.to_string())
+        })
+        .await;
 
-    let log = proxy.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("configuration reloaded"))
-        .expect("the reload line");
     assert!(line.contains("WARN"), "{line}");
     assert!(
         line.contains(
@@ -829,17 +828,10 @@ async fn sighup_applies_the_log_level_and_format() {
     // Bound before the reload: at warn, the info lines at start are not written.
     assert!(!proxy.log().contains("listening"), "{}", proxy.log());
 
-    let text = std::fs::read_to_string(&proxy.config.path).unwrap();
-    let text = text.replace("level = \"warn\"", "level = \"info\"\nformat = \"json\"");
-    std::fs::write(&proxy.config.path, text).unwrap();
-    proxy.signal("HUP");
-    proxy.wait_log("configuration reloaded", 1).await;
+    let line = proxy
+        .reload_with(|text| text.replace("level = \"warn\"", "level = \"info\"\nformat = \"json\""))
+        .await;
 
-    let log = proxy.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("configuration reloaded"))
-        .expect("the reload line");
     assert!(
         line.starts_with('{') && line.contains("\"level\":\"INFO\""),
         "an info line, in JSON: {line}"
@@ -856,17 +848,7 @@ async fn sigterm_with_a_shutdown_delay_keeps_accepting_while_healthz_says_503() 
     let admin = proxy.admin.unwrap();
 
     proxy.signal("TERM");
-    let draining = bounded("/healthz to say 503", async {
-        loop {
-            let (status, _) = admin_get(admin, "/healthz").await;
-            if status != 200 {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert_eq!(draining, 503);
+    assert_eq!(healthz_once_draining(admin).await, 503);
     // A connection opened during the delay is accepted and served.
     let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
     let ex = h2_get(&mut client, "/", &[]).await;
@@ -879,12 +861,7 @@ async fn sigterm_with_a_shutdown_delay_keeps_accepting_while_healthz_says_503() 
     drop(client);
 
     // After the delay, the listener closes and the process exits 0.
-    bounded("the listener to stop accepting", async {
-        while tokio::net::TcpStream::connect(proxy.addr).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    listener_closed(proxy.addr).await;
     let status = proxy.exited().await;
     assert_eq!(status.code(), Some(0), "{status}:\n{}", proxy.log());
     let log = proxy.log();

@@ -444,18 +444,9 @@ fn delay(key: &str, text: &str) -> Result<Duration, Invalid> {
 
 /// A duration that must be greater than zero (timeouts, TTLs).
 fn timeout(key: &str, text: &str) -> Result<Duration, Invalid> {
-    let d = parse_duration(text).map_err(|problem| invalid(key, problem))?;
+    let d = delay(key, text)?;
     if d.is_zero() {
         return Err(invalid(key, format!("{text:?}: must be greater than 0")));
-    }
-    if d > MAX_DURATION {
-        return Err(invalid(
-            key,
-            format!(
-                "{text:?} is too long (at most {})",
-                format_duration(MAX_DURATION)
-            ),
-        ));
     }
     Ok(d)
 }
