@@ -685,7 +685,9 @@ async fn a_typo_in_a_real_section_is_refused_next_to_service_links() {
     for out in [&check, &start] {
         let line = one_error_line(out);
         assert!(
-            line.contains("LINKPUSH_UPSTREAM_URLL: not a linkpush setting"),
+            line.contains(
+                "LINKPUSH_UPSTREAM_URLL: not a linkpush setting (did you mean LINKPUSH_UPSTREAM_URL?)"
+            ),
             "{line}"
         );
     }

@@ -290,6 +290,34 @@ fn is_service_link(name: &str, all: &BTreeSet<String>) -> bool {
     false
 }
 
+/// The variable of a key that `name` most likely misspells: at most two edits away (a letter
+/// missing, doubled, swapped or wrong), compared in upper case.
+pub(super) fn closest_var(name: &str) -> Option<String> {
+    let upper = name.to_ascii_uppercase();
+    SETTINGS
+        .iter()
+        .map(Setting::env_var)
+        .map(|var| (edit_distance(&upper, &var), var))
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, var)| var)
+}
+
+/// Levenshtein distance over bytes (variable names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, y) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(x != y);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
 fn classify(name: &str, all: &BTreeSet<String>, known: &BTreeSet<String>) -> Kind {
     if RESERVED_ENV.contains(&name) || known.contains(name) {
         Kind::Setting

@@ -179,9 +179,16 @@ pub enum ConfigError {
     /// but no key in it (a typo must not be silently ignored). Variables outside the sections,
     /// such as Kubernetes service links, are ignored instead.
     #[error(
-        "{var}: not a linkpush setting; variables are LINKPUSH_<SECTION>_<KEY>, such as LINKPUSH_UPSTREAM_URL"
+        "{var}: not a linkpush setting{}; variables are LINKPUSH_<SECTION>_<KEY>, such as LINKPUSH_UPSTREAM_URL",
+        did_you_mean(.var)
     )]
     UnknownEnv { var: String },
+}
+
+fn did_you_mean(var: &str) -> String {
+    env::closest_var(var)
+        .map(|name| format!(" (did you mean {name}?)"))
+        .unwrap_or_default()
 }
 
 fn at(location: &Option<(usize, usize)>) -> String {

@@ -342,7 +342,21 @@ fn a_typo_in_a_real_section_is_refused_even_beside_service_links() {
         Ok(config) => panic!("the typo must be refused, got {config:?}"),
         Err(e) => e.to_string(),
     };
-    assert_contains(&message, "LINKPUSH_UPSTREAM_URLL: not a linkpush setting");
+    assert_contains(
+        &message,
+        "LINKPUSH_UPSTREAM_URLL: not a linkpush setting (did you mean LINKPUSH_UPSTREAM_URL?)",
+    );
+    // Nothing close: no guess.
+    let message = env_error("", &[("LINKPUSH_PUSH_COLOUR", "red")]);
+    assert_contains(
+        &message,
+        "LINKPUSH_PUSH_COLOUR: not a linkpush setting; variables are",
+    );
+    let message = env_error("", &[("linkpush_server_tls_crt", "c.pem")]);
+    assert_contains(
+        &message,
+        "linkpush_server_tls_crt: not a linkpush setting (did you mean LINKPUSH_SERVER_TLS_CERT?)",
+    );
     // Without the Service's own LINKPUSH_ADMIN_SERVICE_HOST, LINKPUSH_ADMIN_PORT is a typo.
     for var in [
         "LINKPUSH_SERVER_TLS_CRT",
