@@ -26,8 +26,14 @@ pub const UPSTREAM_DURATION_SECONDS: &str = "linkpush_upstream_duration_seconds"
 pub const CONNECTIONS: &str = "linkpush_connections";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "linkpush_upstream_errors_total";
 pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "linkpush_tls_handshake_errors_total";
-/// HELP text of [`TLS_HANDSHAKE_ERRORS_TOTAL`].
-pub const TLS_HANDSHAKE_ERRORS_HELP: &str = "TLS handshakes that failed, by reason (timeout, eof, protocol, certificate, alert, io, other).";
+const TLS_HANDSHAKE_ERRORS_HELP: &str = "TLS handshakes that failed, by reason (timeout, eof, protocol, certificate, alert, io, other).";
+pub const CLIENT_ERRORS_TOTAL: &str = "linkpush_client_errors_total";
+const CLIENT_ERRORS_HELP: &str = "Requests that failed because of the client (bad request, aborted or malformed body, unsupported protocol), by kind.";
+pub const TUNNELS_TOTAL: &str = "linkpush_tunnels_total";
+const TUNNELS_TOTAL_HELP: &str =
+    "WebSocket tunnels opened (HTTP/1.1 Upgrade or HTTP/2 extended CONNECT), by client protocol.";
+pub const TUNNELS: &str = "linkpush_tunnels";
+const TUNNELS_HELP: &str = "WebSocket tunnels open now, by client protocol.";
 
 const METADATA: Metadata<'static> = Metadata::new("linkpush", Level::INFO, Some("linkpush"));
 
@@ -107,6 +113,8 @@ struct Inner {
     hints: [Counter; 2],
     upstream_duration: Histogram,
     connections: [Gauge; 2],
+    tunnels_total: [Counter; 2],
+    tunnels: [Gauge; 2],
     /// `linkpush_requests_total` handles by protocol and status 100–599, registered on first
     /// use: a request then costs an atomic add, not a key build and a registry lookup.
     requests: [Box<[OnceLock<Counter>]>; 2],
@@ -154,6 +162,21 @@ impl Metrics {
                 &METADATA,
             )
         });
+        let protocol = |name: &'static str| {
+            [Protocol::Http1, Protocol::Http2]
+                .map(|p| Key::from_parts(name, vec![Label::new("protocol", p.as_str())]))
+        };
+        let tunnels_total =
+            protocol(TUNNELS_TOTAL).map(|k| recorder.register_counter(&k, &METADATA));
+        let tunnels = protocol(TUNNELS).map(|k| recorder.register_gauge(&k, &METADATA));
+        recorder.describe_counter(CLIENT_ERRORS_TOTAL.into(), None, CLIENT_ERRORS_HELP.into());
+        recorder.describe_counter(TUNNELS_TOTAL.into(), None, TUNNELS_TOTAL_HELP.into());
+        recorder.describe_gauge(TUNNELS.into(), None, TUNNELS_HELP.into());
+        recorder.describe_counter(
+            TLS_HANDSHAKE_ERRORS_TOTAL.into(),
+            None,
+            TLS_HANDSHAKE_ERRORS_HELP.into(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 recorder,
@@ -164,6 +187,8 @@ impl Metrics {
                 hints,
                 upstream_duration,
                 connections,
+                tunnels_total,
+                tunnels,
                 requests: [(); 2].map(|_| (100..600).map(|_| OnceLock::new()).collect()),
             }),
         }
@@ -217,6 +242,24 @@ impl Metrics {
             .recorder
             .register_counter(&key, &METADATA)
             .increment(1);
+    }
+
+    /// A request that failed on the client's side (`ProxyError::kind` of a client error).
+    pub fn client_error(&self, kind: &'static str) {
+        let key = Key::from_parts(CLIENT_ERRORS_TOTAL, vec![Label::new("kind", kind)]);
+        self.inner
+            .recorder
+            .register_counter(&key, &METADATA)
+            .increment(1);
+    }
+
+    /// Counts a tunnel in `linkpush_tunnels_total` and in `linkpush_tunnels` until the guard is
+    /// dropped.
+    pub fn tunnel(&self, protocol: Protocol) -> ConnectionGuard {
+        self.inner.tunnels_total[protocol as usize].increment(1);
+        let gauge = self.inner.tunnels[protocol as usize].clone();
+        gauge.increment(1.0);
+        ConnectionGuard { gauge }
     }
 
     pub fn push(&self, outcome: PushOutcome) {
@@ -275,6 +318,8 @@ mod tests {
         m.pushed_bytes(10);
         m.early_hint(HintSource::Learned);
         let guard = m.connection(Protocol::Http1);
+        let tunnel = m.tunnel(Protocol::Http2);
+        m.client_error("client_body");
         let text = m.render();
         for line in [
             "linkpush_requests_total{protocol=\"h2\",status=\"200\"} 2",
@@ -284,6 +329,11 @@ mod tests {
             "linkpush_pushed_bytes_total 10",
             "linkpush_early_hints_total{source=\"learned\"} 1",
             "linkpush_connections{protocol=\"http1\"} 1",
+            "linkpush_tunnels_total{protocol=\"h2\"} 1",
+            "linkpush_tunnels{protocol=\"h2\"} 1",
+            "linkpush_tunnels{protocol=\"http1\"} 0",
+            "linkpush_client_errors_total{kind=\"client_body\"} 1",
+            "# HELP linkpush_tunnels WebSocket tunnels open now, by client protocol.",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -291,6 +341,7 @@ mod tests {
             );
         }
         drop(guard);
+        drop(tunnel);
         assert!(
             m.render()
                 .lines()

@@ -63,6 +63,8 @@ pub struct ServerConfig {
     /// On SIGTERM, how long to keep accepting while `/healthz` answers 503 before draining;
     /// zero: drain at once.
     pub shutdown_delay: Duration,
+    /// A WebSocket tunnel with no bytes in either direction for this long is closed.
+    pub tunnel_idle_timeout: Duration,
     /// `None`: cleartext (HTTP/1.1 and h2c prior knowledge on the same port).
     pub tls: Option<TlsConfig>,
 }
@@ -82,6 +84,9 @@ pub struct UpstreamConfig {
     pub authority: http::uri::Authority,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// The longest wait for the next bytes of an upstream response, head or body (nginx's
+    /// `proxy_read_timeout`).
+    pub read_timeout: Duration,
     pub max_idle_per_host: usize,
     pub max_connections: usize,
 }
@@ -313,6 +318,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(60),
                 shutdown_timeout: Duration::from_secs(10),
                 shutdown_delay: Duration::ZERO,
+                tunnel_idle_timeout: Duration::from_secs(300),
                 tls: None,
             },
             upstream: UpstreamConfig {
@@ -320,6 +326,7 @@ mod tests {
                 authority: http::uri::Authority::from_static("127.0.0.1:8080"),
                 connect_timeout: Duration::from_secs(2),
                 response_timeout: Duration::from_secs(30),
+                read_timeout: Duration::from_secs(60),
                 max_idle_per_host: 64,
                 max_connections: 512,
             },

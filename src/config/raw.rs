@@ -32,6 +32,8 @@ pub(super) struct RawServer {
     pub(super) shutdown_timeout: String,
     #[serde(deserialize_with = "duration_text")]
     pub(super) shutdown_delay: String,
+    #[serde(deserialize_with = "duration_text")]
+    pub(super) tunnel_idle_timeout: String,
     pub(super) tls: Option<RawTls>,
 }
 
@@ -43,6 +45,7 @@ impl Default for RawServer {
             idle_timeout: "60s".to_owned(),
             shutdown_timeout: "10s".to_owned(),
             shutdown_delay: "0s".to_owned(),
+            tunnel_idle_timeout: "5m".to_owned(),
             tls: None,
         }
     }
@@ -63,6 +66,8 @@ pub(super) struct RawUpstream {
     pub(super) connect_timeout: String,
     #[serde(deserialize_with = "duration_text")]
     pub(super) response_timeout: String,
+    #[serde(deserialize_with = "duration_text")]
+    pub(super) read_timeout: String,
     #[serde(deserialize_with = "integer")]
     pub(super) max_idle_per_host: i64,
     #[serde(deserialize_with = "integer")]
@@ -75,6 +80,7 @@ impl Default for RawUpstream {
             url: "http://127.0.0.1:8080".to_owned(),
             connect_timeout: "2s".to_owned(),
             response_timeout: "30s".to_owned(),
+            read_timeout: "60s".to_owned(),
             max_idle_per_host: 64,
             max_connections: 512,
         }

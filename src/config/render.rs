@@ -52,6 +52,11 @@ impl fmt::Display for Rendered<'_> {
             "shutdown_delay = {}",
             quote(&format_duration(server.shutdown_delay))
         )?;
+        writeln!(
+            f,
+            "tunnel_idle_timeout = {}",
+            quote(&format_duration(server.tunnel_idle_timeout))
+        )?;
         match &server.tls {
             Some(tls) => {
                 writeln!(f, "\n[server.tls]")?;
@@ -72,6 +77,11 @@ impl fmt::Display for Rendered<'_> {
             f,
             "response_timeout = {}",
             quote(&format_duration(upstream.response_timeout))
+        )?;
+        writeln!(
+            f,
+            "read_timeout = {}",
+            quote(&format_duration(upstream.read_timeout))
         )?;
         writeln!(f, "max_idle_per_host = {}", upstream.max_idle_per_host)?;
         writeln!(f, "max_connections = {}", upstream.max_connections)?;
@@ -183,6 +193,7 @@ max_concurrent_streams = 2147483647
 idle_timeout = "1500ms"
 shutdown_timeout = "1h30m"
 shutdown_delay = "5s"
+tunnel_idle_timeout = "2h"
 [server.tls]
 cert = "certs/a \"quoted\" \\ name.pem"
 key = "/keys/k.pem"
@@ -190,6 +201,7 @@ key = "/keys/k.pem"
 url = "http://[::1]:81"
 connect_timeout = "1.5s"
 response_timeout = "250us"
+read_timeout = "90s"
 max_idle_per_host = 0
 max_connections = 1
 [push]

@@ -107,6 +107,7 @@ impl RawServer {
             idle_timeout: timeout("server.idle_timeout", &self.idle_timeout)?,
             shutdown_timeout: timeout("server.shutdown_timeout", &self.shutdown_timeout)?,
             shutdown_delay: delay("server.shutdown_delay", &self.shutdown_delay)?,
+            tunnel_idle_timeout: timeout("server.tunnel_idle_timeout", &self.tunnel_idle_timeout)?,
             tls,
         })
     }
@@ -166,6 +167,7 @@ impl RawUpstream {
             authority,
             connect_timeout: timeout("upstream.connect_timeout", &self.connect_timeout)?,
             response_timeout: timeout("upstream.response_timeout", &self.response_timeout)?,
+            read_timeout: timeout("upstream.read_timeout", &self.read_timeout)?,
             max_idle_per_host: bounded(
                 "upstream.max_idle_per_host",
                 self.max_idle_per_host,

@@ -3,6 +3,7 @@
 
 pub mod h1;
 pub mod h2;
+pub mod tunnel;
 
 use std::time::Duration;
 
@@ -19,22 +20,13 @@ pub fn handshake_timeout(idle: Duration) -> Duration {
 }
 
 /// The request's authority: `:authority` (HTTP/2) or an absolute-form target's (HTTP/1.1,
-/// RFC 9112 §3.2.2), else `Host` (RFC 9113 §8.3.1 allows it on HTTP/2 too).
+/// RFC 9112 §3.2.2), else `Host` (RFC 9113 §8.3.1 allows it on HTTP/2 too); validated by
+/// [`crate::headers::request_authority`] (one Host, valid syntax, no userinfo, no disagreement).
 pub fn request_authority(
     uri: &http::Uri,
     headers: &HeaderMap,
 ) -> Result<String, crate::error::ProxyError> {
-    if let Some(a) = uri.authority() {
-        return Ok(a.as_str().to_owned());
-    }
-    headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty())
-        .map(str::to_owned)
-        .ok_or(crate::error::ProxyError::BadRequest(
-            "missing :authority or Host",
-        ))
+    crate::headers::request_authority(uri, headers)
 }
 
 /// The request target as the access log and the upstream see it: path and query.
@@ -50,6 +42,16 @@ pub fn log_error(err: &crate::error::ProxyError) {
             tracing::warn!(error = %err, kind = err.kind(), "upstream error")
         }
         _ => tracing::debug!(error = %err, kind = err.kind(), "request failed"),
+    }
+}
+
+/// Logs a failed request ([`log_error`]) and counts a client-side one in
+/// `linkpush_client_errors_total{kind}` (upstream errors are counted where they happen, in
+/// `upstream`).
+pub fn report_error(metrics: &crate::metrics::Metrics, err: &crate::error::ProxyError) {
+    log_error(err);
+    if err.side() == crate::error::Side::Client {
+        metrics.client_error(err.kind());
     }
 }
 

@@ -88,6 +88,8 @@ fn timeouts_and_ttl_are_positive_durations() {
         "server.shutdown_timeout",
         "upstream.connect_timeout",
         "upstream.response_timeout",
+        "upstream.read_timeout",
+        "server.tunnel_idle_timeout",
         "learn.ttl",
     ] {
         assert_contains(

@@ -156,6 +156,9 @@ impl Stream {
         path: &str,
         respond: &mut SendResponse<Bytes>,
     ) -> Result<(u16, u64, Option<&'static str>), ProxyError> {
+        if super::tunnel::is_extended_connect(&req) {
+            return super::tunnel::run(&self.app, &self.client, req, respond).await;
+        }
         let head = self.parse_head(&req, path)?;
         let upstream_req = self.upstream_request(req, &head)?;
         let app = self.app.clone();
@@ -375,7 +378,7 @@ impl Stream {
 
     /// Sends the short plain-text error response; returns the status for logs and metrics.
     fn send_error(&self, respond: &mut SendResponse<Bytes>, err: &ProxyError) -> u16 {
-        crate::front::log_error(err);
+        crate::front::report_error(&self.app.metrics, err);
         let Some(status) = err.status() else {
             return 499;
         };
