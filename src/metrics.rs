@@ -26,6 +26,8 @@ pub const EARLY_HINTS_TOTAL: &str = "linkpush_early_hints_total";
 pub const UPSTREAM_DURATION_SECONDS: &str = "linkpush_upstream_duration_seconds";
 pub const CONNECTIONS: &str = "linkpush_connections";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "linkpush_upstream_errors_total";
+pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "linkpush_tls_handshake_errors_total";
+const TLS_HANDSHAKE_ERRORS_HELP: &str = "TLS handshakes that failed, by reason (timeout, eof, protocol, certificate, alert, io, other).";
 pub const CLIENT_ERRORS_TOTAL: &str = "linkpush_client_errors_total";
 const CLIENT_ERRORS_HELP: &str = "Requests that failed because of the client (bad request, aborted or malformed body, unsupported protocol), by kind.";
 pub const TUNNELS_TOTAL: &str = "linkpush_tunnels_total";
@@ -182,6 +184,11 @@ impl Metrics {
         recorder.describe_counter(CLIENT_ERRORS_TOTAL.into(), None, CLIENT_ERRORS_HELP.into());
         recorder.describe_counter(TUNNELS_TOTAL.into(), None, TUNNELS_TOTAL_HELP.into());
         recorder.describe_gauge(TUNNELS.into(), None, TUNNELS_HELP.into());
+        recorder.describe_counter(
+            TLS_HANDSHAKE_ERRORS_TOTAL.into(),
+            None,
+            TLS_HANDSHAKE_ERRORS_HELP.into(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 recorder,
@@ -233,6 +240,18 @@ impl Metrics {
 
     pub fn upstream_error(&self, kind: &'static str) {
         let key = Key::from_parts(UPSTREAM_ERRORS_TOTAL, vec![Label::new("kind", kind)]);
+        self.inner
+            .recorder
+            .register_counter(&key, &METADATA)
+            .increment(1);
+    }
+
+    /// Counts a failed TLS handshake in `linkpush_tls_handshake_errors_total{reason}`.
+    pub fn tls_handshake_error(&self, reason: crate::listener::tls::HandshakeError) {
+        let key = Key::from_parts(
+            TLS_HANDSHAKE_ERRORS_TOTAL,
+            vec![Label::new("reason", reason.as_str())],
+        );
         self.inner
             .recorder
             .register_counter(&key, &METADATA)

@@ -31,6 +31,8 @@ pub(super) struct RawServer {
     #[serde(deserialize_with = "duration_text")]
     pub(super) shutdown_timeout: String,
     #[serde(deserialize_with = "duration_text")]
+    pub(super) shutdown_delay: String,
+    #[serde(deserialize_with = "duration_text")]
     pub(super) tunnel_idle_timeout: String,
     pub(super) tls: Option<RawTls>,
 }
@@ -42,6 +44,7 @@ impl Default for RawServer {
             max_concurrent_streams: 128,
             idle_timeout: "60s".to_owned(),
             shutdown_timeout: "10s".to_owned(),
+            shutdown_delay: "0s".to_owned(),
             tunnel_idle_timeout: "5m".to_owned(),
             tls: None,
         }

@@ -49,6 +49,11 @@ impl fmt::Display for Rendered<'_> {
         )?;
         writeln!(
             f,
+            "shutdown_delay = {}",
+            quote(&format_duration(server.shutdown_delay))
+        )?;
+        writeln!(
+            f,
             "tunnel_idle_timeout = {}",
             quote(&format_duration(server.tunnel_idle_timeout))
         )?;
@@ -197,6 +202,7 @@ listen = ["0.0.0.0:443", "[::]:443", "127.0.0.1:0"]
 max_concurrent_streams = 2147483647
 idle_timeout = "1500ms"
 shutdown_timeout = "1h30m"
+shutdown_delay = "5s"
 tunnel_idle_timeout = "2h"
 [server.tls]
 cert = "certs/a \"quoted\" \\ name.pem"

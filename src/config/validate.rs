@@ -106,6 +106,7 @@ impl RawServer {
             )?,
             idle_timeout: timeout("server.idle_timeout", &self.idle_timeout)?,
             shutdown_timeout: timeout("server.shutdown_timeout", &self.shutdown_timeout)?,
+            shutdown_delay: delay("server.shutdown_delay", &self.shutdown_delay)?,
             tunnel_idle_timeout: timeout("server.tunnel_idle_timeout", &self.tunnel_idle_timeout)?,
             tls,
         })
@@ -460,12 +461,9 @@ fn non_zero(key: &str, value: i64, max: i64) -> Result<NonZeroUsize, Invalid> {
     NonZeroUsize::new(n).ok_or_else(|| invalid(key, "expected a positive integer, got 0"))
 }
 
-/// A duration that must be greater than zero (timeouts, TTLs).
-fn timeout(key: &str, text: &str) -> Result<Duration, Invalid> {
+/// A duration that may be zero (a delay that can be turned off).
+fn delay(key: &str, text: &str) -> Result<Duration, Invalid> {
     let d = parse_duration(text).map_err(|problem| invalid(key, problem))?;
-    if d.is_zero() {
-        return Err(invalid(key, format!("{text:?}: must be greater than 0")));
-    }
     if d > MAX_DURATION {
         return Err(invalid(
             key,
@@ -474,6 +472,15 @@ fn timeout(key: &str, text: &str) -> Result<Duration, Invalid> {
                 format_duration(MAX_DURATION)
             ),
         ));
+    }
+    Ok(d)
+}
+
+/// A duration that must be greater than zero (timeouts, TTLs).
+fn timeout(key: &str, text: &str) -> Result<Duration, Invalid> {
+    let d = delay(key, text)?;
+    if d.is_zero() {
+        return Err(invalid(key, format!("{text:?}: must be greater than 0")));
     }
     Ok(d)
 }

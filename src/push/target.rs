@@ -166,20 +166,20 @@ pub(crate) fn split(reference: &str) -> Option<Parts<'_>> {
         None => (rest, None),
     };
     let mut scheme = None;
-    if let Some(colon) = rest.find(':') {
-        if !rest[..colon].contains('/') {
-            let candidate = &rest[..colon];
-            // RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
-            // §4.2: a relative-path reference cannot have a ':' in its first segment.
-            let mut bytes = candidate.bytes();
-            let valid = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
-                && bytes.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
-            if !valid {
-                return None;
-            }
-            scheme = Some(candidate);
-            rest = &rest[colon + 1..];
+    if let Some(colon) = rest.find(':')
+        && !rest[..colon].contains('/')
+    {
+        let candidate = &rest[..colon];
+        // RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+        // §4.2: a relative-path reference cannot have a ':' in its first segment.
+        let mut bytes = candidate.bytes();
+        let valid = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+        if !valid {
+            return None;
         }
+        scheme = Some(candidate);
+        rest = &rest[colon + 1..];
     }
     let mut authority = None;
     if let Some(after) = rest.strip_prefix("//") {

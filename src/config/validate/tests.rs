@@ -122,6 +122,41 @@ fn timeouts_and_ttl_are_positive_durations() {
 }
 
 #[test]
+fn shutdown_delay_is_a_duration_that_may_be_zero() {
+    assert_eq!(parse_ok("").server.shutdown_delay, Duration::ZERO);
+    assert_eq!(
+        parse_ok("server.shutdown_delay = \"0s\"")
+            .server
+            .shutdown_delay,
+        Duration::ZERO
+    );
+    assert_eq!(
+        parse_ok("server.shutdown_delay = \"5s\"")
+            .server
+            .shutdown_delay,
+        Duration::from_secs(5)
+    );
+    refused(&[
+        (
+            "server.shutdown_delay = \"5\"",
+            "server.shutdown_delay: \"5\" has no unit",
+        ),
+        (
+            "server.shutdown_delay = \"-1s\"",
+            "server.shutdown_delay: \"-1s\": a duration cannot be negative",
+        ),
+        (
+            "server.shutdown_delay = \"9000d\"",
+            "server.shutdown_delay: \"9000d\" is too long (at most 8760h)",
+        ),
+        (
+            "server.shutdown_delay = 5",
+            "server.shutdown_delay: invalid type: integer `5`, expected a duration string",
+        ),
+    ]);
+}
+
+#[test]
 fn tls_needs_cert_and_key_resolved_against_the_config_directory() {
     refused(&[
         (
