@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod front;
+pub mod healthcheck;
 pub mod learn;
 pub mod listener;
 pub mod metrics;
