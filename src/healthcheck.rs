@@ -33,7 +33,10 @@ pub enum HealthcheckError {
         source: hyper::Error,
     },
     #[error("unhealthy: http://{addr}/healthz answered {status}")]
-    Unhealthy { addr: SocketAddr, status: StatusCode },
+    Unhealthy {
+        addr: SocketAddr,
+        status: StatusCode,
+    },
 }
 
 /// Where to send the probe for an admin listener bound to `listen`, in order of preference.
@@ -65,7 +68,12 @@ pub async fn probe(listen: SocketAddr, timeout: Duration) -> Result<SocketAddr, 
     let mut last = None;
     for addr in candidates {
         let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-            Err(_) => return Err(HealthcheckError::Timeout { addr, after: timeout }),
+            Err(_) => {
+                return Err(HealthcheckError::Timeout {
+                    addr,
+                    after: timeout,
+                });
+            }
             Ok(Err(source)) => {
                 last = Some(HealthcheckError::Connect { addr, source });
                 continue;
@@ -73,7 +81,10 @@ pub async fn probe(listen: SocketAddr, timeout: Duration) -> Result<SocketAddr, 
             Ok(Ok(stream)) => stream,
         };
         return match tokio::time::timeout_at(deadline, get_healthz(addr, stream)).await {
-            Err(_) => Err(HealthcheckError::Timeout { addr, after: timeout }),
+            Err(_) => Err(HealthcheckError::Timeout {
+                addr,
+                after: timeout,
+            }),
             Ok(Ok(StatusCode::OK)) => Ok(addr),
             Ok(Ok(status)) => Err(HealthcheckError::Unhealthy { addr, status }),
             Ok(Err(err)) => Err(err),

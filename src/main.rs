@@ -97,7 +97,12 @@ fn healthcheck(
     use linkpush::healthcheck::{HealthcheckError, probe};
     let listen = match addr {
         Some(addr) => addr,
-        None => Config::load(path)?.admin.ok_or(HealthcheckError::NoAdmin)?.listen,
+        None => {
+            Config::load(path)?
+                .admin
+                .ok_or(HealthcheckError::NoAdmin)?
+                .listen
+        }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

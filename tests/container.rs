@@ -60,15 +60,34 @@ async fn the_image_serves_pushes_through_its_published_ports_and_stops_on_sigter
     }
     let image_config = image_config();
     let proxy_port = image_config.server.listen[0].port();
-    let admin_port = image_config.admin.as_ref().expect("[admin] in the image").listen.port();
-    let tls = image_config.server.tls.as_ref().expect("[server.tls] in the image");
+    let admin_port = image_config
+        .admin
+        .as_ref()
+        .expect("[admin] in the image")
+        .listen
+        .port();
+    let tls = image_config
+        .server
+        .tls
+        .as_ref()
+        .expect("[server.tls] in the image");
     let cert_dir = tls.cert.parent().expect("cert directory");
-    assert_eq!(tls.key.parent(), Some(cert_dir), "cert and key in one mount");
+    assert_eq!(
+        tls.key.parent(),
+        Some(cert_dir),
+        "cert and key in one mount"
+    );
 
     let binary = build_static_binary().await;
     let sections = elf_sections(&std::fs::read(&binary).expect("read the binary"));
-    assert!(!sections.iter().any(|s| s.starts_with(".debug")), "debug info: {sections:?}");
-    assert!(!sections.iter().any(|s| s == ".interp"), "dynamically linked: {sections:?}");
+    assert!(
+        !sections.iter().any(|s| s.starts_with(".debug")),
+        "debug info: {sections:?}"
+    );
+    assert!(
+        !sections.iter().any(|s| s == ".interp"),
+        "dynamically linked: {sections:?}"
+    );
 
     let mut cleanup = Cleanup::default();
     let tag = format!("localhost/linkpush-test-{}:latest", std::process::id());
@@ -79,8 +98,16 @@ async fn the_image_serves_pushes_through_its_published_ports_and_stops_on_sigter
     let build_context = format!("build={}", context.path.display());
     ok(
         &podman(&[
-            "build", "--format", "docker", "--pull=never", "--layers=false", "--build-context",
-            &build_context, "-t", &tag, ROOT,
+            "build",
+            "--format",
+            "docker",
+            "--pull=never",
+            "--layers=false",
+            "--build-context",
+            &build_context,
+            "-t",
+            &tag,
+            ROOT,
         ])
         .await,
         "podman build",
@@ -89,7 +116,10 @@ async fn the_image_serves_pushes_through_its_published_ports_and_stops_on_sigter
         let tag = tag.clone();
         let format = format.to_owned();
         async move {
-            ok(&podman(&["image", "inspect", "--format", &format, &tag]).await, "podman image inspect")
+            ok(
+                &podman(&["image", "inspect", "--format", &format, &tag]).await,
+                "podman image inspect",
+            )
         }
     };
     assert_eq!(inspect("{{.Config.User}}").await, "10001:10001");
@@ -97,7 +127,10 @@ async fn the_image_serves_pushes_through_its_published_ports_and_stops_on_sigter
         inspect("{{json .Config.Healthcheck.Test}}").await,
         r#"["CMD","/linkpush","healthcheck"]"#
     );
-    assert_eq!(inspect("{{index .Labels \"org.opencontainers.image.title\"}}").await, "linkpush");
+    assert_eq!(
+        inspect("{{index .Labels \"org.opencontainers.image.title\"}}").await,
+        "linkpush"
+    );
     let size: u64 = inspect("{{.Size}}").await.parse().expect("image size");
     assert!(size < MAX_IMAGE_BYTES, "image of {size} bytes");
 
@@ -114,7 +147,10 @@ async fn the_image_serves_pushes_through_its_published_ports_and_stops_on_sigter
         .route("/app.js", Reply::ok("go()"))
         .start_on("0.0.0.0:0")
         .await;
-    let upstream = format!("LINKPUSH_UPSTREAM_URL=http://host.containers.internal:{}", up.addr().port());
+    let upstream = format!(
+        "LINKPUSH_UPSTREAM_URL=http://host.containers.internal:{}",
+        up.addr().port()
+    );
     let mount = format!("{}:{}:ro", certs.path.display(), cert_dir.display());
     let publish_proxy = format!("127.0.0.1::{proxy_port}");
     let publish_admin = format!("127.0.0.1::{admin_port}");
@@ -123,9 +159,19 @@ async fn the_image_serves_pushes_through_its_published_ports_and_stops_on_sigter
     run.extend(RUN_FLAGS);
     run.extend([
         // As Kubernetes' "restricted" standard runs it (deploy/kubernetes.yaml).
-        "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        "--volume", &mount, "--env", &upstream,
-        "--publish", &publish_proxy, "--publish", &publish_admin,
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--volume",
+        &mount,
+        "--env",
+        &upstream,
+        "--publish",
+        &publish_proxy,
+        "--publish",
+        &publish_admin,
         &tag,
     ]);
     ok(&podman(&run).await, "podman run");
@@ -146,14 +192,21 @@ async fn the_image_serves_pushes_through_its_published_ports_and_stops_on_sigter
     .await;
     let page = h2_get(&mut client, "/", &[]).await;
     drop(client);
-    ok(&podman(&["kill", "--signal", "TERM", &name]).await, "podman kill");
+    ok(
+        &podman(&["kill", "--signal", "TERM", &name]).await,
+        "podman kill",
+    );
     let exit = ok(&podman(&["wait", &name]).await, "podman wait");
     let logs = podman(&["logs", &name]).await;
     let logs = String::from_utf8_lossy(&logs.stderr).into_owned();
 
     assert_eq!(healthz, (200, "ok\n".to_owned()));
     assert_eq!(user.lines().last(), Some("10001"), "{user}");
-    assert!(healthcheck.status.success(), "podman healthcheck run: {}", text(&healthcheck));
+    assert!(
+        healthcheck.status.success(),
+        "podman healthcheck run: {}",
+        text(&healthcheck)
+    );
     assert_eq!(page.status, StatusCode::OK, "{page:?}\n{logs}");
     assert_eq!(page.body, "<p>page</p>");
     assert_eq!(page.pushed_paths(), ["/app.css", "/app.js"], "{page:?}");
@@ -228,13 +281,21 @@ fn text(out: &Output) -> String {
 /// Asserts the command succeeded; its stdout, trimmed.
 #[track_caller]
 fn ok(out: &Output, what: &str) -> String {
-    assert!(out.status.success(), "{what} failed ({}):\n{}", out.status, text(out));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        text(out)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// The host address a container port is published on (`podman port`).
 async fn published(name: &str, port: u16) -> SocketAddr {
-    let out = ok(&podman(&["port", name, &format!("{port}/tcp")]).await, "podman port");
+    let out = ok(
+        &podman(&["port", name, &format!("{port}/tcp")]).await,
+        "podman port",
+    );
     out.lines()
         .next()
         .and_then(|l| l.trim().parse().ok())
@@ -325,7 +386,14 @@ async fn build_static_binary() -> PathBuf {
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
     let target_dir = Path::new(ROOT).join("target/container");
     let build = tokio::process::Command::new(env!("CARGO"))
-        .args(["build", "--locked", "--profile", "container", "--target", &triple])
+        .args([
+            "build",
+            "--locked",
+            "--profile",
+            "container",
+            "--target",
+            &triple,
+        ])
         .args(["--bin", "linkpush"])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
@@ -383,10 +451,16 @@ impl Drop for Scratch {
 /// Section names of a 64-bit little-endian ELF file: enough to see debug info (`.debug_*`)
 /// and a request for a dynamic loader (`.interp`) without binutils.
 fn elf_sections(elf: &[u8]) -> Vec<String> {
-    assert!(elf.starts_with(b"\x7fELF\x02\x01"), "a 64-bit little-endian ELF file");
+    assert!(
+        elf.starts_with(b"\x7fELF\x02\x01"),
+        "a 64-bit little-endian ELF file"
+    );
     let int = |at: usize, len: usize| -> usize {
         let bytes = &elf[at..at + len];
-        bytes.iter().rev().fold(0, |n, &b| (n << 8) | usize::from(b))
+        bytes
+            .iter()
+            .rev()
+            .fold(0, |n, &b| (n << 8) | usize::from(b))
     };
     let (table, entry, count, names) = (int(0x28, 8), int(0x3a, 2), int(0x3c, 2), int(0x3e, 2));
     let header = |i: usize| table + i * entry;
@@ -405,5 +479,8 @@ fn elf_sections_reads_the_test_binary_itself() {
     let me = std::fs::read(std::env::current_exe().expect("current_exe")).expect("read");
     let sections = elf_sections(&me);
     assert!(sections.iter().any(|s| s == ".text"), "{sections:?}");
-    assert!(sections.iter().any(|s| s == ".interp"), "a dynamic test binary: {sections:?}");
+    assert!(
+        sections.iter().any(|s| s == ".interp"),
+        "a dynamic test binary: {sections:?}"
+    );
 }

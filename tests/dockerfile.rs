@@ -24,7 +24,10 @@ fn instructions() -> Vec<String> {
 /// The instructions of the last stage (from its `FROM`).
 fn final_stage() -> Vec<String> {
     let all = instructions();
-    let from = all.iter().rposition(|l| l.starts_with("FROM ")).expect("a FROM");
+    let from = all
+        .iter()
+        .rposition(|l| l.starts_with("FROM "))
+        .expect("a FROM");
     all[from..].to_vec()
 }
 
@@ -36,9 +39,18 @@ fn has(lines: &[String], line: &str) -> bool {
 fn the_runtime_stage_is_scratch_with_the_binary_and_its_config() {
     let stage = final_stage();
     assert_eq!(stage[0], "FROM scratch", "no base image to pull");
-    assert!(has(&stage, "COPY --from=build /linkpush /linkpush"), "{stage:#?}");
-    assert!(has(&stage, "COPY config/container.toml /etc/linkpush/linkpush.toml"));
-    assert!(has(&stage, "ENV LINKPUSH_CONFIG=/etc/linkpush/linkpush.toml"));
+    assert!(
+        has(&stage, "COPY --from=build /linkpush /linkpush"),
+        "{stage:#?}"
+    );
+    assert!(has(
+        &stage,
+        "COPY config/container.toml /etc/linkpush/linkpush.toml"
+    ));
+    assert!(has(
+        &stage,
+        "ENV LINKPUSH_CONFIG=/etc/linkpush/linkpush.toml"
+    ));
     assert!(has(&stage, r#"ENTRYPOINT ["/linkpush"]"#));
     assert!(has(&stage, "STOPSIGNAL SIGTERM"));
 }
@@ -47,13 +59,26 @@ fn the_runtime_stage_is_scratch_with_the_binary_and_its_config() {
 fn the_build_stage_builds_this_package_static_from_the_lock_file() {
     let all = instructions();
     assert_eq!(env!("CARGO_PKG_NAME"), "linkpush");
-    assert!(all.iter().any(|l| l.starts_with("FROM ") && l.ends_with(" AS build")));
-    assert!(has(&all, r#"ENV RUSTFLAGS="-C target-feature=+crt-static""#));
+    assert!(
+        all.iter()
+            .any(|l| l.starts_with("FROM ") && l.ends_with(" AS build"))
+    );
+    assert!(has(
+        &all,
+        r#"ENV RUSTFLAGS="-C target-feature=+crt-static""#
+    ));
     let builds: Vec<usize> = (0..all.len())
         .filter(|&i| all[i].contains("cargo build --locked --profile container --target"))
         .collect();
-    assert_eq!(builds.len(), 2, "dependencies, then the real source: {all:#?}");
-    let copy_src = all.iter().position(|l| l == "COPY src ./src").expect("COPY src");
+    assert_eq!(
+        builds.len(),
+        2,
+        "dependencies, then the real source: {all:#?}"
+    );
+    let copy_src = all
+        .iter()
+        .position(|l| l == "COPY src ./src")
+        .expect("COPY src");
     assert!(
         builds[0] < copy_src && copy_src < builds[1],
         "the dependency layer is built before the source is copied in"
@@ -97,7 +122,10 @@ fn runs_as_a_numeric_non_root_user() {
     // Kubernetes' runAsNonRoot can only verify a numeric user.
     let ids: Vec<u32> = user
         .split(':')
-        .map(|id| id.parse().unwrap_or_else(|_| panic!("USER {user} is not numeric")))
+        .map(|id| {
+            id.parse()
+                .unwrap_or_else(|_| panic!("USER {user} is not numeric"))
+        })
         .collect();
     assert_eq!(ids.len(), 2, "USER uid:gid");
     assert!(ids.iter().all(|&id| id != 0), "USER {user}");
@@ -120,9 +148,16 @@ fn the_health_check_runs_the_binary() {
 fn exposes_the_ports_of_the_image_config() {
     let config: toml::Table = toml::from_str(&read("config/container.toml")).expect("config");
     let port = |addr: &str| addr.rsplit_once(':').expect("host:port").1.to_owned();
-    let proxy = port(config["server"]["listen"].as_str().expect("one listen address"));
+    let proxy = port(
+        config["server"]["listen"]
+            .as_str()
+            .expect("one listen address"),
+    );
     let admin = config["admin"]["listen"].as_str().expect("admin.listen");
-    assert!(admin.starts_with("0.0.0.0:"), "reachable from outside: {admin}");
+    assert!(
+        admin.starts_with("0.0.0.0:"),
+        "reachable from outside: {admin}"
+    );
     let expose = format!("EXPOSE {proxy} {}", port(admin));
     assert!(has(&final_stage(), &expose), "{expose}");
 }
@@ -145,6 +180,9 @@ fn carries_oci_labels_in_step_with_the_package() {
 fn the_build_context_leaves_out_build_output_and_history() {
     let ignore = read(".dockerignore");
     for entry in ["target", ".git"] {
-        assert!(ignore.lines().any(|l| l.trim() == entry), "{entry} not ignored");
+        assert!(
+            ignore.lines().any(|l| l.trim() == entry),
+            "{entry} not ignored"
+        );
     }
 }
