@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode, header};
+use http::{HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -102,16 +102,19 @@ async fn get_healthz(addr: SocketAddr, stream: TcpStream) -> Result<StatusCode, 
         .map_err(http)?;
     // The connection future does the socket I/O; the response head arrives through `sender`.
     let connection = tokio::spawn(connection);
-    let request = Request::get("/healthz")
-        // RFC 9112 §3.2: a client MUST send Host in every HTTP/1.1 request.
-        .header(header::HOST, addr.to_string())
-        .header(header::USER_AGENT, "linkpush-healthcheck")
-        .header(header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new());
-    let Ok(request) = request else {
-        // A fixed path and a formatted socket address are always a valid request.
-        unreachable!("the /healthz request is well-formed");
-    };
+    let mut request = Request::new(Empty::<Bytes>::new());
+    *request.uri_mut() = Uri::from_static("/healthz");
+    let headers = request.headers_mut();
+    // RFC 9112 §3.2: a client MUST send Host in every HTTP/1.1 request. A socket address is
+    // always a valid header value.
+    if let Ok(host) = HeaderValue::try_from(addr.to_string()) {
+        headers.insert(header::HOST, host);
+    }
+    headers.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static("linkpush-healthcheck"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     let result = sender.send_request(request).await.map_err(http);
     connection.abort();
     Ok(result?.status())

@@ -58,26 +58,7 @@ async fn the_image_serves_pushes_through_its_published_ports_and_stops_on_sigter
         skip(&why);
         return;
     }
-    let image_config = image_config();
-    let proxy_port = image_config.server.listen[0].port();
-    let admin_port = image_config
-        .admin
-        .as_ref()
-        .expect("[admin] in the image")
-        .listen
-        .port();
-    let tls = image_config
-        .server
-        .tls
-        .as_ref()
-        .expect("[server.tls] in the image");
-    let cert_dir = tls.cert.parent().expect("cert directory");
-    assert_eq!(
-        tls.key.parent(),
-        Some(cert_dir),
-        "cert and key in one mount"
-    );
-
+    let image = ImageConfig::load();
     let binary = build_static_binary().await;
     let sections = elf_sections(&std::fs::read(&binary).expect("read the binary"));
     assert!(
@@ -88,40 +69,9 @@ async fn the_image_serves_pushes_through_its_published_ports_and_stops_on_sigter
         !sections.iter().any(|s| s == ".interp"),
         "dynamically linked: {sections:?}"
     );
-
     let mut cleanup = Cleanup::default();
-    let tag = format!("localhost/linkpush-test-{}:latest", std::process::id());
-    let name = format!("linkpush-test-{}", std::process::id());
-    let context = Scratch::new("build-context");
-    std::fs::copy(&binary, context.path.join("linkpush")).expect("stage the binary");
-    cleanup.image = Some(tag.clone());
-    let build_context = format!("build={}", context.path.display());
-    ok(
-        &podman(&[
-            "build",
-            "--format",
-            "docker",
-            "--pull=never",
-            "--layers=false",
-            "--build-context",
-            &build_context,
-            "-t",
-            &tag,
-            ROOT,
-        ])
-        .await,
-        "podman build",
-    );
-    let inspect = |format: &str| {
-        let tag = tag.clone();
-        let format = format.to_owned();
-        async move {
-            ok(
-                &podman(&["image", "inspect", "--format", &format, &tag]).await,
-                "podman image inspect",
-            )
-        }
-    };
+    let tag = build_image(&binary, &mut cleanup).await;
+    let inspect = |format: &'static str| image_inspect(&tag, format);
     assert_eq!(inspect("{{.Config.User}}").await, "10001:10001");
     assert_eq!(
         inspect("{{json .Config.Healthcheck.Test}}").await,
@@ -134,8 +84,6 @@ async fn the_image_serves_pushes_through_its_published_ports_and_stops_on_sigter
     let size: u64 = inspect("{{.Size}}").await.parse().expect("image size");
     assert!(size < MAX_IMAGE_BYTES, "image of {size} bytes");
 
-    let certs = Scratch::new("certs");
-    write_self_signed(&certs.path);
     let up = Upstream::new()
         .route(
             "/",
@@ -147,55 +95,25 @@ async fn the_image_serves_pushes_through_its_published_ports_and_stops_on_sigter
         .route("/app.js", Reply::ok("go()"))
         .start_on("0.0.0.0:0")
         .await;
-    let upstream = format!(
-        "LINKPUSH_UPSTREAM_URL=http://host.containers.internal:{}",
-        up.addr().port()
-    );
-    let mount = format!("{}:{}:ro", certs.path.display(), cert_dir.display());
-    let publish_proxy = format!("127.0.0.1::{proxy_port}");
-    let publish_admin = format!("127.0.0.1::{admin_port}");
-    cleanup.container = Some(name.clone());
-    let mut run = vec!["run", "--detach", "--name", &name];
-    run.extend(RUN_FLAGS);
-    run.extend([
-        // As Kubernetes' "restricted" standard runs it (deploy/kubernetes.yaml).
-        "--read-only",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--volume",
-        &mount,
-        "--env",
-        &upstream,
-        "--publish",
-        &publish_proxy,
-        "--publish",
-        &publish_admin,
-        &tag,
-    ]);
-    ok(&podman(&run).await, "podman run");
-    let admin = published(&name, admin_port).await;
-    let proxy = published(&name, proxy_port).await;
+    let certs = Scratch::new("certs");
+    write_self_signed(&certs.path);
+    let name = run_container(&tag, &image, &certs.path, up.addr().port(), &mut cleanup).await;
+    let admin = published(&name, image.admin_port).await;
+    let proxy = published(&name, image.proxy_port).await;
 
     wait_healthy(&name, admin).await;
     let healthz = admin_get(admin, "/healthz").await;
     let user = ok(&podman(&["top", &name, "user"]).await, "podman top");
     let healthcheck = podman(&["healthcheck", "run", &name]).await;
-    let mut client = h2_connect(
-        proxy,
-        &H2Options {
-            tls: true,
-            ..H2Options::default()
-        },
-    )
-    .await;
+    let tls = H2Options {
+        tls: true,
+        ..H2Options::default()
+    };
+    let mut client = h2_connect(proxy, &tls).await;
     let page = h2_get(&mut client, "/", &[]).await;
     drop(client);
-    ok(
-        &podman(&["kill", "--signal", "TERM", &name]).await,
-        "podman kill",
-    );
+    let kill = podman(&["kill", "--signal", "TERM", &name]).await;
+    ok(&kill, "podman kill");
     let exit = ok(&podman(&["wait", &name]).await, "podman wait");
     let logs = podman(&["logs", &name]).await;
     let logs = String::from_utf8_lossy(&logs.stderr).into_owned();
@@ -221,6 +139,77 @@ async fn the_image_serves_pushes_through_its_published_ports_and_stops_on_sigter
         size as f64 / 1e6,
         started.elapsed()
     );
+}
+
+/// Builds the image with `binary` standing in for the build stage; returns its tag.
+async fn build_image(binary: &Path, cleanup: &mut Cleanup) -> String {
+    let tag = format!("localhost/linkpush-test-{}:latest", std::process::id());
+    let context = Scratch::new("build-context");
+    std::fs::copy(binary, context.path.join("linkpush")).expect("stage the binary");
+    let build_context = format!("build={}", context.path.display());
+    cleanup.image = Some(tag.clone());
+    let build = podman(&[
+        "build",
+        // The OCI image format has no HEALTHCHECK field.
+        "--format",
+        "docker",
+        // Nothing may come from a registry: the final stage is FROM scratch.
+        "--pull=never",
+        // One image, no intermediate ones to clean up.
+        "--layers=false",
+        "--build-context",
+        &build_context,
+        "-t",
+        &tag,
+        ROOT,
+    ])
+    .await;
+    ok(&build, "podman build");
+    tag
+}
+
+async fn image_inspect(tag: &str, format: &str) -> String {
+    let out = podman(&["image", "inspect", "--format", format, tag]).await;
+    ok(&out, "podman image inspect")
+}
+
+/// Starts the image as Kubernetes' "restricted" standard runs it (deploy/kubernetes.yaml):
+/// read-only root file system, no capabilities, no privilege escalation; certificates mounted
+/// where the image's config names them, both ports published on 127.0.0.1, the upstream on the
+/// host. Returns the container's name.
+async fn run_container(
+    tag: &str,
+    image: &ImageConfig,
+    certs: &Path,
+    upstream_port: u16,
+    cleanup: &mut Cleanup,
+) -> String {
+    let name = format!("linkpush-test-{}", std::process::id());
+    let upstream = format!("LINKPUSH_UPSTREAM_URL=http://host.containers.internal:{upstream_port}");
+    let mount = format!("{}:{}:ro", certs.display(), image.cert_dir.display());
+    let publish_proxy = format!("127.0.0.1::{}", image.proxy_port);
+    let publish_admin = format!("127.0.0.1::{}", image.admin_port);
+    let mut run = vec!["run", "--detach", "--name", &name];
+    run.extend(RUN_FLAGS);
+    run.extend([
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--volume",
+        &mount,
+        "--env",
+        &upstream,
+        "--publish",
+        &publish_proxy,
+        "--publish",
+        &publish_admin,
+        tag,
+    ]);
+    cleanup.container = Some(name.clone());
+    ok(&podman(&run).await, "podman run");
+    name
 }
 
 // ===== podman =====
@@ -371,11 +360,39 @@ fn run_bounded(args: &[&str]) {
 
 // ===== the image's inputs =====
 
-/// `config/container.toml`, the image's configuration, validated as linkpush would.
-fn image_config() -> Config {
-    let path = Path::new(ROOT).join("config/container.toml");
-    let text = std::fs::read_to_string(&path).expect("read config/container.toml");
-    Config::from_toml_str(&text, &path, &|_| None).expect("the image's config is valid")
+/// What the test takes from `config/container.toml`, the image's configuration, validated as
+/// linkpush would.
+struct ImageConfig {
+    proxy_port: u16,
+    admin_port: u16,
+    /// Where the certificate and key are mounted.
+    cert_dir: PathBuf,
+}
+
+impl ImageConfig {
+    fn load() -> ImageConfig {
+        let path = Path::new(ROOT).join("config/container.toml");
+        let text = std::fs::read_to_string(&path).expect("read config/container.toml");
+        let config =
+            Config::from_toml_str(&text, &path, &|_| None).expect("the image's config is valid");
+        let admin = config.admin.as_ref().expect("[admin] in the image");
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .expect("[server.tls] in the image");
+        let cert_dir = tls.cert.parent().expect("cert directory");
+        assert_eq!(
+            tls.key.parent(),
+            Some(cert_dir),
+            "cert and key in one mount"
+        );
+        ImageConfig {
+            proxy_port: config.server.listen[0].port(),
+            admin_port: admin.listen.port(),
+            cert_dir: cert_dir.to_path_buf(),
+        }
+    }
 }
 
 /// Builds the binary as the Dockerfile's build stage does (static, the `container` profile), in
