@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use linkpush::config::Config;
+use linkpush::config::{Config, TlsConfig};
 use yaml_rust2::{Yaml, YamlLoader};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -93,24 +93,17 @@ impl Image {
             .port()
     }
 
+    fn tls(&self) -> &TlsConfig {
+        let tls = self.config.server.tls.as_ref();
+        tls.expect("[server.tls] in the image")
+    }
+
     fn cert(&self) -> &Path {
-        &self
-            .config
-            .server
-            .tls
-            .as_ref()
-            .expect("[server.tls] in the image")
-            .cert
+        &self.tls().cert
     }
 
     fn key(&self) -> &Path {
-        &self
-            .config
-            .server
-            .tls
-            .as_ref()
-            .expect("[server.tls] in the image")
-            .key
+        &self.tls().key
     }
 
     /// The directory the certificate and key are mounted at.
