@@ -177,9 +177,10 @@ fn carries_oci_labels_in_step_with_the_package() {
 }
 
 #[test]
-fn the_build_context_leaves_out_build_output_and_history() {
+fn the_build_context_leaves_out_build_output_history_and_keys() {
     let ignore = read(".dockerignore");
-    for entry in ["target", ".git"] {
+    // certs: where the README and the compose file have private keys made.
+    for entry in ["target", ".git", "certs", "deploy/certs"] {
         assert!(
             ignore.lines().any(|l| l.trim() == entry),
             "{entry} not ignored"
