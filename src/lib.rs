@@ -14,6 +14,7 @@ pub mod demo;
 pub mod error;
 pub mod front;
 pub mod headers;
+pub mod healthcheck;
 pub mod learn;
 pub mod listener;
 pub mod metrics;

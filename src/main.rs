@@ -48,6 +48,17 @@ enum Command {
         #[arg(long)]
         no_admin: bool,
     },
+    /// Ask the admin listener's /healthz whether linkpush is serving: exit 0 on 200, 1 otherwise
+    /// (for a container HEALTHCHECK).
+    Healthcheck {
+        /// The admin address to query; default: `[admin] listen` from the configuration (a
+        /// 0.0.0.0 or [::] bind is queried on loopback).
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+        /// How long the whole probe may take ("2s", "500ms").
+        #[arg(long, default_value = "2s", value_parser = linkpush::config::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +70,7 @@ fn main() -> ExitCode {
             admin,
             no_admin,
         }) => demo(listen, (!no_admin).then_some(admin)),
+        Some(Command::Healthcheck { addr, timeout }) => healthcheck(&cli.config, addr, timeout),
         None => run(&cli.config),
     };
     match result {
@@ -87,6 +99,30 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         linkpush::listener::tls::load_certified_key(&tls.cert, &tls.key)?;
     }
     print!("{}", config.render());
+    Ok(())
+}
+
+fn healthcheck(
+    path: &std::path::Path,
+    addr: Option<SocketAddr>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use linkpush::healthcheck::{HealthcheckError, probe};
+    let listen = match addr {
+        Some(addr) => addr,
+        None => {
+            Config::load(path)?
+                .admin
+                .ok_or(HealthcheckError::NoAdmin)?
+                .listen
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let answered = runtime.block_on(probe(listen, timeout))?;
+    eprintln!("linkpush: healthy (http://{answered}/healthz answered 200)");
     Ok(())
 }
 

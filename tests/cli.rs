@@ -1025,3 +1025,112 @@ async fn a_200_mib_h2c_download_keeps_the_proxy_under_100_mib() {
 async fn a_200_mib_http1_download_keeps_the_proxy_under_100_mib() {
     big_download_stays_bounded("--http1.1").await;
 }
+
+// ===== healthcheck (the container's HEALTHCHECK) =====
+
+/// `linkpush healthcheck` with the running proxy's config file (which names the admin listener).
+async fn healthcheck(proxy: &Running) -> Output {
+    run(&["healthcheck", "--config", proxy.config.path_str()]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_0_while_serving_and_1_while_draining() {
+    let gate = Gate::new();
+    let up = Upstream::new()
+        .route("/slow", Reply::ok("done").hold(gate.clone()))
+        .start()
+        .await;
+    let mut proxy = Running::start(up.addr(), "").await;
+    let url = proxy.url("/slow");
+    // An in-flight request keeps the proxy draining (shutdown_timeout = 30s) after SIGTERM.
+    let request = tokio::spawn(async move { curl(&["-sS", "--max-time", "60", &url]).await });
+    assert!(up.wait_for_requests("/slow", 1, TIMEOUT).await);
+
+    let serving = healthcheck(&proxy).await;
+    proxy.signal("TERM");
+    let admin = proxy.admin.unwrap();
+    bounded("/healthz to say 503", async {
+        while admin_get(admin, "/healthz").await.0 != 503 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let draining = healthcheck(&proxy).await;
+    gate.open();
+
+    assert_eq!(serving.status.code(), Some(0), "{}", stderr(&serving));
+    assert!(stderr(&serving).contains("healthy"), "{}", stderr(&serving));
+    let line = one_error_line(&draining);
+    assert_eq!(draining.status.code(), Some(1));
+    assert!(line.contains("503"), "{line}");
+    assert!(line.contains(&admin.to_string()), "{line}");
+    let done = bounded("the in-flight request", request).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&done.stdout), "done");
+    assert_eq!(proxy.exited().await.code(), Some(0), "{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_1_when_nothing_listens() {
+    let addr = format!("127.0.0.1:{}", free_port());
+
+    let out = run(&["healthcheck", "--addr", &addr, "--timeout", "2s"]).await;
+
+    let line = one_error_line(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(line.contains("cannot connect"), "{line}");
+    assert!(line.contains(&addr), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_gives_up_on_a_silent_listener_within_its_timeout() {
+    // Accepts (the kernel completes the handshake) but never answers.
+    let silent = StdTcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().unwrap().to_string();
+
+    let out = run(&["healthcheck", "--addr", &addr, "--timeout", "300ms"]).await;
+
+    let line = one_error_line(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(line.contains("no answer"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_without_an_admin_listener_says_so() {
+    let config = TempFile::with_contents("config.toml", b"[server]\nlisten = \"127.0.0.1:1\"\n");
+
+    let out = run(&["healthcheck", "--config", config.path_str()]).await;
+
+    let line = one_error_line(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(line.contains("[admin]"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_queries_a_wildcard_admin_bind_on_loopback() {
+    let port = free_port();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let wildcard: SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
+    let config = TempFile::with_contents(
+        "config.toml",
+        config_text(listen, Upstream::closed_port(), Some(wildcard), "").as_bytes(),
+    );
+    let mut child = linkpush()
+        .args(["--config", config.path_str()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn linkpush");
+    let loopback = format!("127.0.0.1:{port}");
+    bounded("the wildcard admin listener", async {
+        while tokio::net::TcpStream::connect(&loopback).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    let out = run(&["healthcheck", "--config", config.path_str()]).await;
+    let _ = child.start_kill();
+
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&loopback), "{}", stderr(&out));
+}
