@@ -99,7 +99,7 @@ struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     pushes: [Counter; 4],
-    skipped: [Counter; 6],
+    skipped: [Counter; SkipReason::ALL.len()],
     pushed_bytes: Counter,
     hints: [Counter; 2],
     upstream_duration: Histogram,

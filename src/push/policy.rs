@@ -36,16 +36,19 @@ pub enum SkipReason {
     Limit,
     /// The link-value or its target is malformed or not clean.
     Invalid,
+    /// The client's cache digest cookie says it still has a fresh copy (`push.cache_digest`).
+    Cached,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 6] = [
+    pub const ALL: [SkipReason; 7] = [
         SkipReason::Nopush,
         SkipReason::CrossOrigin,
         SkipReason::Duplicate,
         SkipReason::ClientDisabled,
         SkipReason::Limit,
         SkipReason::Invalid,
+        SkipReason::Cached,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +59,7 @@ impl SkipReason {
             SkipReason::ClientDisabled => "client_disabled",
             SkipReason::Limit => "limit",
             SkipReason::Invalid => "invalid",
+            SkipReason::Cached => "cached",
         }
     }
 }
