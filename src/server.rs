@@ -152,6 +152,12 @@ impl Server {
         self.admin_addr
     }
 
+    /// Moves the clock of the cache digest cookie forward (tests: an asset's max-age passes
+    /// without sleeping).
+    pub fn advance_digest_clock(&self, by: std::time::Duration) {
+        self.shared.app().push_freshness.clock.advance(by);
+    }
+
     /// Applies a new configuration to new connections and swaps the certificate for new
     /// handshakes. Listen addresses are bound once: a change to them needs a restart.
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {

@@ -248,7 +248,8 @@ mod tests {
                 "duplicate",
                 "client_disabled",
                 "limit",
-                "invalid"
+                "invalid",
+                "cached"
             ]
         );
     }

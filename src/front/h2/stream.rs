@@ -30,6 +30,7 @@ use crate::front::{
 };
 use crate::learn::{LearnStore, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
+use crate::push::digest::{self, Digest};
 use crate::push::policy::{Preload, SkipReason};
 use crate::push::target::RequestBase;
 use crate::upstream::{
@@ -45,6 +46,9 @@ pub(super) struct Stream {
     /// How many of `log`'s pushes came from learned links, for the access log.
     learned_pushes: usize,
     hints: EarlyHints,
+    /// Some preload of this response was considered for push: its HEADERS may carry the cache
+    /// digest cookie.
+    considered_push: bool,
 }
 
 /// What waiting for the upstream's answer ended with.
@@ -63,6 +67,8 @@ struct Head {
     /// `push.request_headers` copied from the request, for promised requests.
     push_headers: HeaderMap,
     learned_hints_ok: bool,
+    /// The client's cache digest cookie (`push.cache_digest`), when it could matter.
+    digest: Option<Digest>,
 }
 
 impl Head {
@@ -84,6 +90,7 @@ impl Stream {
             log: PushLog::default(),
             learned_pushes: 0,
             hints: EarlyHints::default(),
+            considered_push: false,
         }
     }
 
@@ -139,7 +146,21 @@ impl Stream {
                 push_headers.append(name.clone(), value.clone());
             }
         }
+        // Decoded once per request, only when a push could follow; a cookie we cannot read is
+        // as good as none (it only ever removes pushes for this client).
+        let digest = (self.app.config.push.cache_digest
+            && self.app.config.push.enabled
+            && self.push.is_enabled()
+            && req.method() == Method::GET)
+            .then(|| digest::find_cookie(req.headers().get_all(header::COOKIE).iter().map(HeaderValue::as_bytes)))
+            .flatten()
+            .and_then(|value| {
+                Digest::decode(value, self.app.push_freshness.clock.now())
+                    .inspect_err(|err| debug!(error = %err, "cache digest cookie ignored"))
+                    .ok()
+            });
         Ok(Head {
+            digest,
             method: req.method().clone(),
             scheme,
             authority,
@@ -223,6 +244,9 @@ impl Stream {
         let mut head_out = Response::new(());
         *head_out.status_mut() = status;
         *head_out.headers_mut() = parts.headers;
+        if let Some(cookie) = self.digest_cookie(&head) {
+            head_out.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         let end = body.is_end_stream() || head.method == Method::HEAD;
         let mut send = respond
             .send_response(head_out, end)
@@ -299,8 +323,27 @@ impl Stream {
             scheme: head.scheme,
             authority: &head.authority,
             headers: &head.push_headers,
+            digest: head.digest.as_ref(),
         };
+        self.considered_push |= !preloads.is_empty();
         promise_all(&req, respond, preloads, &mut self.log)
+    }
+
+    /// The cache digest cookie for this response's HEADERS (`push.cache_digest`): set on a
+    /// response whose preloads were considered for push, when this connection promised
+    /// something the client's cookie does not hold yet. It goes out with the HEADERS, before
+    /// the pushed assets are fetched; see `front::h2::digest` for where lifetimes come from.
+    fn digest_cookie(&self, head: &Head) -> Option<HeaderValue> {
+        if !self.app.config.push.cache_digest || !self.considered_push {
+            return None;
+        }
+        let origin = format!("{}://{}", head.scheme, head.authority.to_ascii_lowercase());
+        self.push.digest.cookie(
+            &self.app.push_freshness,
+            &origin,
+            head.digest.as_ref(),
+            head.scheme == "https",
+        )
     }
 
     /// An upstream 103 (RFC 8297 §2 lets an intermediary push on it): push its links, and
