@@ -23,15 +23,12 @@ mod cdp;
 mod support;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use cdp::{Chromium, LoadTimings, chromium_binary};
+use cdp::{Chromium, LoadTimings, certificate, chromium_binary};
 use linkpush::{Server, TlsSource};
-use rcgen::PublicKeyData as _;
-use sha2::Digest as _;
 use support::upstream::{Gate, Reply, RunningUpstream, Upstream};
 
 /// Every wait on Chromium (start, a command, a page load).
@@ -93,24 +90,6 @@ async fn start_site() -> RunningUpstream {
         })
         .start()
         .await
-}
-
-/// A certificate for 127.0.0.1 and the base64 SHA-256 of its SubjectPublicKeyInfo, the form
-/// `--ignore-certificate-errors-spki-list` takes.
-fn certificate() -> (rustls::sign::CertifiedKey, String) {
-    let generated =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("certificate");
-    let spki = generated.signing_key.subject_public_key_info();
-    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&spki));
-    let key = linkpush::listener::tls::certified_key_from_pem(
-        generated.cert.pem().as_bytes(),
-        generated.signing_key.serialize_pem().as_bytes(),
-        Path::new("<test>"),
-        Path::new("<test>"),
-    )
-    .expect("key");
-    (key, hash)
 }
 
 fn skip(why: &str) {

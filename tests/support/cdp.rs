@@ -270,6 +270,28 @@ impl Drop for Chromium {
     }
 }
 
+/// A certificate for 127.0.0.1 and the base64 SHA-256 of its SubjectPublicKeyInfo, the form
+/// `--ignore-certificate-errors-spki-list` takes (Chromium then trusts it like a real one and
+/// reuses cached responses, which `--ignore-certificate-errors` would not).
+pub fn certificate() -> (rustls::sign::CertifiedKey, String) {
+    use base64::Engine as _;
+    use rcgen::PublicKeyData as _;
+    use sha2::Digest as _;
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("certificate");
+    let spki = generated.signing_key.subject_public_key_info();
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&spki));
+    let key = linkpush::listener::tls::certified_key_from_pem(
+        generated.cert.pem().as_bytes(),
+        generated.signing_key.serialize_pem().as_bytes(),
+        Path::new("<test>"),
+        Path::new("<test>"),
+    )
+    .expect("key");
+    (key, hash)
+}
+
 /// The timings of one page load, from Navigation and Resource Timing (milliseconds since the
 /// navigation started).
 #[derive(Debug, Clone)]
