@@ -377,7 +377,8 @@ impl Stream {
         if !self.app.config.early_hints.enabled || !head.learned_hints_ok {
             return;
         }
-        // Already promised on this stream or this connection: the client has it coming.
+        // Already promised on this stream or this connection: the client has it coming; in
+        // its cache digest: the client has it.
         let hints: Vec<HeaderValue> = links
             .hints
             .iter()
@@ -387,7 +388,7 @@ impl Stream {
                     d,
                     Decision::Promised
                         | Decision::Repeated
-                        | Decision::Skipped(SkipReason::Duplicate)
+                        | Decision::Skipped(SkipReason::Duplicate | SkipReason::Cached)
                 )
             })
             .map(|(h, _)| h.clone())
