@@ -56,7 +56,9 @@ fn parse_args() -> Result<Option<Args>> {
                     bail!("--runs must be at least 1");
                 }
             }
-            other => bail!("unknown argument {other:?}; usage: cargo bench --bench chromium -- [--rtt-ms 100] [--runs 7]"),
+            other => bail!(
+                "unknown argument {other:?}; usage: cargo bench --bench chromium -- [--rtt-ms 100] [--runs 7]"
+            ),
         }
     }
     Ok(benching.then_some(args))
@@ -141,7 +143,10 @@ fn main() -> Result<()> {
         let mut config = linkpush::demo::config("127.0.0.1:0".parse()?, backend)?;
         config.learn.enabled = learn;
         config.log.access_log = false;
-        let server = rt.block_on(Server::start_with(config, TlsSource::Certificate(key.clone())))?;
+        let server = rt.block_on(Server::start_with(
+            config,
+            TlsSource::Certificate(key.clone()),
+        ))?;
         let relay = rt.block_on(start_relay(server.local_addrs()[0], args.rtt / 2))?;
         servers.push(server);
         let mut browser = Chromium::launch(
@@ -182,7 +187,9 @@ fn main() -> Result<()> {
         args.rtt.as_millis(),
         args.runs
     );
-    println!("| mode | DOMContentLoaded (ms) | loadEventEnd (ms) | final headers (ms) | loads with all 5 from the 103 |");
+    println!(
+        "| mode | DOMContentLoaded (ms) | loadEventEnd (ms) | final headers (ms) | loads with all 5 from the 103 |"
+    );
     println!("|---|---|---|---|---|");
     for mode in &modes {
         let from_103 = mode

@@ -80,14 +80,17 @@ fn asset_body(path: &str, size: usize) -> Vec<u8> {
 async fn start_site() -> RunningUpstream {
     ASSETS
         .iter()
-        .fold(Upstream::new().route("/think", page()), |up, (path, ty, size)| {
-            up.route(
-                path,
-                Reply::ok(asset_body(path, *size))
-                    .header("content-type", *ty)
-                    .header("cache-control", "public, max-age=3600"),
-            )
-        })
+        .fold(
+            Upstream::new().route("/think", page()),
+            |up, (path, ty, size)| {
+                up.route(
+                    path,
+                    Reply::ok(asset_body(path, *size))
+                        .header("content-type", *ty)
+                        .header("cache-control", "public, max-age=3600"),
+                )
+            },
+        )
         .start()
         .await
 }
@@ -194,7 +197,9 @@ fn drive(
         )?;
         let (load, preloaded) = held_load(&rt, &up, &mut browser, &session, &url)?;
         let problem = match early_hints_problem(&load, &origin) {
-            None if !preloaded => Some("the assets were not all requested while the page was held".into()),
+            None if !preloaded => {
+                Some("the assets were not all requested while the page was held".into())
+            }
             other => other,
         };
         loads.push(load);

@@ -91,7 +91,9 @@ async fn repeat_visit_skips_fresh_pushes_until_their_max_age_passes() {
     // First visit on a new connection: everything pushed, and the page records it.
     let first = visit(&proxy, false, None).await;
     assert_eq!(sorted(first.pushed_paths()), all);
-    let set_cookie = first.header("set-cookie").expect("the page sets the digest");
+    let set_cookie = first
+        .header("set-cookie")
+        .expect("the page sets the digest");
     assert!(set_cookie.starts_with("lp_digest="), "{set_cookie}");
     assert!(
         set_cookie.ends_with("; Path=/; HttpOnly; SameSite=Lax"),
@@ -103,7 +105,10 @@ async fn repeat_visit_skips_fresh_pushes_until_their_max_age_passes() {
         .and_then(|rest| rest.split(';').next())
         .and_then(|v| v.parse().ok())
         .expect("Max-Age");
-    assert!((3590..=3600).contains(&max_age), "the longest entry: {max_age}");
+    assert!(
+        (3590..=3600).contains(&max_age),
+        "the longest entry: {max_age}"
+    );
     let cookie = cookie_pair(set_cookie);
     let origin = "http://localhost";
     let recorded = Digest::decode(
@@ -111,17 +116,28 @@ async fn repeat_visit_skips_fresh_pushes_until_their_max_age_passes() {
         linkpush_now(),
     )
     .expect("decodes");
-    assert_eq!(recorded.len(), 2, "no-store and no max-age are not recorded");
+    assert_eq!(
+        recorded.len(),
+        2,
+        "no-store and no max-age are not recorded"
+    );
     for path in ["/short.css", "/long.js"] {
         assert!(recorded.contains(Key::of_url(&format!("{origin}{path}"))));
     }
 
     // Repeat visit, new connection, cookie sent back: only what the digest lacks is pushed.
     let repeat = visit(&proxy, false, Some(&cookie)).await;
-    assert_eq!(sorted(repeat.pushed_paths()), vec!["/nostore.png", "/plain.svg"]);
+    assert_eq!(
+        sorted(repeat.pushed_paths()),
+        vec!["/nostore.png", "/plain.svg"]
+    );
     assert_eq!(repeat.header("set-cookie"), None, "nothing new to record");
     // A learned 103 would name only links neither pushed nor cached: there are none, so no 103.
-    assert!(repeat.informational.is_empty(), "{:?}", repeat.informational);
+    assert!(
+        repeat.informational.is_empty(),
+        "{:?}",
+        repeat.informational
+    );
     let metrics = proxy
         .metrics_when("two cached skips", |m| cached_skips(m) == 2.0)
         .await;

@@ -233,7 +233,12 @@ impl Chromium {
     /// Navigates the page and waits for its load event.
     pub fn load(&mut self, session: &str, url: &str, timeout: Duration) -> Result<(), String> {
         self.events.clear();
-        let nav = self.call(Some(session), "Page.navigate", json!({ "url": url }), timeout)?;
+        let nav = self.call(
+            Some(session),
+            "Page.navigate",
+            json!({ "url": url }),
+            timeout,
+        )?;
         if let Some(err) = nav.get("errorText").and_then(Value::as_str) {
             return Err(format!("navigating to {url}: {err}"));
         }

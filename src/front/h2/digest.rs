@@ -183,10 +183,17 @@ mod tests {
         let value = digest::find_cookie([cookie.split(';').next().unwrap_or("").as_bytes()])
             .expect("named");
         let sent = Digest::decode(value, now).expect("decodes");
-        assert_eq!(sent.len(), 1, "css only: js is no-store, x.js another origin");
+        assert_eq!(
+            sent.len(),
+            1,
+            "css only: js is no-store, x.js another origin"
+        );
         assert!(sent.contains(Key::from_hash(css)));
         // The client sends it back: nothing new, no cookie.
-        assert_eq!(conn.cookie(&freshness, "https://a", Some(&sent), true), None);
+        assert_eq!(
+            conn.cookie(&freshness, "https://a", Some(&sent), true),
+            None
+        );
         freshness.clock.advance(Duration::from_secs(60));
         assert_eq!(conn.cookie(&freshness, "https://a", None, true), None);
     }

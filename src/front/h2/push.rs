@@ -213,7 +213,12 @@ fn decide_and_promise(
         return Decision::Skipped(SkipReason::Duplicate);
     }
     // Rule 3 across connections: the client's cache digest says it still has a fresh copy.
-    let url_hash = req.app.config.push.cache_digest.then(|| digest::url_hash(&key));
+    let url_hash = req
+        .app
+        .config
+        .push
+        .cache_digest
+        .then(|| digest::url_hash(&key));
     if let (Some(hash), Some(cached)) = (url_hash, req.digest)
         && cached.contains(Key::from_hash(hash))
     {

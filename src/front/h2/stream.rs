@@ -152,7 +152,14 @@ impl Stream {
             && self.app.config.push.enabled
             && self.push.is_enabled()
             && req.method() == Method::GET)
-            .then(|| digest::find_cookie(req.headers().get_all(header::COOKIE).iter().map(HeaderValue::as_bytes)))
+            .then(|| {
+                digest::find_cookie(
+                    req.headers()
+                        .get_all(header::COOKIE)
+                        .iter()
+                        .map(HeaderValue::as_bytes),
+                )
+            })
             .flatten()
             .and_then(|value| {
                 Digest::decode(value, self.app.push_freshness.clock.now())

@@ -76,7 +76,10 @@ fn the_soonest_to_expire_is_dropped_past_the_bound() {
     for i in 0..MAX_ENTRIES as u64 {
         d.insert(Key::from_hash(i << 50), NOW + 100 + i);
     }
-    assert!(!d.insert(Key::from_hash(63 << 58), NOW + 1), "sooner than all");
+    assert!(
+        !d.insert(Key::from_hash(63 << 58), NOW + 1),
+        "sooner than all"
+    );
     assert!(d.insert(Key::from_hash(63 << 58), NOW + 10_000));
     assert_eq!(d.len(), MAX_ENTRIES);
     assert!(!d.contains(Key::from_hash(0)), "the soonest went");
@@ -171,7 +174,9 @@ fn false_positive_rate_at_full_size() {
         .filter(|_| back.contains(Key::of_url(&url(rng.next()))))
         .count();
     let rate = hits as f64 / PROBES as f64;
-    let small = digest_of(&stored[..5], NOW + 3600).encode(NOW).expect("fresh");
+    let small = digest_of(&stored[..5], NOW + 3600)
+        .encode(NOW)
+        .expect("fresh");
     println!(
         "cache digest: {} entries -> {}-char value, false positives {hits}/{PROBES} = {:.3}% \
          (expected {:.3}%); 5 entries -> {}-char value",
