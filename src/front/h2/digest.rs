@@ -95,6 +95,20 @@ impl Freshness {
     }
 }
 
+/// The client's digest cookie among the request's `Cookie` fields, decoded. A cookie that does
+/// not decode is as good as none: it could only ever remove pushes for this client.
+pub fn incoming(headers: &http::HeaderMap, clock: &Clock) -> Option<Digest> {
+    let value = digest::find_cookie(
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )?;
+    Digest::decode(value, clock.now())
+        .inspect_err(|err| tracing::debug!(error = %err, "cache digest cookie ignored"))
+        .ok()
+}
+
 /// What one connection promised: origin (`scheme://authority`), URL hash, and when.
 #[derive(Default)]
 pub struct ConnPushes {

@@ -30,7 +30,7 @@ use crate::front::{
 };
 use crate::learn::{LearnStore, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
-use crate::push::digest::{self, Digest};
+use crate::push::digest::Digest;
 use crate::push::policy::{Preload, SkipReason};
 use crate::push::target::RequestBase;
 use crate::upstream::{
@@ -146,26 +146,13 @@ impl Stream {
                 push_headers.append(name.clone(), value.clone());
             }
         }
-        // Decoded once per request, only when a push could follow; a cookie we cannot read is
-        // as good as none (it only ever removes pushes for this client).
+        // Decoded once per request, only when a push could follow.
         let digest = (self.app.config.push.cache_digest
             && self.app.config.push.enabled
             && self.push.is_enabled()
             && req.method() == Method::GET)
-            .then(|| {
-                digest::find_cookie(
-                    req.headers()
-                        .get_all(header::COOKIE)
-                        .iter()
-                        .map(HeaderValue::as_bytes),
-                )
-            })
-            .flatten()
-            .and_then(|value| {
-                Digest::decode(value, self.app.push_freshness.clock.now())
-                    .inspect_err(|err| debug!(error = %err, "cache digest cookie ignored"))
-                    .ok()
-            });
+            .then(|| super::digest::incoming(req.headers(), &self.app.push_freshness.clock))
+            .flatten();
         Ok(Head {
             digest,
             method: req.method().clone(),
