@@ -167,6 +167,12 @@ impl Server {
         self.shared.app().learn.clone()
     }
 
+    /// Moves the clock of the cache digest cookie forward (tests: an asset's max-age passes
+    /// without sleeping).
+    pub fn advance_digest_clock(&self, by: std::time::Duration) {
+        self.shared.app().push_freshness.clock.advance(by);
+    }
+
     /// Applies a new configuration to new connections and swaps the certificate for new
     /// handshakes. Listen addresses are bound once, and TLS is on or off for the life of the
     /// process: changes to those are kept for the next start and returned, so that the caller

@@ -62,6 +62,7 @@ const SETTINGS: &[Setting] = &[
     setting("push", "max_concurrent_pushes"),
     setting("push", "max_asset_bytes"),
     list("push", "request_headers"),
+    setting("push", "cache_digest"),
     setting("early_hints", "enabled"),
     setting("early_hints", "http1"),
     setting("learn", "enabled"),

@@ -100,6 +100,8 @@ pub struct PushConfig {
     pub max_asset_bytes: u64,
     /// Lower-case header names, validated as `http::HeaderName`.
     pub request_headers: Vec<http::HeaderName>,
+    /// Skip pushes the client's cache digest cookie says it still has, and set that cookie.
+    pub cache_digest: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,6 +350,7 @@ mod tests {
                     "user-agent",
                     "cache-control",
                 ]),
+                cache_digest: true,
             },
             early_hints: EarlyHintsConfig {
                 enabled: true,

@@ -101,6 +101,7 @@ pub(super) struct RawPush {
     pub(super) max_asset_bytes: String,
     #[serde(deserialize_with = "header_list")]
     pub(super) request_headers: Vec<String>,
+    pub(super) cache_digest: bool,
 }
 
 impl Default for RawPush {
@@ -119,6 +120,7 @@ impl Default for RawPush {
             ]
             .map(str::to_owned)
             .to_vec(),
+            cache_digest: true,
         }
     }
 }

@@ -106,6 +106,7 @@ impl fmt::Display for Rendered<'_> {
             .map(|h| quote(h.as_str()))
             .collect();
         writeln!(f, "request_headers = [{}]", headers.join(", "))?;
+        writeln!(f, "cache_digest = {}", push.cache_digest)?;
 
         writeln!(f, "\n[early_hints]")?;
         writeln!(f, "enabled = {}", early_hints.enabled)?;
@@ -221,6 +222,7 @@ max_pushes_per_response = 0
 max_concurrent_pushes = 0
 max_asset_bytes = 1000001
 request_headers = []
+cache_digest = false
 [early_hints]
 enabled = false
 http1 = true

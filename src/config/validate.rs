@@ -283,6 +283,7 @@ impl RawPush {
             )?,
             max_asset_bytes,
             request_headers,
+            cache_digest: self.cache_digest,
         })
     }
 }

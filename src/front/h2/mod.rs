@@ -11,6 +11,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::debug;
 
 mod body;
+pub mod digest;
 mod io;
 pub mod push;
 mod stream;

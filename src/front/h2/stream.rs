@@ -28,6 +28,7 @@ use crate::error::{ProxyError, error_body};
 use crate::front::{AccessLog, EarlyHints, final_links, may_push_final, wants_learned_hints};
 use crate::learn::{self, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
+use crate::push::digest::Digest;
 use crate::push::policy::{Preload, SkipReason};
 use crate::push::target::RequestBase;
 use crate::upstream::{
@@ -45,6 +46,9 @@ pub(super) struct Stream {
     hints: EarlyHints,
     /// The Link fields of the upstream's 103s for this request, learned with the final ones.
     early: Vec<HeaderValue>,
+    /// Some preload of this response was considered for push: its HEADERS may carry the cache
+    /// digest cookie.
+    considered_push: bool,
 }
 
 /// What waiting for the upstream's answer ended with.
@@ -65,6 +69,8 @@ struct Head {
     learned_hints_ok: bool,
     /// RFC 9111 §3.5: a response to a request with credentials is learned only if `public`.
     authorization: bool,
+    /// The client's cache digest cookie (`push.cache_digest`), when it could matter.
+    digest: Option<Digest>,
 }
 
 impl Head {
@@ -87,6 +93,7 @@ impl Stream {
             learned_pushes: 0,
             hints: EarlyHints::default(),
             early: Vec::new(),
+            considered_push: false,
         }
     }
 
@@ -142,7 +149,15 @@ impl Stream {
                 push_headers.append(name.clone(), value.clone());
             }
         }
+        // Decoded once per request, only when a push could follow.
+        let digest = (self.app.config.push.cache_digest
+            && self.app.config.push.enabled
+            && self.push.is_enabled()
+            && req.method() == Method::GET)
+            .then(|| super::digest::incoming(req.headers(), &self.app.push_freshness.clock))
+            .flatten();
         Ok(Head {
+            digest,
             method: req.method().clone(),
             scheme,
             authority,
@@ -238,6 +253,9 @@ impl Stream {
         let mut head_out = Response::new(());
         *head_out.status_mut() = status;
         *head_out.headers_mut() = parts.headers;
+        if let Some(cookie) = self.digest_cookie(&head) {
+            head_out.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         let end = body.is_end_stream() || head.method == Method::HEAD;
         let mut send = respond
             .send_response(head_out, end)
@@ -314,8 +332,27 @@ impl Stream {
             scheme: head.scheme,
             authority: &head.authority,
             headers: &head.push_headers,
+            digest: head.digest.as_ref(),
         };
+        self.considered_push |= !preloads.is_empty();
         promise_all(&req, respond, preloads, &mut self.log)
+    }
+
+    /// The cache digest cookie for this response's HEADERS (`push.cache_digest`): set on a
+    /// response whose preloads were considered for push, when this connection promised
+    /// something the client's cookie does not hold yet. It goes out with the HEADERS, before
+    /// the pushed assets are fetched; see `front::h2::digest` for where lifetimes come from.
+    fn digest_cookie(&self, head: &Head) -> Option<HeaderValue> {
+        if !self.app.config.push.cache_digest || !self.considered_push {
+            return None;
+        }
+        let origin = format!("{}://{}", head.scheme, head.authority.to_ascii_lowercase());
+        self.push.digest.cookie(
+            &self.app.push_freshness,
+            &origin,
+            head.digest.as_ref(),
+            head.scheme == "https",
+        )
     }
 
     /// An upstream 103 (RFC 8297 §2 lets an intermediary push on it): push its links, and
@@ -413,7 +450,9 @@ fn coming<'a>(
         .filter(|(_, d)| {
             matches!(
                 d,
-                Decision::Promised | Decision::Repeated | Decision::Skipped(SkipReason::Duplicate)
+                Decision::Promised
+                    | Decision::Repeated
+                    | Decision::Skipped(SkipReason::Duplicate | SkipReason::Cached)
             )
         })
         .map(|(p, _)| &p.hint)
