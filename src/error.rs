@@ -25,6 +25,10 @@ pub enum ProxyError {
     UpstreamTimeout(std::time::Duration),
     #[error("upstream connection limit reached and no slot freed within {0:?}")]
     UpstreamSaturated(std::time::Duration),
+    /// The client's connection held its whole `upstream.max_connections_per_client` share and
+    /// none of its slots freed in time: its own doing, not the upstream's.
+    #[error("client connection's upstream share stayed full for {0:?}")]
+    ClientShareTimeout(std::time::Duration),
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -32,7 +36,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::ClientGone(_) => Side::Client,
+            ProxyError::BadRequest(_)
+            | ProxyError::ClientGone(_)
+            | ProxyError::ClientShareTimeout(_) => Side::Client,
             ProxyError::UpstreamConnect(_)
             | ProxyError::UpstreamRequest(_)
             | ProxyError::UpstreamTimeout(_)
@@ -50,6 +56,7 @@ impl ProxyError {
             ProxyError::UpstreamRequest(_) => "upstream_request",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::UpstreamSaturated(_) => "upstream_saturated",
+            ProxyError::ClientShareTimeout(_) => "client_share_timeout",
             ProxyError::Internal(_) => "internal",
         }
     }
@@ -73,6 +80,8 @@ impl From<&ProxyError> for Option<StatusCode> {
             ProxyError::UpstreamTimeout(_) | ProxyError::UpstreamSaturated(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            // The same wait as for a pool slot, bounded by the same `response_timeout`.
+            ProxyError::ClientShareTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         })
     }
@@ -106,6 +115,11 @@ mod tests {
                 ProxyError::UpstreamSaturated(Duration::from_secs(1)),
                 Some(504),
                 Side::Upstream,
+            ),
+            (
+                ProxyError::ClientShareTimeout(Duration::from_secs(1)),
+                Some(504),
+                Side::Client,
             ),
             (ProxyError::Internal("x"), Some(500), Side::Internal),
         ];

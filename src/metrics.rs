@@ -25,6 +25,10 @@ pub const EARLY_HINTS_TOTAL: &str = "linkpush_early_hints_total";
 pub const UPSTREAM_DURATION_SECONDS: &str = "linkpush_upstream_duration_seconds";
 pub const CONNECTIONS: &str = "linkpush_connections";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "linkpush_upstream_errors_total";
+/// HELP: Times the accept loops paused because server.max_connections client connections were open.
+pub const CONNECTIONS_LIMITED_TOTAL: &str = "linkpush_connections_limited_total";
+/// HELP: Upstream requests that waited because their client connection held its whole upstream.max_connections_per_client share.
+pub const UPSTREAM_CLIENT_LIMITED_TOTAL: &str = "linkpush_upstream_client_limited_total";
 
 const METADATA: Metadata<'static> = Metadata::new("linkpush", Level::INFO, Some("linkpush"));
 
@@ -104,6 +108,8 @@ struct Inner {
     hints: [Counter; 2],
     upstream_duration: Histogram,
     connections: [Gauge; 2],
+    connections_limited: Counter,
+    upstream_client_limited: Counter,
     /// `linkpush_requests_total` handles by protocol and status 100–599, registered on first
     /// use: a request then costs an atomic add, not a key build and a registry lookup.
     requests: [Box<[OnceLock<Counter>]>; 2],
@@ -151,6 +157,10 @@ impl Metrics {
                 &METADATA,
             )
         });
+        let connections_limited =
+            recorder.register_counter(&Key::from_name(CONNECTIONS_LIMITED_TOTAL), &METADATA);
+        let upstream_client_limited =
+            recorder.register_counter(&Key::from_name(UPSTREAM_CLIENT_LIMITED_TOTAL), &METADATA);
         Metrics {
             inner: Arc::new(Inner {
                 recorder,
@@ -161,6 +171,8 @@ impl Metrics {
                 hints,
                 upstream_duration,
                 connections,
+                connections_limited,
+                upstream_client_limited,
                 requests: [(); 2].map(|_| (100..600).map(|_| OnceLock::new()).collect()),
             }),
         }
@@ -228,6 +240,16 @@ impl Metrics {
         self.inner.upstream_duration.record(d.as_secs_f64());
     }
 
+    /// An accept loop paused at `server.max_connections`.
+    pub fn connections_limited(&self) {
+        self.inner.connections_limited.increment(1);
+    }
+
+    /// An upstream request waited for its client connection's share.
+    pub fn upstream_client_limited(&self) {
+        self.inner.upstream_client_limited.increment(1);
+    }
+
     /// Counts the connection in `linkpush_connections{protocol}` until the guard is dropped.
     pub fn connection(&self, protocol: Protocol) -> ConnectionGuard {
         let gauge = self.inner.connections[protocol as usize].clone();
@@ -269,6 +291,8 @@ mod tests {
             "linkpush_pushed_bytes_total 10",
             "linkpush_early_hints_total{source=\"learned\"} 1",
             "linkpush_connections{protocol=\"http1\"} 1",
+            "linkpush_connections_limited_total 0",
+            "linkpush_upstream_client_limited_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -21,6 +21,12 @@ use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 
+mod buffer;
+mod share;
+
+pub use buffer::Buffered;
+pub use share::ClientShare;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Any request body: a client's streamed body, or empty for promised requests.
 pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -78,6 +84,8 @@ pub struct ClientContext {
     pub peer: std::net::SocketAddr,
     /// "https" or "http": the scheme the client used to reach linkpush.
     pub scheme: &'static str,
+    /// This connection's share of the upstream pool and read-ahead memory.
+    pub upstream_share: ClientShare,
 }
 
 /// Rewrites the client's request head for the upstream (SPEC §3): hop-by-hop fields removed,
@@ -314,6 +322,7 @@ mod tests {
         let client = ClientContext {
             peer: "192.0.2.7:5000".parse().unwrap(),
             scheme: "https",
+            upstream_share: ClientShare::new(&crate::config::Config::default().upstream),
         };
         rewrite_request_headers(&mut h, "example.com:8443", &client);
         assert_eq!(h["cookie"], "a=1; b=2");

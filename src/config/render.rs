@@ -47,6 +47,12 @@ impl fmt::Display for Rendered<'_> {
             "shutdown_timeout = {}",
             quote(&format_duration(server.shutdown_timeout))
         )?;
+        writeln!(f, "max_connections = {}", server.max_connections)?;
+        writeln!(
+            f,
+            "stream_send_buffer = {}",
+            quote(&format_size(server.stream_send_buffer as u64))
+        )?;
         match &server.tls {
             Some(tls) => {
                 writeln!(f, "\n[server.tls]")?;
@@ -70,6 +76,21 @@ impl fmt::Display for Rendered<'_> {
         )?;
         writeln!(f, "max_idle_per_host = {}", upstream.max_idle_per_host)?;
         writeln!(f, "max_connections = {}", upstream.max_connections)?;
+        writeln!(
+            f,
+            "max_connections_per_client = {}",
+            upstream.max_connections_per_client
+        )?;
+        writeln!(
+            f,
+            "buffer_size = {}",
+            quote(&format_size(upstream.buffer_size))
+        )?;
+        writeln!(
+            f,
+            "buffer_per_client = {}",
+            quote(&format_size(upstream.buffer_per_client))
+        )?;
 
         writeln!(f, "\n[push]")?;
         writeln!(f, "enabled = {}", push.enabled)?;

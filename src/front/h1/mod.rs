@@ -195,7 +195,9 @@ async fn proxy(
     };
     let response = if hints_on {
         let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
-        let upstream = app.upstream.send(upstream_req, Some(tx));
+        let upstream = app
+            .upstream
+            .send_for(&client.upstream_share, upstream_req, Some(tx));
         tokio::pin!(upstream);
         loop {
             tokio::select! {
@@ -208,7 +210,9 @@ async fn proxy(
             }
         }
     } else {
-        app.upstream.send(upstream_req, None).await?
+        app.upstream
+            .send_for(&client.upstream_share, upstream_req, None)
+            .await?
     };
     let (mut parts, body) = response.into_parts();
     if app.learn.is_some() && may_push_final(&method, parts.status) {

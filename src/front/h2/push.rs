@@ -233,8 +233,10 @@ fn decide_and_promise(
             let fetch = fetch_request(req, &preload.path);
             let app = req.app.clone();
             let heads = req.state.heads.clone();
+            // Pushes count against the connection's share of the upstream like its requests.
+            let share = req.client.upstream_share.clone();
             tokio::spawn(async move {
-                let outcome = run(app.clone(), pushed, fetch, heads).await;
+                let outcome = run(app.clone(), pushed, fetch, heads, share).await;
                 app.metrics.push(outcome);
                 drop(slot);
             });
@@ -277,13 +279,14 @@ async fn run(
     mut pushed: SendPushedResponse<Bytes>,
     fetch: Option<Request<crate::upstream::RequestBody>>,
     heads: mpsc::UnboundedSender<PushedHead>,
+    share: crate::upstream::ClientShare,
 ) -> PushOutcome {
     let Some(fetch) = fetch else {
         pushed.send_reset(h2::Reason::CANCEL);
         return PushOutcome::Failed;
     };
     let max = app.config.push.max_asset_bytes;
-    let upstream = app.upstream.send(fetch, None);
+    let upstream = app.upstream.send_for(&share, fetch, None);
     tokio::pin!(upstream);
     let response = tokio::select! {
         res = &mut upstream => res,
