@@ -31,6 +31,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Any request body: a client's streamed body, or empty for promised requests.
 pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// The most hyper reads ahead per upstream connection, and so the largest upstream response
+/// head accepted (a larger one is a 502, as Envoy's 60 KiB and nginx's `proxy_buffer_size`
+/// limits do). hyper's default, ~400 KiB per connection, let 128 never-read streams cost
+/// ~40 MB of read buffers (tests/fairness.rs); with this, a body chunk is at most 64 KiB, the
+/// default `upstream.buffer_size`, so read-ahead charges are the real bytes.
+const MAX_READ_BUFFER: usize = 64 * 1024;
+
 /// How many upstream 103s of one request are kept for the front end (a hostile upstream could
 /// send thousands; the first few carry all a browser would use).
 pub const MAX_INFORMATIONAL: usize = 8;
@@ -150,6 +157,7 @@ impl Upstream {
         connector.enforce_http(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.max_idle_per_host)
+            .http1_max_buf_size(MAX_READ_BUFFER)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .timer(hyper_util::rt::TokioTimer::new())

@@ -303,7 +303,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(60),
                 shutdown_timeout: Duration::from_secs(10),
                 max_connections: 10_000,
-                stream_send_buffer: 32 * 1024,
+                stream_send_buffer: 16 * 1024,
                 tls: None,
             },
             upstream: UpstreamConfig {
@@ -313,7 +313,7 @@ mod tests {
                 response_timeout: Duration::from_secs(30),
                 max_idle_per_host: 64,
                 max_connections: 512,
-                max_connections_per_client: 64,
+                max_connections_per_client: 32,
                 buffer_size: 64 * 1024,
                 buffer_per_client: 1024 * 1024,
             },

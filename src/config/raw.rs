@@ -45,7 +45,7 @@ impl Default for RawServer {
             idle_timeout: "60s".to_owned(),
             shutdown_timeout: "10s".to_owned(),
             max_connections: 10_000,
-            stream_send_buffer: "32KiB".to_owned(),
+            stream_send_buffer: "16KiB".to_owned(),
             tls: None,
         }
     }
@@ -70,7 +70,7 @@ pub(super) struct RawUpstream {
     pub(super) max_idle_per_host: i64,
     #[serde(deserialize_with = "integer")]
     pub(super) max_connections: i64,
-    /// Absent: an eighth of `max_connections` (see `validate`).
+    /// Absent: a sixteenth of `max_connections` (see `validate`).
     #[serde(deserialize_with = "optional_integer")]
     pub(super) max_connections_per_client: Option<i64>,
     #[serde(deserialize_with = "size_text")]

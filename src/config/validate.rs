@@ -176,9 +176,11 @@ impl RawUpstream {
             1,
             MAX_COUNT,
         )?;
-        // The default share: an eighth of the pool. Eight connections that never read are then
-        // needed to hold every slot, while a browser's page load (a few dozen requests and
-        // pushes at once) never waits on it; small responses hold no slot at all once read ahead.
+        // The default share: a sixteenth of the pool (32 of the default 512). Sixteen
+        // connections that never read are then needed to hold every slot, while a browser's page
+        // load never waits on it: small responses hold no slot once read ahead, and a page
+        // rarely has more than a few dozen large ones in flight. Each slot can also cost up to
+        // 64 KiB of upstream read buffer, so the share bounds memory per connection too.
         let max_connections_per_client = match self.max_connections_per_client {
             Some(n) if n > max_connections as i64 => {
                 return Err(invalid(
@@ -187,7 +189,7 @@ impl RawUpstream {
                 ));
             }
             Some(n) => bounded("upstream.max_connections_per_client", n, 1, MAX_COUNT)?,
-            None => (max_connections / 8).max(1),
+            None => (max_connections / 16).max(1),
         };
         let buffer_size = buffer_size("upstream.buffer_size", &self.buffer_size, 1)?;
         let buffer_per_client =

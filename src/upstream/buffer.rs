@@ -64,7 +64,13 @@ impl Buffered {
         let (tx, rx) = mpsc::unbounded_channel();
         let cap = share.buffer_size().max(1);
         let room = Arc::new(Semaphore::new(cap as usize));
-        tokio::spawn(read(Box::pin(body), tx, room, share.budget(), cap, slot));
+        let limits = Limits {
+            room,
+            cap,
+            budget: share.budget(),
+            budget_total: share.budget_total().max(1),
+        };
+        tokio::spawn(read(Box::pin(body), tx, limits, slot));
         Buffered {
             rx: Some(rx),
             in_hand: None,
@@ -79,9 +85,7 @@ impl Buffered {
 async fn read<B>(
     mut body: Pin<Box<B>>,
     tx: mpsc::UnboundedSender<Item>,
-    room: Arc<Semaphore>,
-    budget: Arc<Semaphore>,
-    cap: u32,
+    limits: Limits,
     _slot: OwnedSemaphorePermit,
 ) where
     B: Body<Data = Bytes> + Send + 'static,
@@ -108,10 +112,8 @@ async fn read<B>(
         if frame.is_data() && len == 0 {
             continue;
         }
-        // A chunk larger than the whole read-ahead is charged as a full one: it passes, alone.
-        let charge = u32::try_from(len).unwrap_or(u32::MAX).min(cap);
         let charge = tokio::select! {
-            charge = take(&room, &budget, charge) => charge,
+            charge = limits.take(len) => charge,
             _ = tx.closed() => return,
         };
         let Some(charge) = charge else {
@@ -123,21 +125,48 @@ async fn read<B>(
     }
 }
 
-async fn take(room: &Arc<Semaphore>, budget: &Arc<Semaphore>, n: u32) -> Option<Charge> {
-    if n == 0 {
-        return Some(Charge {
-            _room: None,
-            _budget: None,
-        });
+/// What one response's read-ahead may take.
+struct Limits {
+    /// `upstream.buffer_size` permits, this response's own.
+    room: Arc<Semaphore>,
+    cap: u32,
+    /// The connection's `upstream.buffer_per_client` permits.
+    budget: Arc<Semaphore>,
+    budget_total: u32,
+}
+
+impl Limits {
+    /// Charges a chunk of `len` bytes, waiting for room. A chunk larger than a whole limit is
+    /// charged as that limit (it then passes alone; it could never be charged in full). Chunks
+    /// are at most hyper's read buffer (`MAX_READ_BUFFER`), so with the defaults the charge is
+    /// the real size.
+    async fn take(&self, len: usize) -> Option<Charge> {
+        if len == 0 {
+            return Some(Charge {
+                _room: None,
+                _budget: None,
+            });
+        }
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        // Room in this response first: a response that is its own bottleneck does not hold any
+        // of the connection's budget while it waits.
+        let room = self
+            .room
+            .clone()
+            .acquire_many_owned(len.min(self.cap))
+            .await
+            .ok()?;
+        let budget = self
+            .budget
+            .clone()
+            .acquire_many_owned(len.min(self.budget_total))
+            .await
+            .ok()?;
+        Some(Charge {
+            _room: Some(room),
+            _budget: Some(budget),
+        })
     }
-    // Room in this response first: a response that is its own bottleneck does not hold any of
-    // the connection's budget while it waits.
-    let room = room.clone().acquire_many_owned(n).await.ok()?;
-    let budget = budget.clone().acquire_many_owned(n).await.ok()?;
-    Some(Charge {
-        _room: Some(room),
-        _budget: Some(budget),
-    })
 }
 
 impl Body for Buffered {

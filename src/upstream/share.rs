@@ -35,6 +35,7 @@ struct Inner {
     /// `upstream.buffer_per_client` permits, one per byte read ahead and not yet taken by the
     /// client's stream.
     budget: Arc<Semaphore>,
+    budget_total: u32,
     /// `upstream.buffer_size`: how far one response is read ahead.
     buffer_size: u32,
 }
@@ -52,6 +53,7 @@ impl ClientShare {
                 slots: Arc::new(Semaphore::new(config.max_connections_per_client)),
                 per_client: config.max_connections_per_client,
                 budget: Arc::new(Semaphore::new(budget as usize)),
+                budget_total: budget,
                 buffer_size: permits(config.buffer_size),
             }),
         }
@@ -68,6 +70,10 @@ impl ClientShare {
 
     pub(super) fn buffer_size(&self) -> u32 {
         self.inner.buffer_size
+    }
+
+    pub(super) fn budget_total(&self) -> u32 {
+        self.inner.budget_total
     }
 }
 
