@@ -198,6 +198,8 @@ listen = ["0.0.0.0:443", "[::]:443", "127.0.0.1:0"]
 max_concurrent_streams = 2147483647
 idle_timeout = "1500ms"
 shutdown_timeout = "1h30m"
+max_connections = 1
+stream_send_buffer = "1KiB"
 [server.tls]
 cert = "certs/a \"quoted\" \\ name.pem"
 key = "/keys/k.pem"
@@ -207,6 +209,9 @@ connect_timeout = "1.5s"
 response_timeout = "250us"
 max_idle_per_host = 0
 max_connections = 1
+max_connections_per_client = 1
+buffer_size = 1000
+buffer_per_client = "3MiB"
 [push]
 enabled = false
 lru_capacity = 1
