@@ -316,7 +316,12 @@ async fn never_reading_client(addr: SocketAddr, streams: u32) -> TcpStream {
     let mut settings = vec![0x00, 0x04];
     settings.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
     out.extend(h2_frame(0x4, 0, 0, &settings));
-    out.extend(h2_frame(0x8, 0, 0, &(0x7fff_ffffu32 - 65_535).to_be_bytes()));
+    out.extend(h2_frame(
+        0x8,
+        0,
+        0,
+        &(0x7fff_ffffu32 - 65_535).to_be_bytes(),
+    ));
     // The server's SETTINGS come first on the wire; acknowledged unseen.
     out.extend(h2_frame(0x4, 0x1, 0, &[]));
     for i in 0..streams {
@@ -417,7 +422,10 @@ async fn out_of_file_descriptors_the_accept_loop_idles_warns_once_and_recovers()
     tokio::time::sleep(Duration::from_secs(1)).await;
     let used = bin.cpu_ticks() - before;
     eprintln!("{used} CPU ticks in 1 s with 400 connections under --nofile=256");
-    assert!(used <= 20, "{used} ticks of CPU in 1 s while out of descriptors");
+    assert!(
+        used <= 20,
+        "{used} ticks of CPU in 1 s while out of descriptors"
+    );
     let warnings = bin
         .log()
         .lines()

@@ -267,7 +267,9 @@ async fn a_hundred_concurrent_streams_on_one_connection() {
         );
     }
     let up = up.start().await;
-    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    // All 100 held at the upstream at once: more than the default share of one connection
+    // (`upstream.max_connections_per_client`, tests/fairness.rs).
+    let proxy = Proxy::start(up.addr(), |c| c.upstream.max_connections_per_client = 100).await;
     let mut client = h2_connect(proxy.addr, &no_push()).await;
 
     let mut tasks = tokio::task::JoinSet::new();

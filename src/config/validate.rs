@@ -192,8 +192,11 @@ impl RawUpstream {
             None => (max_connections / 16).max(1),
         };
         let buffer_size = buffer_size("upstream.buffer_size", &self.buffer_size, 1)?;
-        let buffer_per_client =
-            buffer_size_at_least("upstream.buffer_per_client", &self.buffer_per_client, buffer_size)?;
+        let buffer_per_client = buffer_size_at_least(
+            "upstream.buffer_per_client",
+            &self.buffer_per_client,
+            buffer_size,
+        )?;
         Ok(UpstreamConfig {
             url,
             authority,

@@ -217,3 +217,102 @@ impl Body for Buffered {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use http_body_util::StreamBody;
+
+    fn share(buffer_size: u64, buffer_per_client: u64) -> ClientShare {
+        let mut config = Config::default().upstream;
+        config.buffer_size = buffer_size;
+        config.buffer_per_client = buffer_per_client;
+        ClientShare::new(&config)
+    }
+
+    /// A body of `chunks` chunks of `len` bytes that counts how many were taken from it.
+    fn body(
+        chunks: usize,
+        len: usize,
+    ) -> (
+        impl Body<Data = Bytes, Error = BoxError> + Send + 'static,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = taken.clone();
+        // `iter` is lazy: `taken` counts the chunks the read-ahead actually pulled.
+        let chunks = futures_util::stream::iter((0..chunks).map(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, BoxError>(Frame::data(Bytes::from(vec![7u8; len])))
+        }));
+        (StreamBody::new(chunks), taken)
+    }
+
+    async fn slot(pool: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+        pool.clone().try_acquire_owned().expect("a free slot")
+    }
+
+    #[tokio::test]
+    async fn a_small_body_is_read_whole_and_frees_its_slot_while_nobody_reads() {
+        let pool = Arc::new(Semaphore::new(1));
+        let share = share(64 * 1024, 1024 * 1024);
+        let (small, _) = body(4, 1000);
+        let buffered = Buffered::read_ahead(small, slot(&pool).await, &share);
+        // Nobody polls `buffered`; the slot still comes back once the body is read.
+        let freed = tokio::time::timeout(std::time::Duration::from_secs(10), pool.acquire()).await;
+        assert!(freed.is_ok(), "the slot was released");
+        let collected = buffered.collect().await.expect("body").to_bytes();
+        assert_eq!(collected.len(), 4000);
+    }
+
+    #[tokio::test]
+    async fn a_large_body_is_read_only_buffer_size_ahead_and_holds_its_slot() {
+        let pool = Arc::new(Semaphore::new(1));
+        let share = share(4096, 1024 * 1024);
+        let (large, taken) = body(100, 1024);
+        let buffered = Buffered::read_ahead(large, slot(&pool).await, &share);
+        // Four 1 KiB chunks fill the 4 KiB read-ahead; the budget shows them charged.
+        let budget = share.budget();
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while budget.available_permits() > 1024 * 1024 - 4096 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the read-ahead filled");
+        assert_eq!(budget.available_permits(), 1024 * 1024 - 4096);
+        // The fifth chunk was taken from the body and waits for room; no more.
+        assert!(taken.load(std::sync::atomic::Ordering::SeqCst) <= 5);
+        assert!(pool.try_acquire().is_err(), "the slot is held");
+        let collected = buffered.collect().await.expect("body").to_bytes();
+        assert_eq!(collected.len(), 100 * 1024);
+        let freed = tokio::time::timeout(std::time::Duration::from_secs(10), pool.acquire()).await;
+        assert!(freed.is_ok());
+        assert_eq!(
+            budget.available_permits(),
+            1024 * 1024,
+            "every charge returned"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_connection_budget_bounds_all_its_responses_together() {
+        let pool = Arc::new(Semaphore::new(2));
+        let share = share(4096, 6144);
+        let (a, _) = body(100, 1024);
+        let (b, _) = body(100, 1024);
+        let _a = Buffered::read_ahead(a, slot(&pool).await, &share);
+        let _b = Buffered::read_ahead(b, slot(&pool).await, &share);
+        let budget = share.budget();
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while budget.available_permits() > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the budget filled");
+        // Two responses of 4 KiB read-ahead each, but 6 KiB for the connection.
+        assert_eq!(budget.available_permits(), 0);
+    }
+}

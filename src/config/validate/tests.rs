@@ -485,7 +485,10 @@ fn fairness_and_memory_limits() {
             "[upstream]\nmax_connections = 8\nmax_connections_per_client = 9",
             "upstream.max_connections_per_client: 9 is more than upstream.max_connections (8)",
         ),
-        ("upstream.buffer_size = 0", "upstream.buffer_size: must be at least 1B"),
+        (
+            "upstream.buffer_size = 0",
+            "upstream.buffer_size: must be at least 1B",
+        ),
         (
             "[upstream]\nbuffer_size = \"128KiB\"\nbuffer_per_client = \"64KiB\"",
             "upstream.buffer_per_client: must be at least upstream.buffer_size (128KiB)",
