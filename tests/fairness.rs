@@ -18,7 +18,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use http::{Request, StatusCode};
-use support::raw::RawConn;
+use support::raw::{RawConn, h2_frame};
 use support::{client::*, proxy::*, upstream::*};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -279,15 +279,6 @@ impl Binary {
     async fn metrics(&self) -> String {
         admin_get(self.admin, "/metrics").await.1
     }
-}
-
-/// RFC 9113 §4.1: a frame header and payload.
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
 }
 
 /// A GET header block in HPACK literals without indexing (RFC 7541 §6.2.2), no Huffman.
