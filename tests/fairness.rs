@@ -143,6 +143,45 @@ async fn window_zero_clients_holding_large_responses_hold_only_their_share() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_count_against_their_connections_share() {
+    let mut page = Reply::html("<p>page</p>");
+    let mut up = upstream();
+    for i in 0..4 {
+        page = page.link(&format!("</a{i}>; rel=preload; as=script"));
+        // Under push.max_asset_bytes (2 MiB), far over upstream.buffer_size.
+        up = up.route(&format!("/a{i}"), Reply::generated(1024 * 1024));
+    }
+    let up = up.route("/", page).start().await;
+    let proxy = fair_proxy(&up, 2).await;
+    // A push-enabled client that reads nothing: its four pushed assets are large.
+    let opts = H2Options {
+        initial_window_size: Some(0),
+        ..H2Options::default()
+    };
+    let mut client = h2_connect(proxy.addr, &opts).await;
+    let sender = client.sender();
+    *sender = bounded("a stream slot", sender.clone().ready())
+        .await
+        .expect("stream slot");
+    let req = Request::get("http://localhost/").body(()).expect("request");
+    let (_page, _) = sender.send_request(req, true).expect("page request");
+    // Two fetches hold the connection's two slots; the other two wait, then fail at
+    // `response_timeout` without reaching the upstream.
+    proxy
+        .metrics_when("two pushes failed waiting for the share", |m| {
+            sample(m, "linkpush_pushes_total{outcome=\"failed\"}") >= 2.0
+        })
+        .await;
+    let assets = up
+        .requests()
+        .iter()
+        .filter(|r| r.path().starts_with("/a"))
+        .count();
+    assert_eq!(assets, 2, "pushed fetches beyond the share never left");
+    assert_eq!(well_behaved(proxy.addr, 5).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_max_connections_the_next_connection_waits_until_one_closes() {
     let up = upstream().start().await;
     let proxy = Proxy::start(up.addr(), |c| c.server.max_connections = 2).await;
