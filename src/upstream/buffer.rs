@@ -103,6 +103,17 @@ async fn read<B>(
             // returns the upstream connection to the pool; `slot` is released with them.
             None => return,
             Some(Err(err)) => {
+                // Delivered only once the stream has taken every chunk before it and come back
+                // for more (all room returned): the stream then goes idle once, so the
+                // connection gets a turn to write what it was given. Delivered at once, it
+                // reached the send loop in the same turn as the last chunk, and the reset that
+                // follows made h2 drop the still-queued HEADERS (h2 0.4 `send_reset` clears the
+                // stream's queue): the client saw a bare RST_STREAM.
+                let drained = tokio::select! {
+                    all = limits.room.acquire_many(limits.cap) => all.ok(),
+                    _ = tx.closed() => return,
+                };
+                drop(drained);
                 let _ = tx.send(Err(err.into()));
                 return;
             }
