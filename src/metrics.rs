@@ -39,6 +39,10 @@ pub const LEARN_SKIPPED_TOTAL: &str = "linkpush_learn_skipped_total";
 const LEARN_SKIPPED_HELP: &str = "Final responses whose links were not learned, by reason (RFC 9111 shared-cache rules, learn.exclude, learn.max_bytes).";
 pub const LEARNED_BYTES: &str = "linkpush_learned_bytes";
 const LEARNED_BYTES_HELP: &str = "Bytes the learned-routes store accounts for (cleaned links, keys, overhead); at most learn.max_bytes.";
+/// HELP: Times the accept loops paused because server.max_connections client connections were open.
+pub const CONNECTIONS_LIMITED_TOTAL: &str = "linkpush_connections_limited_total";
+/// HELP: Upstream requests that waited because their client connection held its whole upstream.max_connections_per_client share.
+pub const UPSTREAM_CLIENT_LIMITED_TOTAL: &str = "linkpush_upstream_client_limited_total";
 
 const METADATA: Metadata<'static> = Metadata::new("linkpush", Level::INFO, Some("linkpush"));
 
@@ -122,6 +126,8 @@ struct Inner {
     connections: [Gauge; 2],
     tunnels_total: [Counter; 2],
     tunnels: [Gauge; 2],
+    connections_limited: Counter,
+    upstream_client_limited: Counter,
     /// `linkpush_requests_total` handles by protocol and status 100–599, registered on first
     /// use: a request then costs an atomic add, not a key build and a registry lookup.
     requests: [Box<[OnceLock<Counter>]>; 2],
@@ -189,6 +195,10 @@ impl Metrics {
             None,
             TLS_HANDSHAKE_ERRORS_HELP.into(),
         );
+        let connections_limited =
+            recorder.register_counter(&Key::from_name(CONNECTIONS_LIMITED_TOTAL), &METADATA);
+        let upstream_client_limited =
+            recorder.register_counter(&Key::from_name(UPSTREAM_CLIENT_LIMITED_TOTAL), &METADATA);
         Metrics {
             inner: Arc::new(Inner {
                 recorder,
@@ -203,6 +213,8 @@ impl Metrics {
                 connections,
                 tunnels_total,
                 tunnels,
+                connections_limited,
+                upstream_client_limited,
                 requests: [(); 2].map(|_| (100..600).map(|_| OnceLock::new()).collect()),
             }),
         }
@@ -309,6 +321,16 @@ impl Metrics {
         self.inner.upstream_duration.record(d.as_secs_f64());
     }
 
+    /// An accept loop paused at `server.max_connections`.
+    pub fn connections_limited(&self) {
+        self.inner.connections_limited.increment(1);
+    }
+
+    /// An upstream request waited for its client connection's share.
+    pub fn upstream_client_limited(&self) {
+        self.inner.upstream_client_limited.increment(1);
+    }
+
     /// Counts the connection in `linkpush_connections{protocol}` until the guard is dropped.
     pub fn connection(&self, protocol: Protocol) -> ConnectionGuard {
         let gauge = self.inner.connections[protocol as usize].clone();
@@ -363,6 +385,8 @@ mod tests {
             "linkpush_learn_skipped_total{reason=\"too_large\"} 0",
             "linkpush_learned_bytes 1234",
             "# HELP linkpush_learned_bytes Bytes the learned-routes store accounts for (cleaned links, keys, overhead); at most learn.max_bytes.",
+            "linkpush_connections_limited_total 0",
+            "linkpush_upstream_client_limited_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -112,7 +112,7 @@ impl Server {
             app: RwLock::new(Arc::new(App::new(config.clone(), metrics.clone()))),
             tls,
         });
-        let connections = Arc::new(Tracker::default());
+        let connections = Arc::new(Tracker::new(config.server.max_connections));
         let draining = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for l in listeners {

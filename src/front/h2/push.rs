@@ -257,8 +257,10 @@ fn decide_and_promise(
             let fetch = fetch_request(req, &preload.path);
             let app = req.app.clone();
             let heads = req.state.heads.clone();
+            // Pushes count against the connection's share of the upstream like its requests.
+            let share = req.client.upstream_share.clone();
             tokio::spawn(async move {
-                let outcome = run(app.clone(), pushed, fetch, heads, url_hash).await;
+                let outcome = run(app.clone(), pushed, fetch, heads, url_hash, share).await;
                 app.metrics.push(outcome);
                 drop(slot);
             });
@@ -302,13 +304,14 @@ async fn run(
     fetch: Option<Request<crate::upstream::RequestBody>>,
     heads: mpsc::UnboundedSender<PushedHead>,
     url_hash: Option<u64>,
+    share: crate::upstream::ClientShare,
 ) -> PushOutcome {
     let Some(fetch) = fetch else {
         pushed.send_reset(h2::Reason::CANCEL);
         return PushOutcome::Failed;
     };
     let max = app.config.push.max_asset_bytes;
-    let upstream = app.upstream.send(fetch, None);
+    let upstream = app.upstream.send_for(&share, fetch, None);
     tokio::pin!(upstream);
     let response = tokio::select! {
         res = &mut upstream => res,

@@ -54,7 +54,7 @@ pub(super) struct Stream {
 /// What waiting for the upstream's answer ended with.
 enum Waited {
     Hints(Informational),
-    Upstream(Result<Response<crate::upstream::UpstreamBody>, ProxyError>),
+    Upstream(Result<Response<crate::upstream::Buffered>, ProxyError>),
     ClientGone,
 }
 
@@ -194,8 +194,9 @@ impl Stream {
         }
 
         let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
+        let share = self.client.upstream_share.clone();
         let response = {
-            let upstream = app.upstream.send(upstream_req, Some(tx));
+            let upstream = app.upstream.send_for(&share, upstream_req, Some(tx));
             tokio::pin!(upstream);
             loop {
                 // 103s first: one that arrived before the final response is acted on first. A
