@@ -13,13 +13,14 @@ use support::client::*;
 use support::proxy::*;
 use support::upstream::*;
 
-/// A page with four preloads: two assets fresh for 60 s and an hour, one `no-store`, one
-/// without any freshness (neither may be recorded).
+/// A page with four preloads: two assets fresh for 60 s and an hour, one `no-cache` (pushed, but
+/// it must be revalidated before use) and one without any freshness: neither may be recorded.
+/// (A `no-store` asset is not pushed at all: see tests/push_cacheable.rs.)
 fn site() -> Upstream {
     Upstream::new()
         .route(
             "/",
-            ["/short.css", "/long.js", "/nostore.png", "/plain.svg"]
+            ["/short.css", "/long.js", "/nocache.png", "/plain.svg"]
                 .iter()
                 .fold(Reply::html("<html>page</html>"), |r, p| {
                     r.link(&format!("<{p}>; rel=preload; as=fetch"))
@@ -34,8 +35,8 @@ fn site() -> Upstream {
             Reply::ok(vec![b'j'; 80_000]).header("cache-control", "max-age=3600"),
         )
         .route(
-            "/nostore.png",
-            Reply::ok(vec![b'p'; 1_000]).header("cache-control", "no-store, max-age=600"),
+            "/nocache.png",
+            Reply::ok(vec![b'p'; 1_000]).header("cache-control", "no-cache, max-age=600"),
         )
         .route("/plain.svg", Reply::ok(vec![b's'; 1_000]))
 }
@@ -82,7 +83,7 @@ async fn repeat_visit_skips_fresh_pushes_until_their_max_age_passes() {
     let up = site().start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
     let server = proxy.server.as_ref().expect("running");
-    let all = vec!["/long.js", "/nostore.png", "/plain.svg", "/short.css"];
+    let all = vec!["/long.js", "/nocache.png", "/plain.svg", "/short.css"];
 
     // Someone else's visit: the proxy learns the assets' freshness from their fetches.
     let warm = visit(&proxy, false, None).await;
@@ -119,7 +120,7 @@ async fn repeat_visit_skips_fresh_pushes_until_their_max_age_passes() {
     assert_eq!(
         recorded.len(),
         2,
-        "no-store and no max-age are not recorded"
+        "no-cache and no max-age are not recorded"
     );
     for path in ["/short.css", "/long.js"] {
         assert!(recorded.contains(Key::of_url(&format!("{origin}{path}"))));
@@ -129,7 +130,7 @@ async fn repeat_visit_skips_fresh_pushes_until_their_max_age_passes() {
     let repeat = visit(&proxy, false, Some(&cookie)).await;
     assert_eq!(
         sorted(repeat.pushed_paths()),
-        vec!["/nostore.png", "/plain.svg"]
+        vec!["/nocache.png", "/plain.svg"]
     );
     assert_eq!(repeat.header("set-cookie"), None, "nothing new to record");
     // A learned 103 would name only links neither pushed nor cached: there are none, so no 103.
@@ -155,7 +156,7 @@ async fn repeat_visit_skips_fresh_pushes_until_their_max_age_passes() {
     let later = visit(&proxy, false, Some(&cookie)).await;
     assert_eq!(
         sorted(later.pushed_paths()),
-        vec!["/nostore.png", "/plain.svg", "/short.css"]
+        vec!["/nocache.png", "/plain.svg", "/short.css"]
     );
     let renewed = cookie_pair(later.header("set-cookie").expect("css recorded again"));
     let renewed = Digest::decode(
@@ -212,7 +213,7 @@ async fn a_cold_proxy_records_on_the_next_page_of_the_connection_and_over_tls_ma
     let repeat = visit(&proxy, true, Some(&cookie)).await;
     assert_eq!(
         sorted(repeat.pushed_paths()),
-        vec!["/nostore.png", "/plain.svg"]
+        vec!["/nocache.png", "/plain.svg"]
     );
 }
 
@@ -220,7 +221,7 @@ async fn a_cold_proxy_records_on_the_next_page_of_the_connection_and_over_tls_ma
 async fn hostile_or_foreign_cookies_change_nothing_and_the_switch_turns_it_off() {
     let up = site().start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let all = vec!["/long.js", "/nostore.png", "/plain.svg", "/short.css"];
+    let all = vec!["/long.js", "/nocache.png", "/plain.svg", "/short.css"];
     for cookie in [
         "lp_digest=",
         "lp_digest=%%%",
@@ -271,6 +272,6 @@ async fn nghttp_repeat_visit_with_the_cookie_gets_no_promises_for_fresh_assets()
     assert!(repeat.status.success(), "{}", repeat.stderr);
     assert_eq!(
         sorted(repeat.promised_paths()),
-        vec!["/nostore.png", "/plain.svg"]
+        vec!["/nocache.png", "/plain.svg"]
     );
 }
