@@ -162,10 +162,10 @@ pub fn classify(parsed: &ParsedLinks, base: &RequestBase<'_>) -> Classified {
         // RFC 8288 §3.3: only the first rel counts (`rel_contains`).
         if link.rel_contains("preload") {
             classify_preload(link, base, &mut out, &mut seen);
-        } else if link.rel_contains("preconnect") {
-            if let Some(origin) = target::resolve_origin(&link.target, base) {
-                out.push_hint_only(link, origin, HintRel::Preconnect, &mut seen);
-            }
+        } else if link.rel_contains("preconnect")
+            && let Some(origin) = target::resolve_origin(&link.target, base)
+        {
+            out.push_hint_only(link, origin, HintRel::Preconnect, &mut seen);
         }
     }
     out
