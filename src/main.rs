@@ -150,7 +150,10 @@ async fn serve_until_signal(server: Server, config_path: Option<PathBuf>) -> any
                             error!(error = %err, "reload failed; keeping the running configuration");
                         }
                     }
-                    Err(err) => error!(error = %err, "reload failed; keeping the running configuration"),
+                    Err(err) => {
+                        server.record_reload(false);
+                        error!(error = %err, "reload failed; keeping the running configuration");
+                    }
                 }
             }
         }

@@ -1,32 +1,140 @@
-//! Metric names in one place, and small record helpers.
+//! Metric families in one place, their Prometheus text exposition, and small record helpers.
 //!
-//! Each [`Metrics`] owns its own Prometheus registry rather than the process-global recorder, so
-//! that several proxies in one process (tests, `linkpush demo`) never mix their numbers. Handles
-//! for fixed label sets are registered once, so recording on the hot path is an atomic add.
+//! Each [`Metrics`] owns its own registry rather than a process-global one, so that several
+//! proxies in one process (tests, `linkpush demo`) never mix their numbers. Recording is an
+//! atomic add on a handle: hot series (requests, pushes, hints) keep their handles, rare ones
+//! are looked up by label set when they happen. Nothing needs periodic upkeep: a histogram is a
+//! fixed array of bucket counters.
+//!
+//! The exposition is the Prometheus text format 0.0.4 that `promtool check metrics` checks:
+//! every family has `# HELP` and `# TYPE`, counters end in `_total`. (The `prometheus-client`
+//! crate writes OpenMetrics, whose `# TYPE x counter` + `x_total` lines promtool 2.42 refuses
+//! with "no help text"; `metrics-exporter-prometheus` wrote no HELP and needed an upkeep task.)
+//!
+//! ## Adding a metric
+//!
+//! 1. Declare its family next to the others: name, type and HELP text in one line, e.g.
+//!    `pub const TLS_HANDSHAKE_ERRORS_TOTAL: Family = Family::counter("linkpush_tls_handshake_errors_total", "TLS handshakes that failed, by reason.");`
+//! 2. Add a record method on [`Metrics`]: `self.counter(&TLS_HANDSHAKE_ERRORS_TOTAL, &[("reason", reason)]).inc()`
+//!    (or register the handles once in [`Metrics::new`] when it is on the request path, which
+//!    also makes the zero-valued series visible before the first event).
+//!
+//! Families appear in `/metrics` once they have a series, sorted by name.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-
-/// How often recorded histogram samples are drained (the exporter's own default).
-pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
 
 use crate::push::policy::SkipReason;
 
-pub const REQUESTS_TOTAL: &str = "linkpush_requests_total";
-pub const PUSHES_TOTAL: &str = "linkpush_pushes_total";
-pub const PUSH_SKIPPED_TOTAL: &str = "linkpush_push_skipped_total";
-pub const PUSHED_BYTES_TOTAL: &str = "linkpush_pushed_bytes_total";
-pub const EARLY_HINTS_TOTAL: &str = "linkpush_early_hints_total";
-pub const UPSTREAM_DURATION_SECONDS: &str = "linkpush_upstream_duration_seconds";
-pub const CONNECTIONS: &str = "linkpush_connections";
-pub const UPSTREAM_ERRORS_TOTAL: &str = "linkpush_upstream_errors_total";
+/// A metric family: its name, type and HELP text. See the module doc for adding one.
+#[derive(Debug)]
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+}
 
-const METADATA: Metadata<'static> = Metadata::new("linkpush", Level::INFO, Some("linkpush"));
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    /// Upper bounds of the buckets, ascending; `+Inf` is implied.
+    Histogram(&'static [f64]),
+}
+
+impl Family {
+    pub const fn counter(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            kind: Kind::Counter,
+        }
+    }
+    pub const fn gauge(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            kind: Kind::Gauge,
+        }
+    }
+    pub const fn histogram(
+        name: &'static str,
+        help: &'static str,
+        buckets: &'static [f64],
+    ) -> Family {
+        Family {
+            name,
+            help,
+            kind: Kind::Histogram(buckets),
+        }
+    }
+}
+
+// ===== The families =====
+
+pub const REQUESTS_TOTAL: Family = Family::counter(
+    "linkpush_requests_total",
+    "Client requests answered, by client protocol and response status (499: the client went away).",
+);
+pub const PUSHES_TOTAL: Family = Family::counter(
+    "linkpush_pushes_total",
+    "HTTP/2 server pushes by outcome: promised, completed, cancelled by the client, failed.",
+);
+pub const PUSH_SKIPPED_TOTAL: Family = Family::counter(
+    "linkpush_push_skipped_total",
+    "Preload links that were not pushed, by reason.",
+);
+pub const PUSHED_BYTES_TOTAL: Family = Family::counter(
+    "linkpush_pushed_bytes_total",
+    "Body bytes sent on pushed streams.",
+);
+pub const EARLY_HINTS_TOTAL: Family = Family::counter(
+    "linkpush_early_hints_total",
+    "103 Early Hints responses sent, by where their links came from.",
+);
+pub const UPSTREAM_DURATION_SECONDS: Family = Family::histogram(
+    "linkpush_upstream_duration_seconds",
+    "Time from sending a request upstream to its response headers (or its failure).",
+    &[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ],
+);
+pub const CONNECTIONS: Family = Family::gauge(
+    "linkpush_connections",
+    "Client connections open now, by protocol.",
+);
+pub const UPSTREAM_ERRORS_TOTAL: Family = Family::counter(
+    "linkpush_upstream_errors_total",
+    "Upstream failures by kind; each connect/request failure is a 502, each timeout or saturation a 504.",
+);
+pub const UPSTREAM_CONNECTIONS: Family = Family::gauge(
+    "linkpush_upstream_connections",
+    "Upstream connections: in_use = requests holding one of upstream.max_connections, idle = open connections beyond those (pooled).",
+);
+pub const CONFIG_RELOADS_TOTAL: Family = Family::counter(
+    "linkpush_config_reloads_total",
+    "Configuration reloads (SIGHUP) by result.",
+);
+pub const BUILD_INFO: Family = Family::gauge(
+    "linkpush_build_info",
+    "Always 1; the labels say which build is running.",
+);
+pub const LOG_LINES_DROPPED_TOTAL: Family = Family::counter(
+    "linkpush_log_lines_dropped_total",
+    "Log lines dropped because the log writer fell behind (the log never blocks a request).",
+);
+
+/// The upstream error kinds shown (at 0) before they first happen: `ProxyError::kind` values
+/// with `Side::Upstream` that answer the client 502/504.
+const UPSTREAM_ERROR_KINDS: [&str; 4] = [
+    "upstream_connect",
+    "upstream_request",
+    "upstream_timeout",
+    "upstream_saturated",
+];
 
 /// The client-facing protocol of a request or connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,22 +198,138 @@ impl HintSource {
     }
 }
 
+// ===== Handles =====
+
+/// A monotonic counter series. Cloning shares the series.
+#[derive(Clone, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A gauge series. Cloning shares the series.
+#[derive(Clone, Default)]
+pub struct Gauge(Arc<AtomicI64>);
+
+impl Gauge {
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn set(&self, n: i64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// Adds one until the guard is dropped.
+    pub fn hold(&self) -> GaugeGuard {
+        self.add(1);
+        GaugeGuard(self.clone())
+    }
+}
+
+/// One unit of a gauge, given back when dropped (an open connection, a held permit).
+pub struct GaugeGuard(Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.add(-1);
+    }
+}
+
+/// Counts the connection in `linkpush_connections{protocol}` until dropped.
+pub type ConnectionGuard = GaugeGuard;
+
+/// A histogram series with fixed buckets: an observation is two atomic adds and a CAS on the sum.
+#[derive(Clone)]
+pub struct Histogram(Arc<HistogramInner>);
+
+struct HistogramInner {
+    bounds: &'static [f64],
+    /// Per-bucket (not cumulative) counts; the last slot is `+Inf`.
+    counts: Box<[AtomicU64]>,
+    /// The sum of observations, as `f64` bits.
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram(Arc::new(HistogramInner {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0f64.to_bits()),
+        }))
+    }
+
+    pub fn observe(&self, value: f64) {
+        let inner = &self.0;
+        let slot = inner
+            .bounds
+            .iter()
+            .position(|le| value <= *le)
+            .unwrap_or(inner.bounds.len());
+        inner.counts[slot].fetch_add(1, Ordering::Relaxed);
+        let _ = inner
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + value).to_bits())
+            });
+    }
+}
+
+/// A value computed when `/metrics` is rendered.
+type Callback = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+enum Value {
+    Counter(Counter),
+    Gauge(Gauge),
+    Histogram(Histogram),
+    Computed(Callback),
+}
+
+struct Series {
+    family: &'static Family,
+    value: Value,
+}
+
+/// Log lines the log writer dropped, process-wide (the writer is set up once, in `main`).
+static LOG_LINES_DROPPED: OnceLock<Box<dyn Fn() -> u64 + Send + Sync>> = OnceLock::new();
+
+/// Tells every [`Metrics`] where to read `linkpush_log_lines_dropped_total` from. Once per
+/// process; later calls are ignored.
+pub fn set_log_lines_dropped(source: impl Fn() -> u64 + Send + Sync + 'static) {
+    let _ = LOG_LINES_DROPPED.set(Box::new(source));
+}
+
+// ===== The registry =====
+
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    recorder: PrometheusRecorder,
-    handle: PrometheusHandle,
+    /// Every series by (family name, rendered label set): the order `/metrics` shows them in.
+    series: Mutex<SeriesMap>,
     pushes: [Counter; 4],
-    skipped: [Counter; 6],
+    skipped: [Counter; SkipReason::ALL.len()],
     pushed_bytes: Counter,
     hints: [Counter; 2],
     upstream_duration: Histogram,
     connections: [Gauge; 2],
+    upstream_in_use: Gauge,
+    upstream_open: Gauge,
     /// `linkpush_requests_total` handles by protocol and status 100–599, registered on first
-    /// use: a request then costs an atomic add, not a key build and a registry lookup.
+    /// use: a request then costs an atomic add, not a label build and a registry lookup.
     requests: [Box<[OnceLock<Counter>]>; 2],
 }
 
@@ -117,95 +341,199 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let builder = PrometheusBuilder::new();
-        // A histogram, not the exporter's default summary: SPEC §7 asks for a histogram.
-        let builder = match builder.set_buckets_for_metric(
-            Matcher::Full(UPSTREAM_DURATION_SECONDS.to_string()),
-            &[
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ],
-        ) {
-            Ok(b) => b,
-            // Only fails on an empty bucket list, which the constant above is not.
-            Err(_) => PrometheusBuilder::new(),
+        let mut series = BTreeMap::new();
+        let mut counter = |family: &'static Family, label: (&str, &str)| {
+            let c = Counter::default();
+            insert(&mut series, family, &[label], Value::Counter(c.clone()));
+            c
         };
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        let counter = |name: &'static str, label: (&'static str, &'static str)| {
-            recorder.register_counter(
-                &Key::from_parts(name, vec![Label::new(label.0, label.1)]),
-                &METADATA,
-            )
-        };
-        let pushes = PushOutcome::ALL.map(|o| counter(PUSHES_TOTAL, ("outcome", o.as_str())));
-        let skipped = SkipReason::ALL.map(|r| counter(PUSH_SKIPPED_TOTAL, ("reason", r.as_str())));
+        let pushes = PushOutcome::ALL.map(|o| counter(&PUSHES_TOTAL, ("outcome", o.as_str())));
+        let skipped = SkipReason::ALL.map(|r| counter(&PUSH_SKIPPED_TOTAL, ("reason", r.as_str())));
         let hints = [HintSource::Upstream, HintSource::Learned]
-            .map(|s| counter(EARLY_HINTS_TOTAL, ("source", s.as_str())));
-        let pushed_bytes =
-            recorder.register_counter(&Key::from_name(PUSHED_BYTES_TOTAL), &METADATA);
-        let upstream_duration =
-            recorder.register_histogram(&Key::from_name(UPSTREAM_DURATION_SECONDS), &METADATA);
-        let connections = [Protocol::Http1, Protocol::Http2].map(|p| {
-            recorder.register_gauge(
-                &Key::from_parts(CONNECTIONS, vec![Label::new("protocol", p.as_str())]),
-                &METADATA,
-            )
+            .map(|s| counter(&EARLY_HINTS_TOTAL, ("source", s.as_str())));
+        for kind in UPSTREAM_ERROR_KINDS {
+            counter(&UPSTREAM_ERRORS_TOTAL, ("kind", kind));
+        }
+        for result in ["success", "failure"] {
+            counter(&CONFIG_RELOADS_TOTAL, ("result", result));
+        }
+        let pushed_bytes = Counter::default();
+        insert(
+            &mut series,
+            &PUSHED_BYTES_TOTAL,
+            &[],
+            Value::Counter(pushed_bytes.clone()),
+        );
+        let upstream_duration = Histogram::new(match UPSTREAM_DURATION_SECONDS.kind {
+            Kind::Histogram(bounds) => bounds,
+            _ => &[],
         });
+        insert(
+            &mut series,
+            &UPSTREAM_DURATION_SECONDS,
+            &[],
+            Value::Histogram(upstream_duration.clone()),
+        );
+        let connections = [Protocol::Http1, Protocol::Http2].map(|p| {
+            let g = Gauge::default();
+            let labels = [("protocol", p.as_str())];
+            insert(&mut series, &CONNECTIONS, &labels, Value::Gauge(g.clone()));
+            g
+        });
+        let upstream_in_use = Gauge::default();
+        let upstream_open = Gauge::default();
+        insert(
+            &mut series,
+            &UPSTREAM_CONNECTIONS,
+            &[("state", "in_use")],
+            Value::Gauge(upstream_in_use.clone()),
+        );
+        // Idle = open − in use: the pool does not say which of its connections are idle, but
+        // every request holding a permit past its connect holds exactly one connection.
+        let idle = {
+            let (open, in_use) = (upstream_open.clone(), upstream_in_use.clone());
+            Arc::new(move || (open.get() - in_use.get()).max(0))
+        };
+        insert(
+            &mut series,
+            &UPSTREAM_CONNECTIONS,
+            &[("state", "idle")],
+            Value::Computed(idle),
+        );
+        let build = Gauge::default();
+        build.set(1);
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        insert(
+            &mut series,
+            &BUILD_INFO,
+            &[("version", env!("CARGO_PKG_VERSION")), ("profile", profile)],
+            Value::Gauge(build),
+        );
+        let dropped = || {
+            LOG_LINES_DROPPED
+                .get()
+                .map_or(0, |f| i64::try_from(f()).unwrap_or(i64::MAX))
+        };
+        insert(
+            &mut series,
+            &LOG_LINES_DROPPED_TOTAL,
+            &[],
+            Value::Computed(Arc::new(dropped)),
+        );
         Metrics {
             inner: Arc::new(Inner {
-                recorder,
-                handle,
+                series: Mutex::new(series),
                 pushes,
                 skipped,
                 pushed_bytes,
                 hints,
                 upstream_duration,
                 connections,
+                upstream_in_use,
+                upstream_open,
                 requests: [(); 2].map(|_| (100..600).map(|_| OnceLock::new()).collect()),
             }),
         }
     }
 
-    /// Drains recorded histogram samples into their buckets. The exporter keeps every sample
-    /// until then, so without a periodic upkeep (and no scraper) memory grows with every
-    /// request; `Server` runs this every few seconds.
-    pub fn upkeep(&self) {
-        self.inner.handle.run_upkeep();
+    /// The counter of `family` with `labels`, registered on first use. For rare events; keep
+    /// the handle when it is on the request path.
+    pub fn counter(&self, family: &'static Family, labels: &[(&str, &str)]) -> Counter {
+        let mut series = self.series();
+        let entry = series
+            .entry((family.name, render_labels(labels)))
+            .or_insert_with(|| Series {
+                family,
+                value: Value::Counter(Counter::default()),
+            });
+        match &entry.value {
+            Value::Counter(c) => c.clone(),
+            // A family declared as another type: a programming error, recorded nowhere.
+            _ => Counter::default(),
+        }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The gauge of `family` with `labels`, registered on first use.
+    pub fn gauge(&self, family: &'static Family, labels: &[(&str, &str)]) -> Gauge {
+        let mut series = self.series();
+        let entry = series
+            .entry((family.name, render_labels(labels)))
+            .or_insert_with(|| Series {
+                family,
+                value: Value::Gauge(Gauge::default()),
+            });
+        match &entry.value {
+            Value::Gauge(g) => g.clone(),
+            _ => Gauge::default(),
+        }
+    }
+
+    fn series(&self) -> std::sync::MutexGuard<'_, SeriesMap> {
+        // Every critical section is a map insert or a read: a panic cannot leave it half done.
+        self.inner.series.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every series.
     pub fn render(&self) -> String {
-        self.inner.handle.run_upkeep();
-        self.inner.handle.render()
+        let series = self.series();
+        let mut out = String::with_capacity(4096);
+        let mut current: Option<&str> = None;
+        for ((name, labels), s) in series.iter() {
+            if current != Some(name) {
+                current = Some(name);
+                let kind = match s.family.kind {
+                    Kind::Counter => "counter",
+                    Kind::Gauge => "gauge",
+                    Kind::Histogram(_) => "histogram",
+                };
+                let _ = writeln!(out, "# HELP {name} {}", escape_help(s.family.help));
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+            }
+            match &s.value {
+                Value::Counter(c) => {
+                    let _ = writeln!(out, "{name}{labels} {}", c.get());
+                }
+                Value::Gauge(g) => {
+                    let _ = writeln!(out, "{name}{labels} {}", g.get());
+                }
+                Value::Computed(f) => {
+                    let _ = writeln!(out, "{name}{labels} {}", f());
+                }
+                Value::Histogram(h) => render_histogram(&mut out, name, labels, h),
+            }
+        }
+        out
     }
 
     pub fn request(&self, protocol: Protocol, status: u16) {
         let register = || {
-            let key = Key::from_parts(
-                REQUESTS_TOTAL,
-                vec![
-                    Label::new("protocol", protocol.as_str()),
-                    Label::new("status", status.to_string()),
+            self.counter(
+                &REQUESTS_TOTAL,
+                &[
+                    ("protocol", protocol.as_str()),
+                    ("status", &status.to_string()),
                 ],
-            );
-            self.inner.recorder.register_counter(&key, &METADATA)
+            )
         };
         match self.inner.requests[protocol as usize].get(usize::from(status).wrapping_sub(100)) {
-            Some(slot) => slot.get_or_init(register).increment(1),
-            None => register().increment(1),
+            Some(slot) => slot.get_or_init(register).inc(),
+            None => register().inc(),
         }
     }
 
+    /// One upstream failure of `kind` (`ProxyError::kind`): every 502 and 504 the proxy
+    /// answers because of its upstream is counted here.
     pub fn upstream_error(&self, kind: &'static str) {
-        let key = Key::from_parts(UPSTREAM_ERRORS_TOTAL, vec![Label::new("kind", kind)]);
-        self.inner
-            .recorder
-            .register_counter(&key, &METADATA)
-            .increment(1);
+        self.counter(&UPSTREAM_ERRORS_TOTAL, &[("kind", kind)])
+            .inc();
     }
 
     pub fn push(&self, outcome: PushOutcome) {
-        self.inner.pushes[outcome as usize].increment(1);
+        self.inner.pushes[outcome as usize].inc();
     }
 
     pub fn push_skipped(&self, reason: SkipReason) {
@@ -213,37 +541,102 @@ impl Metrics {
             .iter()
             .position(|r| *r == reason)
             .unwrap_or(0);
-        self.inner.skipped[index].increment(1);
+        self.inner.skipped[index].inc();
     }
 
     pub fn pushed_bytes(&self, n: u64) {
-        self.inner.pushed_bytes.increment(n);
+        self.inner.pushed_bytes.add(n);
     }
 
     pub fn early_hint(&self, source: HintSource) {
-        self.inner.hints[source as usize].increment(1);
+        self.inner.hints[source as usize].inc();
     }
 
     pub fn upstream_duration(&self, d: Duration) {
-        self.inner.upstream_duration.record(d.as_secs_f64());
+        self.inner.upstream_duration.observe(d.as_secs_f64());
     }
 
     /// Counts the connection in `linkpush_connections{protocol}` until the guard is dropped.
     pub fn connection(&self, protocol: Protocol) -> ConnectionGuard {
-        let gauge = self.inner.connections[protocol as usize].clone();
-        gauge.increment(1.0);
-        ConnectionGuard { gauge }
+        self.inner.connections[protocol as usize].hold()
+    }
+
+    /// Counts a request holding an upstream connection slot until the guard is dropped.
+    pub fn upstream_in_use(&self) -> GaugeGuard {
+        self.inner.upstream_in_use.hold()
+    }
+
+    /// Counts an open upstream connection until the guard is dropped.
+    pub fn upstream_connection_open(&self) -> GaugeGuard {
+        self.inner.upstream_open.hold()
+    }
+
+    /// One configuration reload (SIGHUP), applied or refused.
+    pub fn config_reload(&self, applied: bool) {
+        let result = if applied { "success" } else { "failure" };
+        self.counter(&CONFIG_RELOADS_TOTAL, &[("result", result)])
+            .inc();
     }
 }
 
-pub struct ConnectionGuard {
-    gauge: Gauge,
+type SeriesMap = BTreeMap<(&'static str, String), Series>;
+
+fn insert(series: &mut SeriesMap, family: &'static Family, labels: &[(&str, &str)], value: Value) {
+    series.insert(
+        (family.name, render_labels(labels)),
+        Series { family, value },
+    );
 }
 
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.gauge.decrement(1.0);
+/// `{a="x",b="y"}`, or nothing for no labels; values escaped as the text format requires.
+fn render_labels(labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return String::new();
     }
+    let mut out = String::from("{");
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        for c in value.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn render_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    // `le` joins the series' own labels: `{a="x",le="0.5"}`.
+    let with_le = |le: &str| match labels.strip_suffix('}') {
+        Some(open) => format!("{open},le=\"{le}\"}}"),
+        None => format!("{{le=\"{le}\"}}"),
+    };
+    let inner = &h.0;
+    let mut cumulative = 0u64;
+    for (i, count) in inner.counts.iter().enumerate() {
+        cumulative += count.load(Ordering::Relaxed);
+        let le = match inner.bounds.get(i) {
+            Some(bound) => bound.to_string(),
+            None => "+Inf".to_owned(),
+        };
+        let _ = writeln!(out, "{name}_bucket{} {cumulative}", with_le(&le));
+    }
+    let sum = f64::from_bits(inner.sum.load(Ordering::Relaxed));
+    let _ = writeln!(out, "{name}_sum{labels} {sum}");
+    let _ = writeln!(out, "{name}_count{labels} {cumulative}");
 }
 
 #[cfg(test)]
@@ -259,9 +652,13 @@ mod tests {
         m.push_skipped(SkipReason::Duplicate);
         m.pushed_bytes(10);
         m.early_hint(HintSource::Learned);
+        m.upstream_error("upstream_saturated");
+        m.config_reload(false);
         let guard = m.connection(Protocol::Http1);
         let text = m.render();
         for line in [
+            "# HELP linkpush_requests_total Client requests answered, by client protocol and response status (499: the client went away).",
+            "# TYPE linkpush_requests_total counter",
             "linkpush_requests_total{protocol=\"h2\",status=\"200\"} 2",
             "linkpush_pushes_total{outcome=\"promised\"} 1",
             "linkpush_pushes_total{outcome=\"failed\"} 0",
@@ -269,6 +666,12 @@ mod tests {
             "linkpush_pushed_bytes_total 10",
             "linkpush_early_hints_total{source=\"learned\"} 1",
             "linkpush_connections{protocol=\"http1\"} 1",
+            "linkpush_upstream_errors_total{kind=\"upstream_saturated\"} 1",
+            "linkpush_upstream_errors_total{kind=\"upstream_connect\"} 0",
+            "linkpush_config_reloads_total{result=\"failure\"} 1",
+            "linkpush_config_reloads_total{result=\"success\"} 0",
+            "linkpush_log_lines_dropped_total 0",
+            "linkpush_upstream_connections{state=\"idle\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -284,21 +687,99 @@ mod tests {
     }
 
     #[test]
+    fn every_family_has_one_help_and_one_type_line() {
+        let m = Metrics::new();
+        m.request(Protocol::Http1, 404);
+        let text = m.render();
+        let mut families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let count = families.len();
+        families.dedup();
+        assert_eq!(families.len(), count, "a TYPE line twice:\n{text}");
+        for family in families {
+            let help = format!("# HELP {family} ");
+            assert_eq!(
+                text.lines().filter(|l| l.starts_with(&help)).count(),
+                1,
+                "{family}:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_pool_gauges_follow_the_guards() {
+        let m = Metrics::new();
+        let open: Vec<_> = (0..3).map(|_| m.upstream_connection_open()).collect();
+        let in_use = m.upstream_in_use();
+        let text = m.render();
+        assert!(
+            text.contains("linkpush_upstream_connections{state=\"idle\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("linkpush_upstream_connections{state=\"in_use\"} 1\n"),
+            "{text}"
+        );
+        drop((open, in_use));
+        let text = m.render();
+        assert!(
+            text.contains("linkpush_upstream_connections{state=\"idle\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("linkpush_upstream_connections{state=\"in_use\"} 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn build_info_is_one_with_the_version() {
+        let text = Metrics::new().render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("linkpush_build_info{"))
+            .unwrap_or_else(|| panic!("no build info in\n{text}"));
+        assert!(
+            line.starts_with(&format!(
+                "linkpush_build_info{{version=\"{}\",",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{line}"
+        );
+        assert!(line.ends_with("} 1"), "{line}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(render_labels(&[]), "");
+        assert_eq!(
+            render_labels(&[("a", "x\"y\\z\n"), ("b", "1")]),
+            "{a=\"x\\\"y\\\\z\\n\",b=\"1\"}"
+        );
+    }
+
+    #[test]
     fn upstream_duration_is_a_histogram() {
         let m = Metrics::new();
         m.upstream_duration(Duration::from_millis(3));
+        m.upstream_duration(Duration::from_secs(60));
         let text = m.render();
-        assert!(
-            text.contains("# TYPE linkpush_upstream_duration_seconds histogram"),
-            "{text}"
-        );
-        assert!(
-            text.contains("linkpush_upstream_duration_seconds_bucket{le=\"0.005\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("linkpush_upstream_duration_seconds_count 1"),
-            "{text}"
-        );
+        for line in [
+            "# TYPE linkpush_upstream_duration_seconds histogram",
+            "linkpush_upstream_duration_seconds_bucket{le=\"0.0025\"} 0",
+            "linkpush_upstream_duration_seconds_bucket{le=\"0.005\"} 1",
+            "linkpush_upstream_duration_seconds_bucket{le=\"30\"} 1",
+            "linkpush_upstream_duration_seconds_bucket{le=\"+Inf\"} 2",
+            "linkpush_upstream_duration_seconds_sum 60.003",
+            "linkpush_upstream_duration_seconds_count 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
     }
 }

@@ -125,7 +125,7 @@ pub type Informational = Vec<HeaderValue>;
 /// The pooled client. Cheap to clone.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, RequestBody>,
+    client: Client<CountingConnector, RequestBody>,
     /// The upstream's `host:port`.
     authority: http::uri::Authority,
     limit: Arc<Semaphore>,
@@ -146,7 +146,10 @@ impl Upstream {
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .set_host(false)
-            .build(connector);
+            .build(CountingConnector {
+                inner: connector,
+                metrics: metrics.clone(),
+            });
         Upstream {
             client,
             authority: config.authority.clone(),
@@ -207,8 +210,16 @@ impl Upstream {
             match tokio::time::timeout_at(deadline, self.limit.clone().acquire_owned()).await {
                 Ok(Ok(p)) => p,
                 Ok(Err(_)) => return Err(ProxyError::Internal("upstream limiter closed")),
-                Err(_) => return Err(ProxyError::UpstreamSaturated(self.response_timeout)),
+                Err(_) => {
+                    let err = ProxyError::UpstreamSaturated(self.response_timeout);
+                    self.metrics.upstream_error(err.kind());
+                    return Err(err);
+                }
             };
+        let permit = Held {
+            _permit: permit,
+            _in_use: self.metrics.upstream_in_use(),
+        };
         let result = tokio::time::timeout_at(deadline, self.client.request(req)).await;
         self.metrics.upstream_duration(started.elapsed());
         let err = match result {
@@ -234,7 +245,13 @@ impl Upstream {
 /// An upstream response body; holds its connection-limit permit until dropped.
 pub struct UpstreamBody {
     inner: Incoming,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<Held>,
+}
+
+/// A `max_connections` slot, counted in `linkpush_upstream_connections{state="in_use"}`.
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    _in_use: crate::metrics::GaugeGuard,
 }
 
 impl Body for UpstreamBody {
@@ -260,6 +277,91 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The HTTP connector, counting each open connection in
+/// `linkpush_upstream_connections` (the pool itself exposes no counts).
+#[derive(Clone)]
+pub struct CountingConnector {
+    inner: HttpConnector,
+    metrics: Metrics,
+}
+
+impl tower_service::Service<http::Uri> for CountingConnector {
+    type Response = Counted;
+    type Error = <HttpConnector as tower_service::Service<http::Uri>>::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Counted, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let io = connecting.await?;
+            Ok(Counted {
+                io,
+                _open: metrics.upstream_connection_open(),
+            })
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream connection, counted as open until hyper drops it.
+    pub struct Counted {
+        #[pin]
+        io: hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+        _open: crate::metrics::GaugeGuard,
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for Counted {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.io.connected()
+    }
+}
+
+impl hyper::rt::Read for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
     }
 }
 
