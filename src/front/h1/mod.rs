@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -28,7 +28,7 @@ use self::io::{Interim, InterimIo};
 use crate::app::App;
 use crate::error::{ProxyError, error_body};
 use crate::front::{
-    AccessLog, EarlyHints, final_links, may_push_final, upstream_hints, wants_learned_hints,
+    AccessLog, EarlyHints, RequestInfo, final_links, may_push_final, upstream_hints, wants_learned_hints,
 };
 use crate::learn::{LearnStore, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
@@ -92,16 +92,19 @@ async fn handle(
     app: Arc<App>,
     client: ClientContext,
     interim: Arc<Interim>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = crate::front::request_target(req.uri());
+    let info = RequestInfo::take(&mut req);
     let mut hints = EarlyHints::default();
-    let response = match proxy(&app, &client, &interim, &mut hints, req, &path).await {
+    let mut upstream = None;
+    let mut error = None;
+    let path = info.path.as_str();
+    let proxied = proxy(&app, &client, &interim, &mut hints, &mut upstream, req, path).await;
+    let response = match proxied {
         Ok(res) => res,
         Err(err) => {
             crate::front::log_error(&err);
+            error = Some(err.kind());
             let status = err.status().unwrap_or(http::StatusCode::BAD_REQUEST);
             let body = error_body(status);
             let mut res = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
@@ -124,11 +127,12 @@ async fn handle(
         inner: body,
         bytes: 0,
         line: Some(LogLine {
-            method,
-            path,
+            info,
+            client: client.peer,
             status,
-            started,
+            upstream,
             hinted: hints.sources,
+            error,
         }),
     };
     Ok(Response::from_parts(parts, logged.boxed_unsync()))
@@ -139,6 +143,7 @@ async fn proxy(
     client: &ClientContext,
     interim: &Interim,
     hints: &mut EarlyHints,
+    upstream_time: &mut Option<Duration>,
     req: Request<Incoming>,
     path: &str,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -193,6 +198,7 @@ async fn proxy(
         authority: &authority,
         path_and_query: path,
     };
+    let upstream_started = Instant::now();
     let response = if hints_on {
         let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
         let upstream = app.upstream.send(upstream_req, Some(tx));
@@ -204,12 +210,14 @@ async fn proxy(
                     let links = RouteLinks::classify(&fields, &base);
                     send_early_hints(app, interim, hints, &upstream_hints(&links), HintSource::Upstream);
                 }
-                res = &mut upstream => break res?,
+                res = &mut upstream => break res,
             }
         }
     } else {
-        app.upstream.send(upstream_req, None).await?
+        app.upstream.send(upstream_req, None).await
     };
+    *upstream_time = Some(upstream_started.elapsed());
+    let response = response?;
     let (mut parts, body) = response.into_parts();
     if app.learn.is_some() && may_push_final(&method, parts.status) {
         final_links(app, route, learned, &parts.headers, &base);
@@ -236,11 +244,13 @@ fn send_early_hints(
 }
 
 struct LogLine {
-    method: Method,
-    path: String,
+    info: RequestInfo,
+    client: std::net::SocketAddr,
     status: u16,
-    started: Instant,
+    upstream: Option<Duration>,
     hinted: Vec<&'static str>,
+    /// The error that made this response (an upstream failure's 502/504), if any.
+    error: Option<&'static str>,
 }
 
 /// Counts the bytes of a response body and writes the access-log line when it ends or is dropped.
@@ -255,15 +265,15 @@ impl Logged {
         if let Some(line) = self.line.take() {
             AccessLog {
                 protocol: "http1",
-                method: &line.method,
-                path: &line.path,
+                client: line.client,
+                request: &line.info,
                 status: line.status,
                 bytes: self.bytes,
-                started: line.started,
+                upstream: line.upstream,
                 pushed: &[],
                 pushed_learned: 0,
                 hinted: &line.hinted,
-                error,
+                error: line.error.or(error),
             }
             .emit();
         }
