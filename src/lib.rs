@@ -15,6 +15,7 @@ pub mod error;
 pub mod front;
 pub mod learn;
 pub mod listener;
+pub mod log_writer;
 pub mod metrics;
 pub mod push;
 pub mod server;

@@ -77,35 +77,18 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How many formatted log lines may wait for the writer thread before new ones are dropped
-/// (and counted in `linkpush_log_lines_dropped_total`): ~4 MiB of access lines.
-const LOG_QUEUE_LINES: usize = 16 * 1024;
-
-/// Logs go to stderr through a writer thread: a request's worker thread formats its line and
-/// hands it to a bounded queue, never waiting on stderr (issue 9: one unbuffered `write(2)`
-/// per request cost 8–15 µs). The thread writes whole batches through a buffer, one `write(2)`
-/// per batch. When stderr is slower than the traffic, the queue fills and lines are dropped and
-/// counted rather than blocking a request (tracing-appender's lossy mode: `try_send`).
-///
-/// Keep the guard until exit: dropping it waits (up to 1 s) for the queue to be written, so a
-/// clean shutdown loses no line.
-fn init_tracing(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr through the writer thread of `linkpush::log_writer`: never blocking a
+/// request on stderr, dropping (and counting) lines rather. Keep the guard until exit: dropping
+/// it writes what is queued.
+fn init_tracing(config: &Config) -> linkpush::log_writer::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     // RUST_LOG, when set, wins over log.level.
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal as _;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("linkpush-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    let dropped = writer.error_counter();
-    linkpush::metrics::set_log_lines_dropped(move || dropped.dropped_lines() as u64);
+    let (writer, guard) =
+        linkpush::log_writer::non_blocking(std::io::stderr(), linkpush::log_writer::QUEUE_LINES);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -28,7 +28,8 @@ use self::io::{Interim, InterimIo};
 use crate::app::App;
 use crate::error::{ProxyError, error_body};
 use crate::front::{
-    AccessLog, EarlyHints, RequestInfo, final_links, may_push_final, upstream_hints, wants_learned_hints,
+    AccessLog, EarlyHints, RequestInfo, final_links, may_push_final, upstream_hints,
+    wants_learned_hints,
 };
 use crate::learn::{LearnStore, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
@@ -99,7 +100,16 @@ async fn handle(
     let mut upstream = None;
     let mut error = None;
     let path = info.path.as_str();
-    let proxied = proxy(&app, &client, &interim, &mut hints, &mut upstream, req, path).await;
+    let proxied = proxy(
+        &app,
+        &client,
+        &interim,
+        &mut hints,
+        &mut upstream,
+        req,
+        path,
+    )
+    .await;
     let response = match proxied {
         Ok(res) => res,
         Err(err) => {

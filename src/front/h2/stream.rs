@@ -26,7 +26,8 @@ use super::push::{Decision, PushLog, PushRequest, PushState, promise_all};
 use crate::app::App;
 use crate::error::{ProxyError, error_body};
 use crate::front::{
-    AccessLog, EarlyHints, RequestInfo, final_links, may_push_final, upstream_hints, wants_learned_hints,
+    AccessLog, EarlyHints, RequestInfo, final_links, may_push_final, upstream_hints,
+    wants_learned_hints,
 };
 use crate::learn::{LearnStore, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
