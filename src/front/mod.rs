@@ -76,6 +76,10 @@ pub struct EarlyHints {
     sent: Vec<u64>,
     /// What each 103 sent came from, for the access log.
     pub sources: Vec<&'static str>,
+    /// The set last admitted, until [`EarlyHints::sent`] confirms it went out.
+    admitted: Vec<HeaderValue>,
+    /// The links of every 103 sent, for the access log.
+    links: Vec<HeaderValue>,
 }
 
 impl EarlyHints {
@@ -90,12 +94,41 @@ impl EarlyHints {
             return false;
         }
         self.sent.push(digest);
+        self.admitted.clear();
+        self.admitted.extend_from_slice(hints);
         true
     }
 
     pub fn sent(&mut self, source: crate::metrics::HintSource, metrics: &crate::metrics::Metrics) {
         metrics.early_hint(source);
         self.sources.push(source.as_str());
+        self.links.append(&mut self.admitted);
+    }
+
+    /// The targets of the links sent in 103s, comma-separated, for the access log.
+    pub fn hinted_paths(&self) -> impl std::fmt::Display + '_ {
+        LinkTargets(&self.links)
+    }
+}
+
+/// `</a.css>; rel=preload, </b.js>; …` → `/a.css,/b.js`: the URI-references of link values.
+struct LinkTargets<'a>(&'a [HeaderValue]);
+
+impl std::fmt::Display for LinkTargets<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, value) in self.0.iter().enumerate() {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            // Hint values are built by `RouteLinks`: `<target>` comes first.
+            let target = text
+                .split_once('<')
+                .and_then(|(_, rest)| rest.split_once('>'))
+                .map_or(text.as_ref(), |(target, _)| target);
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(target)?;
+        }
+        Ok(())
     }
 }
 
@@ -239,8 +272,8 @@ pub struct AccessLog<'a> {
     pub pushed: &'a [String],
     /// How many of `pushed` were pushed from learned links, before the upstream answered.
     pub pushed_learned: usize,
-    /// The source (`upstream`, `learned`) of each 103 sent.
-    pub hinted: &'a [&'static str],
+    /// The 103s sent: their links and sources.
+    pub hints: &'a EarlyHints,
     /// `ProxyError::kind` (or a body-phase kind: `upstream_body`, `client_gone`, …).
     pub error: Option<&'static str>,
 }
@@ -264,7 +297,8 @@ impl AccessLog<'_> {
             request_id = r.request_id.to_str().unwrap_or(""),
             pushed = %self.pushed.join(","),
             pushed_learned = self.pushed_learned,
-            hinted = %self.hinted.join(","),
+            hinted = %self.hints.hinted_paths(),
+            hint_sources = %self.hints.sources.join(","),
             error = self.error,
         );
     }
@@ -298,6 +332,25 @@ mod tests {
         assert!(hints.admit(&a));
         assert!(!hints.admit(&b_then_a), "same set, other order");
         assert!(hints.admit(&a[..1]));
+    }
+
+    #[test]
+    fn hinted_paths_are_the_targets_of_the_103s_sent() {
+        let metrics = crate::metrics::Metrics::new();
+        let mut hints = EarlyHints::default();
+        let a = [
+            HeaderValue::from_static("</a.css>; rel=preload; as=style"),
+            HeaderValue::from_static("<https://cdn.example/b.js>; rel=preload; as=script"),
+        ];
+        assert!(hints.admit(&a));
+        hints.sent(crate::metrics::HintSource::Learned, &metrics);
+        // Admitted but never sent (the 103 failed): not logged.
+        assert!(hints.admit(&[HeaderValue::from_static("</c.css>; rel=preload")]));
+        assert_eq!(
+            hints.hinted_paths().to_string(),
+            "/a.css,https://cdn.example/b.js"
+        );
+        assert_eq!(hints.sources, ["learned"]);
     }
 
     #[test]

@@ -141,7 +141,7 @@ async fn handle(
             client: client.peer,
             status,
             upstream,
-            hinted: hints.sources,
+            hints,
             error,
         }),
     };
@@ -258,7 +258,7 @@ struct LogLine {
     client: std::net::SocketAddr,
     status: u16,
     upstream: Option<Duration>,
-    hinted: Vec<&'static str>,
+    hints: EarlyHints,
     /// The error that made this response (an upstream failure's 502/504), if any.
     error: Option<&'static str>,
 }
@@ -282,7 +282,7 @@ impl Logged {
                 upstream: line.upstream,
                 pushed: &[],
                 pushed_learned: 0,
-                hinted: &line.hinted,
+                hints: &line.hints,
                 error: line.error.or(error),
             }
             .emit();

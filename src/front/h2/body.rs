@@ -60,7 +60,8 @@ where
 }
 
 /// [`send_body`], adding to `sent` the body bytes handed to h2 as they go, so a response cut
-/// short still reports what the client was sent (the access log's `bytes`).
+/// short still reports what was sent (the access log's `bytes`). Every byte counted fit the
+/// client's window; a reset that follows may still discard a tail h2 had not yet written.
 pub async fn send_body_counted<B>(
     stream: &mut SendStream<Bytes>,
     body: B,

@@ -115,7 +115,7 @@ impl Stream {
                 upstream: self.upstream_time,
                 pushed: &self.log.promised,
                 pushed_learned: self.learned_pushes,
-                hinted: &self.hints.sources,
+                hints: &self.hints,
                 error,
             }
             .emit();
