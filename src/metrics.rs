@@ -1,4 +1,5 @@
-//! Metric families in one place, their Prometheus text exposition, and small record helpers.
+//! Metric families in one place (name, type, HELP), and small record helpers. The text
+//! exposition and the handles live in `exposition`.
 //!
 //! Each [`Metrics`] owns its own registry rather than a process-global one, so that several
 //! proxies in one process (tests, `linkpush demo`) never mix their numbers. Recording is an
@@ -21,57 +22,15 @@
 //!
 //! Families appear in `/metrics` once they have a series, sorted by name.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+mod exposition;
+
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+pub use self::exposition::{
+    Callback, Counter, Family, Gauge, GaugeGuard, Histogram, Kind, Registry,
+};
 use crate::push::policy::SkipReason;
-
-/// A metric family: its name, type and HELP text. See the module doc for adding one.
-#[derive(Debug)]
-pub struct Family {
-    pub name: &'static str,
-    pub help: &'static str,
-    pub kind: Kind,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    /// Upper bounds of the buckets, ascending; `+Inf` is implied.
-    Histogram(&'static [f64]),
-}
-
-impl Family {
-    pub const fn counter(name: &'static str, help: &'static str) -> Family {
-        Family {
-            name,
-            help,
-            kind: Kind::Counter,
-        }
-    }
-    pub const fn gauge(name: &'static str, help: &'static str) -> Family {
-        Family {
-            name,
-            help,
-            kind: Kind::Gauge,
-        }
-    }
-    pub const fn histogram(
-        name: &'static str,
-        help: &'static str,
-        buckets: &'static [f64],
-    ) -> Family {
-        Family {
-            name,
-            help,
-            kind: Kind::Histogram(buckets),
-        }
-    }
-}
 
 // ===== The families =====
 
@@ -198,108 +157,8 @@ impl HintSource {
     }
 }
 
-// ===== Handles =====
-
-/// A monotonic counter series. Cloning shares the series.
-#[derive(Clone, Default)]
-pub struct Counter(Arc<AtomicU64>);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.add(1);
-    }
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A gauge series. Cloning shares the series.
-#[derive(Clone, Default)]
-pub struct Gauge(Arc<AtomicI64>);
-
-impl Gauge {
-    pub fn add(&self, n: i64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn set(&self, n: i64) {
-        self.0.store(n, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-    /// Adds one until the guard is dropped.
-    pub fn hold(&self) -> GaugeGuard {
-        self.add(1);
-        GaugeGuard(self.clone())
-    }
-}
-
-/// One unit of a gauge, given back when dropped (an open connection, a held permit).
-pub struct GaugeGuard(Gauge);
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.add(-1);
-    }
-}
-
 /// Counts the connection in `linkpush_connections{protocol}` until dropped.
 pub type ConnectionGuard = GaugeGuard;
-
-/// A histogram series with fixed buckets: an observation is two atomic adds and a CAS on the sum.
-#[derive(Clone)]
-pub struct Histogram(Arc<HistogramInner>);
-
-struct HistogramInner {
-    bounds: &'static [f64],
-    /// Per-bucket (not cumulative) counts; the last slot is `+Inf`.
-    counts: Box<[AtomicU64]>,
-    /// The sum of observations, as `f64` bits.
-    sum: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Histogram(Arc::new(HistogramInner {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0f64.to_bits()),
-        }))
-    }
-
-    pub fn observe(&self, value: f64) {
-        let inner = &self.0;
-        let slot = inner
-            .bounds
-            .iter()
-            .position(|le| value <= *le)
-            .unwrap_or(inner.bounds.len());
-        inner.counts[slot].fetch_add(1, Ordering::Relaxed);
-        let _ = inner
-            .sum
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + value).to_bits())
-            });
-    }
-}
-
-/// A value computed when `/metrics` is rendered.
-type Callback = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-enum Value {
-    Counter(Counter),
-    Gauge(Gauge),
-    Histogram(Histogram),
-    Computed(Callback),
-}
-
-struct Series {
-    family: &'static Family,
-    value: Value,
-}
 
 /// Log lines the log writer dropped, process-wide (the writer is set up once, in `main`).
 static LOG_LINES_DROPPED: OnceLock<Box<dyn Fn() -> u64 + Send + Sync>> = OnceLock::new();
@@ -318,8 +177,7 @@ pub struct Metrics {
 }
 
 struct Inner {
-    /// Every series by (family name, rendered label set): the order `/metrics` shows them in.
-    series: Mutex<SeriesMap>,
+    registry: Registry,
     pushes: [Counter; 4],
     skipped: [Counter; SkipReason::ALL.len()],
     pushed_bytes: Counter,
@@ -340,93 +198,52 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Registers every series that exists from the start (at 0 until something happens).
     pub fn new() -> Self {
-        let mut series = BTreeMap::new();
-        let mut counter = |family: &'static Family, label: (&str, &str)| {
-            let c = Counter::default();
-            insert(&mut series, family, &[label], Value::Counter(c.clone()));
-            c
-        };
-        let pushes = PushOutcome::ALL.map(|o| counter(&PUSHES_TOTAL, ("outcome", o.as_str())));
-        let skipped = SkipReason::ALL.map(|r| counter(&PUSH_SKIPPED_TOTAL, ("reason", r.as_str())));
+        let r = Registry::default();
+        let pushes = PushOutcome::ALL.map(|o| r.counter(&PUSHES_TOTAL, &[("outcome", o.as_str())]));
+        let skipped =
+            SkipReason::ALL.map(|s| r.counter(&PUSH_SKIPPED_TOTAL, &[("reason", s.as_str())]));
         let hints = [HintSource::Upstream, HintSource::Learned]
-            .map(|s| counter(&EARLY_HINTS_TOTAL, ("source", s.as_str())));
+            .map(|s| r.counter(&EARLY_HINTS_TOTAL, &[("source", s.as_str())]));
         for kind in UPSTREAM_ERROR_KINDS {
-            counter(&UPSTREAM_ERRORS_TOTAL, ("kind", kind));
+            r.counter(&UPSTREAM_ERRORS_TOTAL, &[("kind", kind)]);
         }
         for result in ["success", "failure"] {
-            counter(&CONFIG_RELOADS_TOTAL, ("result", result));
+            r.counter(&CONFIG_RELOADS_TOTAL, &[("result", result)]);
         }
-        let pushed_bytes = Counter::default();
-        insert(
-            &mut series,
-            &PUSHED_BYTES_TOTAL,
-            &[],
-            Value::Counter(pushed_bytes.clone()),
-        );
-        let upstream_duration = Histogram::new(match UPSTREAM_DURATION_SECONDS.kind {
-            Kind::Histogram(bounds) => bounds,
-            _ => &[],
-        });
-        insert(
-            &mut series,
-            &UPSTREAM_DURATION_SECONDS,
-            &[],
-            Value::Histogram(upstream_duration.clone()),
-        );
-        let connections = [Protocol::Http1, Protocol::Http2].map(|p| {
-            let g = Gauge::default();
-            let labels = [("protocol", p.as_str())];
-            insert(&mut series, &CONNECTIONS, &labels, Value::Gauge(g.clone()));
-            g
-        });
-        let upstream_in_use = Gauge::default();
+        let pushed_bytes = r.counter(&PUSHED_BYTES_TOTAL, &[]);
+        let upstream_duration = r.histogram(&UPSTREAM_DURATION_SECONDS, &[]);
+        let connections = [Protocol::Http1, Protocol::Http2]
+            .map(|p| r.gauge(&CONNECTIONS, &[("protocol", p.as_str())]));
+        let upstream_in_use = r.gauge(&UPSTREAM_CONNECTIONS, &[("state", "in_use")]);
         let upstream_open = Gauge::default();
-        insert(
-            &mut series,
-            &UPSTREAM_CONNECTIONS,
-            &[("state", "in_use")],
-            Value::Gauge(upstream_in_use.clone()),
-        );
         // Idle = open − in use: the pool does not say which of its connections are idle, but
         // every request holding a permit past its connect holds exactly one connection.
         let idle = {
             let (open, in_use) = (upstream_open.clone(), upstream_in_use.clone());
             Arc::new(move || (open.get() - in_use.get()).max(0))
         };
-        insert(
-            &mut series,
-            &UPSTREAM_CONNECTIONS,
-            &[("state", "idle")],
-            Value::Computed(idle),
-        );
-        let build = Gauge::default();
-        build.set(1);
+        r.computed(&UPSTREAM_CONNECTIONS, &[("state", "idle")], idle);
         let profile = if cfg!(debug_assertions) {
             "debug"
         } else {
             "release"
         };
-        insert(
-            &mut series,
+        r.gauge(
             &BUILD_INFO,
             &[("version", env!("CARGO_PKG_VERSION")), ("profile", profile)],
-            Value::Gauge(build),
-        );
+        )
+        .set(1);
         let dropped = || {
             LOG_LINES_DROPPED
                 .get()
                 .map_or(0, |f| i64::try_from(f()).unwrap_or(i64::MAX))
         };
-        insert(
-            &mut series,
-            &LOG_LINES_DROPPED_TOTAL,
-            &[],
-            Value::Computed(Arc::new(dropped)),
-        );
+        r.computed(&LOG_LINES_DROPPED_TOTAL, &[], Arc::new(dropped));
         Metrics {
             inner: Arc::new(Inner {
-                series: Mutex::new(series),
+                registry: r,
                 pushes,
                 skipped,
                 pushed_bytes,
@@ -443,70 +260,17 @@ impl Metrics {
     /// The counter of `family` with `labels`, registered on first use. For rare events; keep
     /// the handle when it is on the request path.
     pub fn counter(&self, family: &'static Family, labels: &[(&str, &str)]) -> Counter {
-        let mut series = self.series();
-        let entry = series
-            .entry((family.name, render_labels(labels)))
-            .or_insert_with(|| Series {
-                family,
-                value: Value::Counter(Counter::default()),
-            });
-        match &entry.value {
-            Value::Counter(c) => c.clone(),
-            // A family declared as another type: a programming error, recorded nowhere.
-            _ => Counter::default(),
-        }
+        self.inner.registry.counter(family, labels)
     }
 
     /// The gauge of `family` with `labels`, registered on first use.
     pub fn gauge(&self, family: &'static Family, labels: &[(&str, &str)]) -> Gauge {
-        let mut series = self.series();
-        let entry = series
-            .entry((family.name, render_labels(labels)))
-            .or_insert_with(|| Series {
-                family,
-                value: Value::Gauge(Gauge::default()),
-            });
-        match &entry.value {
-            Value::Gauge(g) => g.clone(),
-            _ => Gauge::default(),
-        }
-    }
-
-    fn series(&self) -> std::sync::MutexGuard<'_, SeriesMap> {
-        // Every critical section is a map insert or a read: a panic cannot leave it half done.
-        self.inner.series.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.registry.gauge(family, labels)
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every series.
     pub fn render(&self) -> String {
-        let series = self.series();
-        let mut out = String::with_capacity(4096);
-        let mut current: Option<&str> = None;
-        for ((name, labels), s) in series.iter() {
-            if current != Some(name) {
-                current = Some(name);
-                let kind = match s.family.kind {
-                    Kind::Counter => "counter",
-                    Kind::Gauge => "gauge",
-                    Kind::Histogram(_) => "histogram",
-                };
-                let _ = writeln!(out, "# HELP {name} {}", escape_help(s.family.help));
-                let _ = writeln!(out, "# TYPE {name} {kind}");
-            }
-            match &s.value {
-                Value::Counter(c) => {
-                    let _ = writeln!(out, "{name}{labels} {}", c.get());
-                }
-                Value::Gauge(g) => {
-                    let _ = writeln!(out, "{name}{labels} {}", g.get());
-                }
-                Value::Computed(f) => {
-                    let _ = writeln!(out, "{name}{labels} {}", f());
-                }
-                Value::Histogram(h) => render_histogram(&mut out, name, labels, h),
-            }
-        }
-        out
+        self.inner.registry.render()
     }
 
     pub fn request(&self, protocol: Protocol, status: u16) {
@@ -577,66 +341,6 @@ impl Metrics {
         self.counter(&CONFIG_RELOADS_TOTAL, &[("result", result)])
             .inc();
     }
-}
-
-type SeriesMap = BTreeMap<(&'static str, String), Series>;
-
-fn insert(series: &mut SeriesMap, family: &'static Family, labels: &[(&str, &str)], value: Value) {
-    series.insert(
-        (family.name, render_labels(labels)),
-        Series { family, value },
-    );
-}
-
-/// `{a="x",b="y"}`, or nothing for no labels; values escaped as the text format requires.
-fn render_labels(labels: &[(&str, &str)]) -> String {
-    if labels.is_empty() {
-        return String::new();
-    }
-    let mut out = String::from("{");
-    for (i, (name, value)) in labels.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(name);
-        out.push_str("=\"");
-        for c in value.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
-    out.push('}');
-    out
-}
-
-fn escape_help(help: &str) -> String {
-    help.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-fn render_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
-    // `le` joins the series' own labels: `{a="x",le="0.5"}`.
-    let with_le = |le: &str| match labels.strip_suffix('}') {
-        Some(open) => format!("{open},le=\"{le}\"}}"),
-        None => format!("{{le=\"{le}\"}}"),
-    };
-    let inner = &h.0;
-    let mut cumulative = 0u64;
-    for (i, count) in inner.counts.iter().enumerate() {
-        cumulative += count.load(Ordering::Relaxed);
-        let le = match inner.bounds.get(i) {
-            Some(bound) => bound.to_string(),
-            None => "+Inf".to_owned(),
-        };
-        let _ = writeln!(out, "{name}_bucket{} {cumulative}", with_le(&le));
-    }
-    let sum = f64::from_bits(inner.sum.load(Ordering::Relaxed));
-    let _ = writeln!(out, "{name}_sum{labels} {sum}");
-    let _ = writeln!(out, "{name}_count{labels} {cumulative}");
 }
 
 #[cfg(test)]
@@ -750,15 +454,6 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with("} 1"), "{line}");
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(render_labels(&[]), "");
-        assert_eq!(
-            render_labels(&[("a", "x\"y\\z\n"), ("b", "1")]),
-            "{a=\"x\\\"y\\\\z\\n\",b=\"1\"}"
-        );
     }
 
     #[test]
