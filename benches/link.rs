@@ -71,14 +71,19 @@ fn bench_learn(c: &mut Criterion) {
     use std::time::Duration;
 
     let routes = 10_000;
-    let store = LearnStore::new(NonZeroUsize::new(routes).unwrap(), Duration::from_secs(600));
+    let store = LearnStore::with_bounds(
+        NonZeroUsize::new(routes).unwrap(),
+        32 << 20,
+        Duration::from_secs(600),
+        linkpush::metrics::Metrics::new(),
+    );
     let fields: Vec<http::HeaderValue> = TYPICAL
         .iter()
         .map(|f| http::HeaderValue::from_static(f))
         .collect();
     let links = std::sync::Arc::new(linkpush::learn::RouteLinks::classify(&fields, &BASE));
     let keys: Vec<String> = (0..routes)
-        .map(|i| LearnStore::route_key("shop.example", &format!("/products/{i}")))
+        .map(|i| linkpush::learn::route_key("shop.example", &format!("/products/{i}"), &[]))
         .collect();
     for k in &keys {
         store.learn(k.clone(), links.clone());
@@ -96,7 +101,10 @@ fn bench_learn(c: &mut Criterion) {
         b.iter(|| black_box(store.get(black_box("shop.example/nope"))))
     });
     group.bench_function("same_fields", |b| {
-        b.iter(|| black_box(links.same_fields(black_box(&fields))))
+        b.iter(|| {
+            let digest = linkpush::learn::fields_digest(&[], black_box(&fields));
+            black_box(links.same_fields(digest))
+        })
     });
     group.bench_function("learn/unchanged", |b| {
         b.iter(|| {

@@ -547,10 +547,10 @@ async fn origin_conn(
         let target = request_line.next().unwrap_or("").to_owned();
         let mut body_len = 0usize;
         for line in lines {
-            if let Some((name, value)) = line.split_once(':') {
-                if name.trim().eq_ignore_ascii_case("content-length") {
-                    body_len = value.trim().parse().context("content-length")?;
-                }
+            if let Some((name, value)) = line.split_once(':')
+                && name.trim().eq_ignore_ascii_case("content-length")
+            {
+                body_len = value.trim().parse().context("content-length")?;
             }
         }
         ensure!(body_len <= 1024 * 1024, "request body too large");

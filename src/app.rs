@@ -22,7 +22,7 @@ impl App {
         let learn = config
             .learn
             .enabled
-            .then(|| Arc::new(LearnStore::new(config.learn.routes, config.learn.ttl)));
+            .then(|| Arc::new(LearnStore::new(&config.learn, metrics.clone())));
         App {
             config,
             upstream,
@@ -45,7 +45,7 @@ impl App {
             config
                 .learn
                 .enabled
-                .then(|| Arc::new(LearnStore::new(config.learn.routes, config.learn.ttl)))
+                .then(|| Arc::new(LearnStore::new(&config.learn, self.metrics.clone())))
         };
         App {
             config,

@@ -182,13 +182,18 @@ pub async fn start_backend() -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// The demo's proxy configuration: defaults, in front of `backend`, on `listen`.
+/// The demo's proxy configuration: defaults, in front of `backend`, on `listen`, with the admin
+/// listener (`/metrics`, `/healthz`) on `admin` when given.
 pub fn config(
     listen: SocketAddr,
     backend: SocketAddr,
+    admin: Option<SocketAddr>,
 ) -> Result<crate::Config, crate::config::ConfigError> {
-    let text = format!(
+    let mut text = format!(
         "[server]\nlisten = \"{listen}\"\n[upstream]\nurl = \"http://{backend}\"\n[log]\nlevel = \"info\"\n"
     );
+    if let Some(admin) = admin {
+        text.push_str(&format!("[admin]\nlisten = \"{admin}\"\n"));
+    }
     crate::Config::from_toml_str(&text, std::path::Path::new("<demo>"), &|_| None)
 }

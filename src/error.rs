@@ -17,6 +17,14 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("client went away")]
     ClientGone(#[source] h2::Error),
+    /// The client's request body failed: an aborted upload, a malformed chunked body, a reset
+    /// stream. The upstream request failed because of it, but the fault is the client's.
+    #[error("client request body failed")]
+    ClientBody(#[source] crate::upstream::BoxError),
+    /// The client asked for something linkpush does not do (an extended CONNECT protocol other
+    /// than `websocket`).
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
     #[error("upstream unreachable")]
     UpstreamConnect(#[source] hyper_util::client::legacy::Error),
     #[error("upstream request failed")]
@@ -25,6 +33,12 @@ pub enum ProxyError {
     UpstreamTimeout(std::time::Duration),
     #[error("upstream connection limit reached and no slot freed within {0:?}")]
     UpstreamSaturated(std::time::Duration),
+    /// `upstream.read_timeout`: no bytes of the response for this long.
+    #[error("upstream sent nothing for {0:?}")]
+    UpstreamReadTimeout(std::time::Duration),
+    /// A response HTTP cannot carry on (RFC 9110 §15.2: an unsolicited final 1xx, …).
+    #[error("invalid upstream response: {0}")]
+    UpstreamInvalid(&'static str),
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -32,11 +46,16 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::ClientGone(_) => Side::Client,
+            ProxyError::BadRequest(_)
+            | ProxyError::ClientGone(_)
+            | ProxyError::ClientBody(_)
+            | ProxyError::NotImplemented(_) => Side::Client,
             ProxyError::UpstreamConnect(_)
             | ProxyError::UpstreamRequest(_)
             | ProxyError::UpstreamTimeout(_)
-            | ProxyError::UpstreamSaturated(_) => Side::Upstream,
+            | ProxyError::UpstreamSaturated(_)
+            | ProxyError::UpstreamReadTimeout(_)
+            | ProxyError::UpstreamInvalid(_) => Side::Upstream,
             ProxyError::Internal(_) => Side::Internal,
         }
     }
@@ -46,10 +65,14 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::ClientGone(_) => "client_gone",
+            ProxyError::ClientBody(_) => "client_body",
+            ProxyError::NotImplemented(_) => "not_implemented",
             ProxyError::UpstreamConnect(_) => "upstream_connect",
             ProxyError::UpstreamRequest(_) => "upstream_request",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::UpstreamSaturated(_) => "upstream_saturated",
+            ProxyError::UpstreamReadTimeout(_) => "read_timeout",
+            ProxyError::UpstreamInvalid(_) => "upstream_invalid",
             ProxyError::Internal(_) => "internal",
         }
     }
@@ -63,16 +86,20 @@ impl ProxyError {
 impl From<&ProxyError> for Option<StatusCode> {
     fn from(err: &ProxyError) -> Self {
         Some(match err {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            // A failed request body is answered 400 when the client can still read (a malformed
+            // chunked body); an aborted upload never sees it.
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientGone(_) => return None,
+            // RFC 9110 §15.6.2: the server does not support the functionality required.
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             // RFC 9110 §15.6.3: the proxy got no valid response from the upstream.
-            ProxyError::UpstreamConnect(_) | ProxyError::UpstreamRequest(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamRequest(_)
+            | ProxyError::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
             // RFC 9110 §15.6.5: no timely response from the upstream.
-            ProxyError::UpstreamTimeout(_) | ProxyError::UpstreamSaturated(_) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::UpstreamTimeout(_)
+            | ProxyError::UpstreamSaturated(_)
+            | ProxyError::UpstreamReadTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         })
     }
@@ -108,6 +135,18 @@ mod tests {
                 Side::Upstream,
             ),
             (ProxyError::Internal("x"), Some(500), Side::Internal),
+            (
+                ProxyError::ClientBody("aborted".into()),
+                Some(400),
+                Side::Client,
+            ),
+            (ProxyError::NotImplemented("x"), Some(501), Side::Client),
+            (
+                ProxyError::UpstreamReadTimeout(Duration::from_secs(1)),
+                Some(504),
+                Side::Upstream,
+            ),
+            (ProxyError::UpstreamInvalid("x"), Some(502), Side::Upstream),
         ];
         for (err, status, side) in cases {
             assert_eq!(err.status().map(|s| s.as_u16()), status, "{err}");

@@ -1,35 +1,44 @@
-//! Learned hints (SPEC §6): route → the preload links its last 2xx GET response carried, in an
-//! LRU of `learn.routes` entries shared by all connections, each forgotten after `learn.ttl`.
+//! Learned hints (SPEC §6): route → the links its last 2xx GET response announced (its final
+//! Link fields and its 103s'), in an LRU shared by all connections, bounded in entries
+//! (`learn.routes`) and in bytes (`learn.max_bytes`), each forgotten after `learn.ttl`.
 //!
-//! Only links that passed SPEC §4 rules 1–2 (preload, same origin, clean path) are acted on, so
-//! a learned entry can never reach anything but the upstream. An entry also keeps the Link
-//! fields it was classified from: the next response with the same fields reuses it instead of
-//! parsing them again (the common case: a route's links rarely change).
+//! Only cleaned links are kept (SPEC §5): same-origin preloads that passed SPEC §4 rules 1–2,
+//! and the clean 103 values of cross-origin `https:` preloads and preconnects, so a learned
+//! entry can never make linkpush fetch anything but the upstream, and never holds a raw header
+//! copy. A digest of the fields an entry was built from lets the next identical response reuse
+//! it without parsing (the common case: a route's links rarely change).
+//!
+//! What may be learned and under which key (RFC 9111 shared-cache rules, `learn.exclude`,
+//! tracking parameters) is decided in `learn/rules.rs`.
 
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use lru::LruCache;
 
+use crate::config::LearnConfig;
+use crate::metrics::Metrics;
 use crate::push::link;
 use crate::push::policy::{self, Preload, SkipReason};
 use crate::push::target::RequestBase;
 
-/// What one response's Link fields said, classified once and shared by every request that
-/// acts on it.
-#[derive(Debug, Default)]
+mod rules;
+pub use rules::{LearnSkip, learnable, route_key};
+
+/// What one response's Link fields said, cleaned, and shared by every request that acts on it.
+#[derive(Debug, Default, Clone)]
 pub struct RouteLinks {
-    /// The Link field values as received, each followed by a newline.
-    raw: Vec<u8>,
+    /// Digest of the Link fields these links were built from (see [`fields_digest`]).
+    fields: u64,
     /// Same-origin preloads (pushable unless `nopush`, always hintable).
     pub preloads: Vec<Preload>,
-    /// The clean 103 value of each of `preloads`, in the same order.
+    /// Every clean 103 value in link order: the preloads' (sharing their bytes), cross-origin
+    /// `https:` preloads and preconnects.
     pub hints: Vec<HeaderValue>,
-    /// Clean 103 values for cross-origin preloads (hinted when forwarding an upstream 103).
-    pub foreign: Vec<HeaderValue>,
-    /// Why links were not candidates (cross-origin, invalid), counted per response.
+    /// Why the final response's links were not push candidates, counted per response.
     pub skipped: Vec<SkipReason>,
 }
 
@@ -42,113 +51,254 @@ impl RouteLinks {
         let values: Vec<&HeaderValue> = values.into_iter().collect();
         let parsed = link::parse_fields(values.iter().map(|v| v.as_bytes()));
         let classified = policy::classify(&parsed, base);
-        let to_values = |hints: Vec<String>| -> Vec<HeaderValue> {
-            hints
-                .into_iter()
-                .filter_map(|h| HeaderValue::from_str(&h).ok())
-                .collect()
-        };
-        let hints = to_values(classified.preloads.iter().map(|p| p.hint.clone()).collect());
         RouteLinks {
-            raw: raw_fields(values),
+            fields: fields_digest(&[], values),
             preloads: classified.preloads,
-            hints,
-            foreign: to_values(classified.foreign_hints),
+            hints: classified.hints,
             skipped: classified.skipped,
         }
     }
 
-    /// Whether these links came from exactly these Link field values.
-    pub fn same_fields<'a>(&self, values: impl IntoIterator<Item = &'a HeaderValue>) -> bool {
-        let mut at = 0;
-        for v in values {
-            let v = v.as_bytes();
-            let end = at + v.len();
-            if self.raw.get(at..end) != Some(v) || self.raw.get(end) != Some(&b'\n') {
-                return false;
+    /// Everything a response announced: the links of its 103s first (what the backend wanted
+    /// the client to have earliest), then the final ones (these) they do not already name, so
+    /// that next time the first 103 carries all of it (SPEC §5). `skipped` stays the final
+    /// response's, which is what push counts.
+    pub fn with_early(self, early: &RouteLinks, fields: u64) -> Self {
+        let mut preloads = early.preloads.clone();
+        for p in self.preloads {
+            if !preloads.iter().any(|q| q.path == p.path) {
+                preloads.push(p);
             }
-            at = end + 1;
         }
-        at == self.raw.len()
+        let early_keys: Vec<&[u8]> = early
+            .hints
+            .iter()
+            .map(|h| policy::hint_key(h.as_bytes()))
+            .collect();
+        let mut hints = early.hints.clone();
+        for h in self.hints {
+            if !early_keys.contains(&policy::hint_key(h.as_bytes())) {
+                hints.push(h);
+            }
+        }
+        RouteLinks {
+            fields,
+            preloads,
+            hints,
+            skipped: self.skipped,
+        }
+    }
+
+    /// Whether these links were built from exactly this digest of Link fields.
+    pub fn same_fields(&self, digest: u64) -> bool {
+        self.fields == digest
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.preloads.is_empty() && self.hints.is_empty()
+    }
+
+    /// What this entry costs the store, as accounted against `learn.max_bytes`: the strings it
+    /// holds plus a fixed overhead per link and per route for the vectors, `Arc` and LRU node.
+    fn accounted_bytes(&self, key: &str) -> usize {
+        const PER_ROUTE: usize = 192;
+        const PER_LINK: usize = 64;
+        // A preload's hint shares its bytes with the same value in `hints`: counted once.
+        let preloads: usize = self.preloads.iter().map(|p| p.path.len() + PER_LINK).sum();
+        let hints: usize = self.hints.iter().map(|h| h.len() + PER_LINK).sum();
+        PER_ROUTE + key.len() + preloads + hints
     }
 }
 
-fn raw_fields(values: Vec<&HeaderValue>) -> Vec<u8> {
-    let mut raw = Vec::with_capacity(values.iter().map(|v| v.len() + 1).sum());
-    for v in values {
-        raw.extend_from_slice(v.as_bytes());
-        raw.push(b'\n');
+/// An order-sensitive digest of the Link fields of a response's 103s (`early`) and its final
+/// response (`final_fields`). Keyed per process, so a backend cannot aim for a collision.
+pub fn fields_digest<'a>(
+    early: &[HeaderValue],
+    final_fields: impl IntoIterator<Item = &'a HeaderValue>,
+) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    let mut h = KEYS.get_or_init(Default::default).build_hasher();
+    h.write_usize(early.len());
+    for v in early {
+        h.write_usize(v.len());
+        h.write(v.as_bytes());
     }
-    raw
+    h.write_u8(0xff);
+    for v in final_fields {
+        h.write_usize(v.len());
+        h.write(v.as_bytes());
+    }
+    h.finish()
 }
 
 /// The links of one route, shared with every request that acts on them.
 pub type Links = Arc<RouteLinks>;
 
+/// Where the store reads the time: injected so that TTL tests need no sleeping.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Instant;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A clock that moves only when told: the time it was made plus what [`ManualClock::advance`]
+/// added. Clones share the offset.
+#[derive(Clone)]
+pub struct ManualClock {
+    start: Instant,
+    offset_nanos: Arc<AtomicU64>,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock {
+            start: Instant::now(),
+            offset_nanos: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl ManualClock {
+    pub fn advance(&self, by: Duration) {
+        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.offset_nanos.fetch_add(nanos, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.start + Duration::from_nanos(self.offset_nanos.load(Ordering::SeqCst))
+    }
+}
+
 pub struct LearnStore {
-    routes: Mutex<LruCache<String, Entry>>,
+    inner: Mutex<Inner>,
     ttl: Duration,
+    max_bytes: usize,
+    metrics: Metrics,
+}
+
+struct Inner {
+    routes: LruCache<String, Entry>,
+    /// Sum of the entries' accounted bytes.
+    bytes: usize,
+    clock: Arc<dyn Clock>,
 }
 
 struct Entry {
     links: Links,
     learned_at: Instant,
+    bytes: usize,
+}
+
+impl Inner {
+    fn remove(&mut self, route: &str) {
+        if let Some(old) = self.routes.pop(route) {
+            self.bytes -= old.bytes;
+        }
+    }
 }
 
 impl LearnStore {
-    pub fn new(capacity: NonZeroUsize, ttl: Duration) -> Self {
+    pub fn new(config: &LearnConfig, metrics: Metrics) -> Self {
+        Self::with_bounds(config.routes, config.max_bytes, config.ttl, metrics)
+    }
+
+    pub fn with_bounds(
+        routes: NonZeroUsize,
+        max_bytes: u64,
+        ttl: Duration,
+        metrics: Metrics,
+    ) -> Self {
+        metrics.learned_bytes(0);
         LearnStore {
-            routes: Mutex::new(LruCache::new(capacity)),
+            inner: Mutex::new(Inner {
+                routes: LruCache::new(routes),
+                bytes: 0,
+                clock: Arc::new(SystemClock),
+            }),
             ttl,
+            max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+            metrics,
         }
     }
 
-    /// The key of a route: authority (lower-cased) and path with query.
-    pub fn route_key(authority: &str, path_and_query: &str) -> String {
-        let mut key = String::with_capacity(authority.len() + path_and_query.len());
-        key.push_str(&authority.to_ascii_lowercase());
-        key.push_str(path_and_query);
-        key
+    /// Replaces the clock (tests: a [`ManualClock`]). Entries keep the times they were learned at.
+    pub fn set_clock(&self, clock: Arc<dyn Clock>) {
+        self.lock().clock = clock;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The route's links, unless unknown or older than the TTL (then forgotten now).
     pub fn get(&self, route: &str) -> Option<Links> {
-        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        match routes.get(route) {
+        let mut inner = self.lock();
+        let now = inner.clock.now();
+        match inner.routes.get(route) {
             None => return None,
-            Some(entry) if entry.learned_at.elapsed() < self.ttl => {
+            Some(entry) if now.saturating_duration_since(entry.learned_at) < self.ttl => {
                 return Some(entry.links.clone());
             }
             Some(_) => {}
         }
-        routes.pop(route);
+        inner.remove(route);
+        self.metrics.learned_bytes(inner.bytes);
         None
     }
 
     /// Replaces what is known of the route by the final response's links; a response with
     /// none makes the route forgotten, so links it no longer carries are not acted on again.
+    /// Least recently used routes make room, in entries and in bytes; a route too large for
+    /// the whole store is not stored (counted as `too_large`, and the old entry forgotten).
     pub fn learn(&self, route: String, links: Links) {
-        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        if links.preloads.is_empty() {
-            routes.pop(&route);
+        let mut inner = self.lock();
+        let bytes = links.accounted_bytes(&route);
+        inner.remove(&route);
+        if links.is_empty() || bytes > self.max_bytes {
+            if !links.is_empty() {
+                self.metrics.learn_skipped(LearnSkip::TooLarge);
+            }
+            self.metrics.learned_bytes(inner.bytes);
             return;
         }
-        if let Some(entry) = routes.get_mut(&route) {
-            entry.links = links;
-            entry.learned_at = Instant::now();
-            return;
+        while inner.bytes + bytes > self.max_bytes {
+            match inner.routes.pop_lru() {
+                Some((_, old)) => inner.bytes -= old.bytes,
+                None => break,
+            }
         }
-        routes.put(
+        let learned_at = inner.clock.now();
+        let evicted = inner.routes.push(
             route,
             Entry {
                 links,
-                learned_at: Instant::now(),
+                learned_at,
+                bytes,
             },
         );
+        inner.bytes += bytes;
+        if let Some((_, old)) = evicted {
+            inner.bytes -= old.bytes;
+        }
+        self.metrics.learned_bytes(inner.bytes);
+    }
+
+    /// The bytes the store accounts for, always at most `learn.max_bytes`.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     pub fn len(&self) -> usize {
-        self.routes.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().routes.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -171,38 +321,89 @@ mod tests {
         Arc::new(RouteLinks::classify(&values, &BASE))
     }
 
+    fn store(routes: usize, max_bytes: u64, ttl: Duration) -> LearnStore {
+        LearnStore::with_bounds(
+            NonZeroUsize::new(routes).unwrap(),
+            max_bytes,
+            ttl,
+            Metrics::new(),
+        )
+    }
+
+    fn hints(l: &RouteLinks) -> Vec<&str> {
+        l.hints.iter().map(|h| h.to_str().unwrap()).collect()
+    }
+
     #[test]
     fn classifies_once_and_recognises_the_same_fields() {
         let a = HeaderValue::from_static("</a.css>; rel=preload; as=style; nopush");
-        let b = HeaderValue::from_static("<https://cdn/x>; rel=preload, </b.js>; rel=preload");
+        let b = HeaderValue::from_static(
+            "<https://cdn/x>; rel=preload, </b.js>; rel=preload, <https://f>; rel=preconnect",
+        );
         let l = RouteLinks::classify([&a, &b], &BASE);
         assert_eq!(l.preloads.len(), 2);
-        assert_eq!(l.hints[0], "</a.css>; rel=preload; as=style");
-        assert_eq!(l.foreign.len(), 1);
+        assert_eq!(
+            hints(&l),
+            [
+                "</a.css>; rel=preload; as=style",
+                "<https://cdn/x>; rel=preload",
+                "</b.js>; rel=preload",
+                "<https://f>; rel=preconnect",
+            ]
+        );
         assert_eq!(l.skipped, vec![SkipReason::CrossOrigin]);
-        assert!(l.same_fields([&a, &b]));
-        assert!(!l.same_fields([&b, &a]));
-        assert!(!l.same_fields([&a]));
-        assert!(!l.same_fields([&a, &b, &a]));
+        assert!(l.same_fields(fields_digest(&[], [&a, &b])));
+        assert!(!l.same_fields(fields_digest(&[], [&b, &a])));
+        assert!(!l.same_fields(fields_digest(&[], [&a])));
+        assert!(!l.same_fields(fields_digest(std::slice::from_ref(&a), [&b])));
         let empty = RouteLinks::classify([], &BASE);
-        assert!(empty.same_fields([]));
+        assert!(empty.same_fields(fields_digest(&[], [])));
+    }
+
+    #[test]
+    fn early_links_join_the_final_ones_once() {
+        let early = [HeaderValue::from_static(
+            "</a.css>; rel=preload, </e.js>; rel=preload, <https://cdn/x>; rel=preconnect",
+        )];
+        let fin = [HeaderValue::from_static(
+            "</a.css>; rel=preload; as=style, <https://cdn/x/y>; rel=preconnect",
+        )];
+        let digest = fields_digest(&early, &fin);
+        let l = RouteLinks::classify(&fin, &BASE)
+            .with_early(&RouteLinks::classify(&early, &BASE), digest);
+        assert_eq!(
+            hints(&l),
+            [
+                "</a.css>; rel=preload",
+                "</e.js>; rel=preload",
+                "<https://cdn>; rel=preconnect",
+            ],
+            "the 103's links first, then the final response's others"
+        );
+        assert!(l.same_fields(digest));
     }
 
     #[test]
     fn remembers_replaces_and_forgets() {
-        let store = LearnStore::new(NonZeroUsize::new(2).unwrap(), Duration::from_secs(60));
+        let store = store(2, 1 << 20, Duration::from_secs(60));
         store.learn("h/".into(), links(&["</a.css>; rel=preload"]));
         assert_eq!(store.get("h/").unwrap().preloads[0].path, "/a.css");
         store.learn("h/".into(), links(&["</b.css>; rel=preload"]));
         assert_eq!(store.get("h/").unwrap().preloads.len(), 1);
         assert_eq!(store.get("h/").unwrap().preloads[0].path, "/b.css");
+        store.learn("h/".into(), links(&["<https://cdn>; rel=preconnect"]));
+        assert!(
+            store.get("h/").unwrap().preloads.is_empty(),
+            "hint-only is kept"
+        );
         store.learn("h/".into(), links(&[]));
         assert!(store.get("h/").is_none());
+        assert_eq!(store.bytes(), 0);
     }
 
     #[test]
     fn capacity_evicts_least_recent() {
-        let store = LearnStore::new(NonZeroUsize::new(2).unwrap(), Duration::from_secs(60));
+        let store = store(2, 1 << 20, Duration::from_secs(60));
         store.learn("h/1".into(), links(&["</1>; rel=preload"]));
         store.learn("h/2".into(), links(&["</2>; rel=preload"]));
         assert!(store.get("h/1").is_some());
@@ -210,21 +411,94 @@ mod tests {
         assert!(store.get("h/2").is_none(), "least recently used is evicted");
         assert!(store.get("h/1").is_some());
         assert_eq!(store.len(), 2);
+        let one = links(&["</1>; rel=preload"]).accounted_bytes("h/1");
+        assert_eq!(store.bytes(), 2 * one, "evicted bytes are given back");
     }
 
     #[test]
-    fn ttl_expires() {
-        let store = LearnStore::new(NonZeroUsize::new(2).unwrap(), Duration::from_millis(0));
+    fn bytes_evict_least_recent_and_oversized_routes_are_not_stored() {
+        let one = links(&["</1>; rel=preload"]).accounted_bytes("h/1");
+        let store = store(100, (one * 2) as u64, Duration::from_secs(60));
+        store.learn("h/1".into(), links(&["</1>; rel=preload"]));
+        store.learn("h/2".into(), links(&["</2>; rel=preload"]));
+        assert_eq!(store.bytes(), 2 * one);
+        store.learn("h/3".into(), links(&["</3>; rel=preload"]));
+        assert!(store.get("h/1").is_none(), "made room in bytes");
+        assert_eq!(store.len(), 2);
+        assert!(store.bytes() <= 2 * one);
+
+        let big = links(&["</a-very-long-name-that-does-not-fit-anywhere.css>; rel=preload"; 1]);
+        let tiny = store_with_bytes(one as u64);
+        tiny.learn("h/1".into(), links(&["</1>; rel=preload"]));
+        tiny.learn("h/1".into(), big);
+        assert!(tiny.get("h/1").is_none(), "the old entry is forgotten");
+        assert_eq!(tiny.bytes(), 0);
+        assert!(
+            tiny.metrics
+                .render()
+                .lines()
+                .any(|l| l == "linkpush_learn_skipped_total{reason=\"too_large\"} 1")
+        );
+    }
+
+    /// Issue 11 item 8: 2,000 routes whose responses carry 60 KB Link fields (64 links of
+    /// ~940 bytes, the parser's limit) stay within the default `learn.max_bytes`, by evicting
+    /// whole least-recently-used routes; the gauge follows.
+    #[test]
+    fn two_thousand_routes_with_60_kb_link_fields_stay_within_max_bytes() {
+        let field: Vec<String> = (0..64)
+            .map(|i| {
+                format!(
+                    "</assets/{i:02}/{}.js>; rel=preload; as=script",
+                    "x".repeat(900)
+                )
+            })
+            .collect();
+        let field = HeaderValue::from_str(&field.join(", ")).unwrap();
+        assert!((59_000..61_440).contains(&field.len()), "{}", field.len());
+        let links = RouteLinks::classify([&field], &BASE);
+        assert_eq!(links.preloads.len(), 64);
+        let bound = 32 * 1024 * 1024;
+        let store = store(10_000, bound, Duration::from_secs(600));
+        for i in 0..2_000 {
+            store.learn(format!("h/route/{i}"), Arc::new(links.clone()));
+            assert!(
+                store.bytes() <= bound as usize,
+                "after route {i}: {}",
+                store.bytes()
+            );
+        }
+        let per_route = links.accounted_bytes("h/route/1999");
+        assert!(per_route > 60_000, "every link is counted: {per_route}");
+        assert_eq!(
+            store.len(),
+            bound as usize / per_route,
+            "as many whole routes as fit"
+        );
+        assert!(store.get("h/route/1999").is_some());
+        assert!(store.get("h/route/0").is_none());
+        let gauge = format!("linkpush_learned_bytes {}", store.bytes());
+        assert!(
+            store.metrics.render().lines().any(|l| l == gauge),
+            "{gauge}"
+        );
+    }
+
+    fn store_with_bytes(max: u64) -> LearnStore {
+        store(10, max, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn ttl_expires_on_the_injected_clock() {
+        let store = store(2, 1 << 20, Duration::from_secs(600));
+        let clock = ManualClock::default();
+        store.set_clock(Arc::new(clock.clone()));
         store.learn("h/".into(), links(&["</a>; rel=preload"]));
+        clock.advance(Duration::from_secs(599));
+        assert!(store.get("h/").is_some());
+        clock.advance(Duration::from_secs(1));
         assert!(store.get("h/").is_none());
         assert!(store.is_empty(), "expired entries are dropped on lookup");
-    }
-
-    #[test]
-    fn route_key_lowercases_authority_only() {
-        assert_eq!(
-            LearnStore::route_key("Example.COM", "/A?b=C"),
-            "example.com/A?b=C"
-        );
+        assert_eq!(store.bytes(), 0);
     }
 }

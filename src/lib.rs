@@ -13,6 +13,8 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod front;
+pub mod headers;
+pub mod healthcheck;
 pub mod learn;
 pub mod listener;
 pub mod log_writer;

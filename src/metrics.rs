@@ -30,6 +30,7 @@ use std::time::Duration;
 pub use self::exposition::{
     Callback, Counter, Family, Gauge, GaugeGuard, Histogram, Kind, Registry,
 };
+use crate::learn::LearnSkip;
 use crate::push::policy::SkipReason;
 
 // ===== The families =====
@@ -84,6 +85,31 @@ pub const BUILD_INFO: Family = Family::gauge(
 pub const LOG_LINES_DROPPED_TOTAL: Family = Family::counter(
     "linkpush_log_lines_dropped_total",
     "Log lines dropped because the log writer fell behind (the log never blocks a request).",
+);
+
+pub const TLS_HANDSHAKE_ERRORS_TOTAL: Family = Family::counter(
+    "linkpush_tls_handshake_errors_total",
+    "TLS handshakes that failed, by reason (timeout, eof, protocol, certificate, alert, io, other).",
+);
+pub const CLIENT_ERRORS_TOTAL: Family = Family::counter(
+    "linkpush_client_errors_total",
+    "Requests that failed because of the client (bad request, aborted or malformed body, unsupported protocol), by kind.",
+);
+pub const TUNNELS_TOTAL: Family = Family::counter(
+    "linkpush_tunnels_total",
+    "WebSocket tunnels opened (HTTP/1.1 Upgrade or HTTP/2 extended CONNECT), by client protocol.",
+);
+pub const TUNNELS: Family = Family::gauge(
+    "linkpush_tunnels",
+    "WebSocket tunnels open now, by client protocol.",
+);
+pub const LEARN_SKIPPED_TOTAL: Family = Family::counter(
+    "linkpush_learn_skipped_total",
+    "Final responses whose links were not learned, by reason (RFC 9111 shared-cache rules, learn.exclude, learn.max_bytes).",
+);
+pub const LEARNED_BYTES: Family = Family::gauge(
+    "linkpush_learned_bytes",
+    "Bytes the learned-routes store accounts for (cleaned links, keys, overhead); at most learn.max_bytes.",
 );
 
 /// The upstream error kinds shown (at 0) before they first happen: `ProxyError::kind` values
@@ -180,6 +206,10 @@ struct Inner {
     registry: Registry,
     pushes: [Counter; 4],
     skipped: [Counter; SkipReason::ALL.len()],
+    learn_skipped: [Counter; LearnSkip::ALL.len()],
+    learned_bytes: Gauge,
+    tunnels_total: [Counter; 2],
+    tunnels: [Gauge; 2],
     pushed_bytes: Counter,
     hints: [Counter; 2],
     upstream_duration: Histogram,
@@ -206,6 +236,13 @@ impl Metrics {
             SkipReason::ALL.map(|s| r.counter(&PUSH_SKIPPED_TOTAL, &[("reason", s.as_str())]));
         let hints = [HintSource::Upstream, HintSource::Learned]
             .map(|s| r.counter(&EARLY_HINTS_TOTAL, &[("source", s.as_str())]));
+        let learn_skipped =
+            LearnSkip::ALL.map(|s| r.counter(&LEARN_SKIPPED_TOTAL, &[("reason", s.as_str())]));
+        let learned_bytes = r.gauge(&LEARNED_BYTES, &[]);
+        let tunnels_total = [Protocol::Http1, Protocol::Http2]
+            .map(|p| r.counter(&TUNNELS_TOTAL, &[("protocol", p.as_str())]));
+        let tunnels = [Protocol::Http1, Protocol::Http2]
+            .map(|p| r.gauge(&TUNNELS, &[("protocol", p.as_str())]));
         for kind in UPSTREAM_ERROR_KINDS {
             r.counter(&UPSTREAM_ERRORS_TOTAL, &[("kind", kind)]);
         }
@@ -246,6 +283,10 @@ impl Metrics {
                 registry: r,
                 pushes,
                 skipped,
+                learn_skipped,
+                learned_bytes,
+                tunnels_total,
+                tunnels,
                 pushed_bytes,
                 hints,
                 upstream_duration,
@@ -294,6 +335,35 @@ impl Metrics {
     pub fn upstream_error(&self, kind: &'static str) {
         self.counter(&UPSTREAM_ERRORS_TOTAL, &[("kind", kind)])
             .inc();
+    }
+
+    /// Counts a failed TLS handshake in `linkpush_tls_handshake_errors_total{reason}`.
+    pub fn tls_handshake_error(&self, reason: crate::listener::tls::HandshakeError) {
+        self.counter(&TLS_HANDSHAKE_ERRORS_TOTAL, &[("reason", reason.as_str())])
+            .inc();
+    }
+
+    /// A request that failed on the client's side (`ProxyError::kind` of a client error).
+    pub fn client_error(&self, kind: &'static str) {
+        self.counter(&CLIENT_ERRORS_TOTAL, &[("kind", kind)]).inc();
+    }
+
+    /// Counts a tunnel in `linkpush_tunnels_total` and in `linkpush_tunnels` until the guard is
+    /// dropped.
+    pub fn tunnel(&self, protocol: Protocol) -> ConnectionGuard {
+        self.inner.tunnels_total[protocol as usize].inc();
+        self.inner.tunnels[protocol as usize].hold()
+    }
+
+    pub fn learn_skipped(&self, reason: LearnSkip) {
+        self.inner.learn_skipped[reason as usize].inc();
+    }
+
+    /// Sets `linkpush_learned_bytes` to the learned store's accounted size.
+    pub fn learned_bytes(&self, bytes: usize) {
+        self.inner
+            .learned_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     pub fn push(&self, outcome: PushOutcome) {
@@ -358,7 +428,11 @@ mod tests {
         m.early_hint(HintSource::Learned);
         m.upstream_error("upstream_saturated");
         m.config_reload(false);
+        m.learn_skipped(LearnSkip::Vary);
+        m.learned_bytes(1234);
         let guard = m.connection(Protocol::Http1);
+        let tunnel = m.tunnel(Protocol::Http2);
+        m.client_error("client_body");
         let text = m.render();
         for line in [
             "# HELP linkpush_requests_total Client requests answered, by client protocol and response status (499: the client went away).",
@@ -376,6 +450,15 @@ mod tests {
             "linkpush_config_reloads_total{result=\"success\"} 0",
             "linkpush_log_lines_dropped_total 0",
             "linkpush_upstream_connections{state=\"idle\"} 0",
+            "linkpush_tunnels_total{protocol=\"h2\"} 1",
+            "linkpush_tunnels{protocol=\"h2\"} 1",
+            "linkpush_tunnels{protocol=\"http1\"} 0",
+            "linkpush_client_errors_total{kind=\"client_body\"} 1",
+            "# HELP linkpush_tunnels WebSocket tunnels open now, by client protocol.",
+            "linkpush_learn_skipped_total{reason=\"vary\"} 1",
+            "linkpush_learn_skipped_total{reason=\"too_large\"} 0",
+            "linkpush_learned_bytes 1234",
+            "# HELP linkpush_learned_bytes Bytes the learned-routes store accounts for (cleaned links, keys, overhead); at most learn.max_bytes.",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -383,6 +466,7 @@ mod tests {
             );
         }
         drop(guard);
+        drop(tunnel);
         assert!(
             m.render()
                 .lines()

@@ -1,6 +1,7 @@
 //! The running proxy: binds every listener (so start-up errors surface before anything is
-//! served), swaps config and certificates on reload, and drains on shutdown: stop accepting,
-//! GOAWAY / close idle keep-alives, wait up to `shutdown_timeout` for in-flight streams.
+//! served), swaps config and certificates on reload, and drains on shutdown: optionally keep
+//! accepting for `shutdown_delay` with `/healthz` at 503, then stop accepting, GOAWAY / close
+//! idle keep-alives, wait up to `shutdown_timeout` for in-flight streams.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +39,14 @@ pub enum StartError {
 pub enum ReloadError {
     #[error(transparent)]
     Tls(#[from] TlsError),
+}
+
+/// What a successful reload could not apply.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The settings that changed but keep their running values until a restart, as the config
+    /// file names them (`server.listen`, `admin.listen`, `[admin]`, `[server.tls]`).
+    pub needs_restart: Vec<&'static str>,
 }
 
 /// Where TLS material comes from: files named in the config, or given directly (demo, tests).
@@ -142,9 +151,18 @@ impl Server {
         self.admin_addr
     }
 
+    /// The learned-hints store new connections use (`None` with `learn.enabled = false`): tests
+    /// inject a clock into it and read its accounted bytes.
+    pub fn learn_store(&self) -> Option<std::sync::Arc<crate::learn::LearnStore>> {
+        self.shared.app().learn.clone()
+    }
+
     /// Applies a new configuration to new connections and swaps the certificate for new
-    /// handshakes. Listen addresses are bound once: a change to them needs a restart.
-    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+    /// handshakes. Listen addresses are bound once, and TLS is on or off for the life of the
+    /// process: changes to those are kept for the next start and returned, so that the caller
+    /// names them in a warning. On error nothing changes. Counted in
+    /// `linkpush_config_reloads_total{result}`.
+    pub fn reload(&self, config: Config) -> Result<Reloaded, ReloadError> {
         let result = self.apply(config);
         self.record_reload(result.is_ok());
         result
@@ -156,24 +174,54 @@ impl Server {
         self.shared.app().metrics.config_reload(applied);
     }
 
-    fn apply(&self, config: Config) -> Result<(), ReloadError> {
+    fn apply(&self, config: Config) -> Result<Reloaded, ReloadError> {
         let current = self.shared.app();
-        if config.server.listen != current.config.server.listen
-            || config.admin != current.config.admin
-        {
-            warn!("reload: listen addresses changed; they take effect after a restart");
+        let mut needs_restart = Vec::new();
+        if config.server.listen != current.config.server.listen {
+            needs_restart.push("server.listen");
+        }
+        if config.admin != current.config.admin {
+            needs_restart.push(match (&config.admin, &current.config.admin) {
+                (Some(_), Some(_)) => "admin.listen",
+                _ => "[admin]",
+            });
         }
         if config.server.tls.is_some() != self.certs.is_some() {
-            warn!("reload: enabling or disabling TLS takes effect after a restart");
+            needs_restart.push("[server.tls]");
         }
         if let (Some(store), Some(paths)) = (&self.certs, &config.server.tls) {
-            // Load first: a bad certificate leaves the old one (and the old config) in place.
+            // Load first: a bad certificate or a key that does not match it leaves the old pair
+            // (and the old config) in place.
             store.replace(tls::load_certified_key(&paths.cert, &paths.key)?);
         }
         let app = Arc::new(current.reloaded(Arc::new(config)));
         *self.shared.app.write().unwrap_or_else(|p| p.into_inner()) = app;
-        info!("configuration reloaded");
-        Ok(())
+        Ok(Reloaded { needs_restart })
+    }
+
+    /// The configuration new connections get.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.app().config.clone()
+    }
+
+    /// SIGTERM: `/healthz` answers 503 at once while new connections are still accepted and
+    /// served for `server.shutdown_delay` (or until `cut_short` resolves, e.g. a second signal),
+    /// so that load balancers and Kubernetes endpoints stop sending new connections here before
+    /// the listeners close; then [`Server::shutdown`]. Returns what `shutdown` returns.
+    pub async fn shutdown_after_delay(self, cut_short: impl Future<Output = ()>) -> bool {
+        let delay = self.shared.app().config.server.shutdown_delay;
+        if !delay.is_zero() {
+            self.draining.store(true, Ordering::Release);
+            info!(
+                delay = %crate::config::format_duration(delay),
+                "draining announced (/healthz answers 503); still accepting connections"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = cut_short => info!("shutdown delay cut short"),
+            }
+        }
+        self.shutdown().await
     }
 
     /// Stops accepting, asks every connection to finish (HTTP/2 GOAWAY, HTTP/1.1 close after

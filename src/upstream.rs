@@ -1,6 +1,12 @@
 //! The pooled HTTP/1.1 client to the backend, the header rewriting of SPEC §3 (one function for
 //! both directions and for promised requests), and the capture of upstream 103s.
+//!
+//! Timeouts: `response_timeout` bounds the wait for a slot and the response head;
+//! `read_timeout` (nginx's `proxy_read_timeout`) bounds every wait for the next bytes of a
+//! response, head or body, so a stalled body releases its connection and its
+//! `max_connections` slot instead of holding them until the backend hangs up.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -72,6 +78,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A client's request body failed (an aborted upload, a malformed chunked body, a reset
+/// stream). The front ends wrap their request bodies' errors in this so that an upstream request
+/// that fails because of it is blamed on the client, not on the backend.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body failed")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
+impl ClientBodyError {
+    pub fn boxed(err: impl Into<BoxError>) -> BoxError {
+        Box::new(ClientBodyError(err.into()))
+    }
+}
+
+/// Whether `err` or one of its causes is a [`ClientBodyError`].
+fn caused_by_client_body(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.is::<ClientBodyError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// What the front end knows about the client side of a request.
 #[derive(Debug, Clone)]
 pub struct ClientContext {
@@ -130,6 +161,7 @@ pub struct Upstream {
     authority: http::uri::Authority,
     limit: Arc<Semaphore>,
     response_timeout: Duration,
+    read_timeout: Duration,
     metrics: Metrics,
 }
 
@@ -155,6 +187,7 @@ impl Upstream {
             authority: config.authority.clone(),
             limit: Arc::new(Semaphore::new(config.max_connections)),
             response_timeout: config.response_timeout,
+            read_timeout: config.read_timeout,
             metrics,
         }
     }
@@ -180,7 +213,9 @@ impl Upstream {
     }
 
     /// Sends `req` (its URI from [`Upstream::uri_for`]). Upstream 103s are delivered to
-    /// `informational` as they arrive, before this future resolves.
+    /// `informational` as they arrive, before this future resolves. The response head is
+    /// normalised ([`crate::headers::normalize_response`]); a 101 is accepted only when `req`
+    /// carries `Upgrade`, and then `hyper::upgrade::on` on the response yields the connection.
     pub async fn send(
         &self,
         mut req: Request<RequestBody>,
@@ -202,6 +237,7 @@ impl Upstream {
                 }
             });
         }
+        let upgrade_requested = req.headers().contains_key(header::UPGRADE);
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.response_timeout;
         // `max_connections`: every request in flight holds a connection, so a permit per request
@@ -220,21 +256,43 @@ impl Upstream {
             _permit: permit,
             _in_use: self.metrics.upstream_in_use(),
         };
-        let result = tokio::time::timeout_at(deadline, self.client.request(req)).await;
+        // The head is the first bytes `read_timeout` waits for.
+        let head_deadline = deadline.min(tokio::time::Instant::now() + self.read_timeout);
+        let result = tokio::time::timeout_at(head_deadline, self.client.request(req)).await;
         self.metrics.upstream_duration(started.elapsed());
         let err = match result {
             Ok(Ok(res)) => {
-                let (parts, body) = res.into_parts();
-                return Ok(Response::from_parts(
-                    parts,
-                    UpstreamBody {
-                        inner: body,
-                        _permit: Some(permit),
-                    },
-                ));
+                let (mut parts, body) = res.into_parts();
+                match crate::headers::normalize_response(
+                    parts.status,
+                    &mut parts.headers,
+                    upgrade_requested,
+                ) {
+                    Ok(()) => {
+                        return Ok(Response::from_parts(
+                            parts,
+                            UpstreamBody {
+                                inner: Some(body),
+                                permit: Some(permit),
+                                read_timeout: self.read_timeout,
+                                waiting: None,
+                                metrics: self.metrics.clone(),
+                            },
+                        ));
+                    }
+                    Err(err) => err,
+                }
+            }
+            // The request failed because the client's body did: the client's fault, not the
+            // backend's (no upstream error counted, no WARN).
+            Ok(Err(e)) if caused_by_client_body(&e) => {
+                return Err(ProxyError::ClientBody(e.into()));
             }
             Ok(Err(e)) if e.is_connect() => ProxyError::UpstreamConnect(e),
             Ok(Err(e)) => ProxyError::UpstreamRequest(e),
+            Err(_) if head_deadline < deadline => {
+                ProxyError::UpstreamReadTimeout(self.read_timeout)
+            }
             Err(_) => ProxyError::UpstreamTimeout(self.response_timeout),
         };
         self.metrics.upstream_error(err.kind());
@@ -242,41 +300,93 @@ impl Upstream {
     }
 }
 
-/// An upstream response body; holds its connection-limit permit until dropped.
+/// An upstream response body; holds its connection-limit permit until dropped, and fails with
+/// [`ProxyError::UpstreamReadTimeout`] when no bytes come for `read_timeout`.
+///
+/// On that failure the connection is dropped at once (hyper closes an upstream connection
+/// whose body was not read to the end) and the permit released; the front end resets the
+/// client's stream, since a truncated body must never end cleanly (SPEC §3).
 pub struct UpstreamBody {
-    inner: Incoming,
-    _permit: Option<Held>,
+    /// `None` once the body failed on a read timeout.
+    inner: Option<Incoming>,
+    permit: Option<Held>,
+    read_timeout: Duration,
+    /// Armed when a poll found no data, reset whenever a frame arrives; allocated on first use.
+    waiting: Option<(bool, Pin<Box<tokio::time::Sleep>>)>,
+    metrics: Metrics,
 }
 
-/// A `max_connections` slot, counted in `linkpush_upstream_connections{state="in_use"}`.
-struct Held {
+/// A `max_connections` slot, counted in `linkpush_upstream_connections{state="in_use"}` until
+/// dropped.
+pub struct Held {
     _permit: OwnedSemaphorePermit,
     _in_use: crate::metrics::GaugeGuard,
 }
 
+impl UpstreamBody {
+    /// The connection-limit permit, for a tunnel that keeps the upstream connection after a
+    /// 101 (the body of which is empty).
+    pub fn take_permit(&mut self) -> Option<Held> {
+        self.permit.take()
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            // Done: free the slot now, not when the front end gets round to dropping us.
-            this._permit = None;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Some(Err(Box::new(ProxyError::UpstreamReadTimeout(
+                this.read_timeout,
+            )))));
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                // Done: free the slot now, not when the front end gets round to dropping us.
+                this.permit = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(frame)) => {
+                if let Some((armed, _)) = &mut this.waiting {
+                    *armed = false;
+                }
+                Poll::Ready(Some(frame.map_err(BoxError::from)))
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + this.read_timeout;
+                let (armed, sleep) = this
+                    .waiting
+                    .get_or_insert_with(|| (false, Box::pin(tokio::time::sleep_until(deadline))));
+                if !*armed {
+                    sleep.as_mut().reset(deadline);
+                    *armed = true;
+                }
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // Nothing for `read_timeout`: drop the connection and the slot now.
+                this.inner = None;
+                this.permit = None;
+                let err = ProxyError::UpstreamReadTimeout(this.read_timeout);
+                this.metrics.upstream_error(err.kind());
+                Poll::Ready(Some(Err(Box::new(err))))
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_some_and(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(SizeHint::default, Body::size_hint)
     }
 }
 

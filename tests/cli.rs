@@ -119,6 +119,16 @@ fn config_text(
     text
 }
 
+/// A config file on a free port in front of a closed upstream port, for runs that must stop
+/// before serving.
+fn config_in_front_of_nothing(extra: &str) -> TempFile {
+    let listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    TempFile::with_contents(
+        "config.toml",
+        config_text(listen, Upstream::closed_port(), None, extra).as_bytes(),
+    )
+}
+
 /// The proxy binary, running. Killed when dropped.
 struct Running {
     child: tokio::process::Child,
@@ -139,16 +149,28 @@ impl Running {
     /// Starts the proxy in front of `upstream` with an admin listener; `extra` is appended to
     /// the config file.
     async fn start(upstream: SocketAddr, extra: &str) -> Running {
+        Running::start_with(upstream, extra, &[], |text| text).await
+    }
+
+    /// [`Running::start`] with extra environment variables, and `edit` applied to the config
+    /// text.
+    async fn start_with(
+        upstream: SocketAddr,
+        extra: &str,
+        env: &[(&str, &str)],
+        edit: impl FnOnce(String) -> String,
+    ) -> Running {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = TempFile::with_contents(
             "config.toml",
-            config_text(addr, upstream, Some(admin), extra).as_bytes(),
+            edit(config_text(addr, upstream, Some(admin), extra)).as_bytes(),
         );
         let log = TempFile::new("stderr.log");
         let log_file = std::fs::File::create(&log.path).expect("create log file");
         let child = linkpush()
             .args(["--config", config.path_str()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -206,6 +228,20 @@ impl Running {
             }
         })
         .await
+    }
+
+    /// Rewrites the config file with `edit`, sends SIGHUP, and returns the log line that says
+    /// "configuration reloaded" (bounded wait).
+    async fn reload_with(&self, edit: impl FnOnce(String) -> String) -> String {
+        let text = std::fs::read_to_string(&self.config.path).expect("read the config");
+        std::fs::write(&self.config.path, edit(text)).expect("write the config");
+        self.signal("HUP");
+        self.wait_log("configuration reloaded", 1).await;
+        let log = self.log();
+        log.lines()
+            .find(|l| l.contains("configuration reloaded"))
+            .expect("the reload line")
+            .to_owned()
     }
 
     fn signal(&self, signal: &str) {
@@ -280,6 +316,7 @@ async fn check_prints_the_effective_configuration_and_binds_nothing() {
         format!("listen = \"{listen}\""),
         "max_concurrent_streams = 128".to_owned(),
         "idle_timeout = \"60s\"".to_owned(),
+        "shutdown_delay = \"0s\"".to_owned(),
         "url = \"http://127.0.0.1:9000/\"".to_owned(),
         "lru_capacity = 256".to_owned(),
         "max_pushes_per_response = 16".to_owned(),
@@ -449,6 +486,30 @@ async fn an_address_in_use_is_one_line_naming_it() {
 
 // ===== Signals =====
 
+/// `/healthz`'s first answer other than 200 (bounded): what it says once draining is announced.
+async fn healthz_once_draining(admin: SocketAddr) -> u16 {
+    bounded("/healthz to stop saying 200", async {
+        loop {
+            let (status, _) = admin_get(admin, "/healthz").await;
+            if status != 200 {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// Waits (bounded) until `addr` refuses connections.
+async fn listener_closed(addr: SocketAddr) {
+    bounded("the listener to stop accepting", async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_in_flight_request_then_exits_0() {
     let gate = Gate::new();
@@ -474,24 +535,9 @@ async fn sigterm_drains_the_in_flight_request_then_exits_0() {
 
     proxy.signal("TERM");
 
-    let draining = bounded("/healthz to say 503", async {
-        loop {
-            let (status, _) = admin_get(admin, "/healthz").await;
-            if status != 200 {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert_eq!(draining, 503);
+    assert_eq!(healthz_once_draining(admin).await, 503);
     // The listener closes once the accept loop sees the signal.
-    bounded("the listener to stop accepting", async {
-        while tokio::net::TcpStream::connect(addr).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    listener_closed(addr).await;
     gate.open();
     let (ex, frames) = bounded("the in-flight request", request)
         .await
@@ -584,6 +630,328 @@ async fn sighup_with_an_invalid_file_keeps_the_running_configuration() {
     );
 }
 
+// ===== Kubernetes =====
+
+/// What Kubernetes injects into every pod of a namespace that has a Service named `linkpush`
+/// (ClusterIP 10.0.0.5, ports `https` 8443 and `admin` 9901): kubernetes/kubernetes#35189.
+const SERVICE_LINKS: &[(&str, &str)] = &[
+    ("LINKPUSH_SERVICE_HOST", "10.0.0.5"),
+    ("LINKPUSH_SERVICE_PORT", "8443"),
+    ("LINKPUSH_SERVICE_PORT_HTTPS", "8443"),
+    ("LINKPUSH_SERVICE_PORT_ADMIN", "9901"),
+    ("LINKPUSH_PORT", "tcp://10.0.0.5:8443"),
+    ("LINKPUSH_PORT_8443_TCP", "tcp://10.0.0.5:8443"),
+    ("LINKPUSH_PORT_8443_TCP_PROTO", "tcp"),
+    ("LINKPUSH_PORT_8443_TCP_PORT", "8443"),
+    ("LINKPUSH_PORT_8443_TCP_ADDR", "10.0.0.5"),
+    ("LINKPUSH_PORT_9901_TCP", "tcp://10.0.0.5:9901"),
+    ("LINKPUSH_PORT_9901_TCP_PROTO", "tcp"),
+    ("LINKPUSH_PORT_9901_TCP_PORT", "9901"),
+    ("LINKPUSH_PORT_9901_TCP_ADDR", "10.0.0.5"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_next_to_a_service_named_linkpush_starts_and_serves() {
+    let up = Upstream::new().route("/", Reply::ok("hello")).start().await;
+    let mut env = SERVICE_LINKS.to_vec();
+    env.push(("LINKPUSH_LOG_LEVEL", "linkpush=debug"));
+
+    let proxy = Running::start_with(up.addr(), "", &env, |text| text).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+    let ex = h2_get(&mut client, "/", &[]).await;
+
+    assert_eq!(ex.status, StatusCode::OK);
+    assert_eq!(admin_get(proxy.admin.unwrap(), "/healthz").await.0, 200);
+    // Each one is skipped and said so at debug level.
+    proxy
+        .wait_log("environment variable ignored", SERVICE_LINKS.len())
+        .await;
+    assert!(
+        proxy.log().contains("LINKPUSH_PORT_8443_TCP_ADDR"),
+        "{}",
+        proxy.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typo_in_a_real_section_is_refused_next_to_service_links() {
+    let config = config_in_front_of_nothing("");
+    let mut env = SERVICE_LINKS.to_vec();
+    env.push(("LINKPUSH_UPSTREAM_URLL", "http://10.1.1.1:8080"));
+
+    let check = run_with(&["check", "--config", config.path_str()], &env, None).await;
+    let start = run_with(&["--config", config.path_str()], &env, None).await;
+
+    for out in [&check, &start] {
+        let line = one_error_line(out);
+        assert!(
+            line.contains(
+                "LINKPUSH_UPSTREAM_URLL: not a linkpush setting (did you mean LINKPUSH_UPSTREAM_URL?)"
+            ),
+            "{line}"
+        );
+    }
+}
+
+// ===== Certificates =====
+
+/// A self-signed certificate and its key, as PEM files.
+fn cert_and_key() -> (TempFile, TempFile) {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("generate a certificate");
+    (
+        TempFile::with_contents("cert.pem", generated.cert.pem().as_bytes()),
+        TempFile::with_contents("key.pem", generated.signing_key.serialize_pem().as_bytes()),
+    )
+}
+
+fn tls_table(cert: &TempFile, key: &TempFile) -> String {
+    format!(
+        "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.path_str(),
+        key.path_str()
+    )
+}
+
+/// The message a certificate and a key that do not belong together get.
+fn mismatch_message(cert: &TempFile, key: &TempFile) -> String {
+    format!(
+        "server.tls: the private key {} does not match the certificate {}",
+        key.path_str(),
+        cert.path_str()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_does_not_match_the_certificate_is_refused_by_check_and_by_run() {
+    let (cert, _) = cert_and_key();
+    let (_, other_key) = cert_and_key();
+    let config = config_in_front_of_nothing(&tls_table(&cert, &other_key));
+
+    let check = run(&["check", "--config", config.path_str()]).await;
+    let start = run(&["--config", config.path_str()]).await;
+
+    for out in [&check, &start] {
+        let line = one_error_line(out);
+        assert!(
+            line.contains(&mismatch_message(&cert, &other_key)),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_key_is_named_as_such() {
+    let (cert, _) = cert_and_key();
+    let key = TempFile::with_contents(
+        "key.pem",
+        b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    );
+    let config = config_in_front_of_nothing(&tls_table(&cert, &key));
+
+    let out = run(&["check", "--config", config.path_str()]).await;
+
+    let line = one_error_line(&out);
+    assert!(
+        line.contains(&format!(
+            "{}: server.tls.key: is an encrypted private key; linkpush needs an unencrypted \
+             PKCS#8, PKCS#1 or SEC1 key",
+            key.path_str()
+        )),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_mismatched_key_keeps_the_running_certificate() {
+    let up = Upstream::new().route("/", Reply::ok("hello")).start().await;
+    let (cert, key) = cert_and_key();
+    let (_, other_key) = cert_and_key();
+    let proxy = Running::start(up.addr(), &tls_table(&cert, &key)).await;
+    assert_eq!(
+        tls_alpn(proxy.addr, &[b"h2"]).await.expect("handshake"),
+        Some(b"h2".to_vec())
+    );
+
+    std::fs::copy(&other_key.path, &key.path).expect("replace the key");
+    proxy.signal("HUP");
+    proxy.wait_log("reload failed", 1).await;
+
+    assert!(
+        proxy.log().contains(&mismatch_message(&cert, &key)),
+        "{}",
+        proxy.log()
+    );
+    // The client checks the server's signature: a handshake only succeeds with the old pair.
+    let opts = H2Options {
+        tls: true,
+        ..H2Options::default()
+    };
+    let mut client = h2_connect(proxy.addr, &opts).await;
+    let ex = h2_get(&mut client, "/", &[]).await;
+    assert_eq!(ex.status, StatusCode::OK);
+    assert!(!proxy.log().contains("configuration reloaded"));
+}
+
+// ===== Reload: what applies and what needs a restart =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_names_the_settings_that_need_a_restart() {
+    let up = Upstream::new().route("/", Reply::ok("hello")).start().await;
+    let proxy = Running::start(up.addr(), "").await;
+    let moved: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let moved_admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+
+    let line = proxy
+        .reload_with(|text| {
+            text.replace(&proxy.addr.to_string(), &moved.to_string())
+                .replace(&proxy.admin.unwrap().to_string(), &moved_admin.to_string())
+        })
+        .await;
+
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains(
+            "configuration reloaded, except settings that keep their running values until a \
+             restart: server.listen, admin.listen"
+        ),
+        "{line}"
+    );
+    // They did keep their running values.
+    assert_eq!(admin_get(proxy.admin.unwrap(), "/healthz").await.0, 200);
+    assert!(tokio::net::TcpStream::connect(moved).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_the_log_level_and_format() {
+    let up = Upstream::new().route("/", Reply::ok("hello")).start().await;
+    let quiet = |text: String| text.replace("level = \"info\"", "level = \"warn\"");
+    let proxy = Running::start_with(up.addr(), "", &[], quiet).await;
+    // Bound before the reload: at warn, the info lines at start are not written.
+    assert!(!proxy.log().contains("listening"), "{}", proxy.log());
+
+    let line = proxy
+        .reload_with(|text| text.replace("level = \"warn\"", "level = \"info\"\nformat = \"json\""))
+        .await;
+
+    assert!(
+        line.starts_with('{') && line.contains("\"level\":\"INFO\""),
+        "an info line, in JSON: {line}"
+    );
+}
+
+// ===== Shutdown delay =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_shutdown_delay_keeps_accepting_while_healthz_says_503() {
+    let up = Upstream::new().route("/", Reply::ok("hello")).start().await;
+    let delay = [("LINKPUSH_SERVER_SHUTDOWN_DELAY", "5s")];
+    let mut proxy = Running::start_with(up.addr(), "", &delay, |text| text).await;
+    let admin = proxy.admin.unwrap();
+
+    proxy.signal("TERM");
+    assert_eq!(healthz_once_draining(admin).await, 503);
+    // A connection opened during the delay is accepted and served.
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+    let ex = h2_get(&mut client, "/", &[]).await;
+    assert_eq!(ex.status, StatusCode::OK);
+    assert!(
+        !proxy.log().contains("stopped"),
+        "still running during the delay:\n{}",
+        proxy.log()
+    );
+    drop(client);
+
+    // After the delay, the listener closes and the process exits 0.
+    listener_closed(proxy.addr).await;
+    let status = proxy.exited().await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", proxy.log());
+    let log = proxy.log();
+    assert!(log.contains("draining announced"), "{log}");
+    assert!(!log.contains("shutdown delay cut short"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_cuts_the_shutdown_delay_short() {
+    let up = Upstream::new().start().await;
+    let delay = [("LINKPUSH_SERVER_SHUTDOWN_DELAY", "10m")];
+    let mut proxy = Running::start_with(up.addr(), "", &delay, |text| text).await;
+
+    proxy.signal("TERM");
+    proxy.wait_log("draining announced", 1).await;
+    proxy.signal("TERM");
+
+    let status = proxy.exited().await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", proxy.log());
+    assert!(proxy.log().contains("shutdown delay cut short"));
+}
+
+// ===== Demo =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_metrics_on_its_admin_listener_and_stops_on_sigint() {
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let log = TempFile::new("demo.log");
+    let out = TempFile::new("demo.out");
+    let child = linkpush()
+        .args([
+            "demo",
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ])
+        .stdout(std::fs::File::create(&out.path).expect("create stdout file"))
+        .stderr(std::fs::File::create(&log.path).expect("create log file"))
+        .spawn()
+        .expect("spawn linkpush demo");
+    let pid = child.id().expect("pid");
+    let mut demo = Running {
+        child,
+        pid,
+        addr: listen,
+        admin: Some(admin),
+        config: TempFile::new("unused.toml"),
+        log,
+    };
+    demo.wait_listening().await;
+
+    let mut client = h2_connect(
+        listen,
+        &H2Options {
+            tls: true,
+            ..H2Options::default()
+        },
+    )
+    .await;
+    let ex = h2_get(&mut client, "/", &[]).await;
+    assert_eq!(ex.status, StatusCode::OK);
+    // The request is counted when its stream is done, a moment after the client saw it.
+    let counted = "linkpush_requests_total{protocol=\"h2\",status=\"200\"} 1";
+    bounded("the request in /metrics", async {
+        loop {
+            let (status, metrics) = admin_get(admin, "/metrics").await;
+            assert_eq!(status, 200);
+            if metrics.lines().any(|l| l == counted) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let printed = std::fs::read_to_string(&out.path).unwrap_or_default();
+    assert!(
+        printed.contains(&format!("curl http://{admin}/metrics")),
+        "{printed}"
+    );
+    drop(client);
+
+    demo.signal("INT");
+    let status = demo.exited().await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", demo.log());
+}
+
 // ===== Memory =====
 
 /// Downloads `url` with curl (`extra` chooses the protocol) to /dev/null; returns the bytes
@@ -656,4 +1024,113 @@ async fn a_200_mib_h2c_download_keeps_the_proxy_under_100_mib() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200_mib_http1_download_keeps_the_proxy_under_100_mib() {
     big_download_stays_bounded("--http1.1").await;
+}
+
+// ===== healthcheck (the container's HEALTHCHECK) =====
+
+/// `linkpush healthcheck` with the running proxy's config file (which names the admin listener).
+async fn healthcheck(proxy: &Running) -> Output {
+    run(&["healthcheck", "--config", proxy.config.path_str()]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_0_while_serving_and_1_while_draining() {
+    let gate = Gate::new();
+    let up = Upstream::new()
+        .route("/slow", Reply::ok("done").hold(gate.clone()))
+        .start()
+        .await;
+    let mut proxy = Running::start(up.addr(), "").await;
+    let url = proxy.url("/slow");
+    // An in-flight request keeps the proxy draining (shutdown_timeout = 30s) after SIGTERM.
+    let request = tokio::spawn(async move { curl(&["-sS", "--max-time", "60", &url]).await });
+    assert!(up.wait_for_requests("/slow", 1, TIMEOUT).await);
+
+    let serving = healthcheck(&proxy).await;
+    proxy.signal("TERM");
+    let admin = proxy.admin.unwrap();
+    bounded("/healthz to say 503", async {
+        while admin_get(admin, "/healthz").await.0 != 503 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let draining = healthcheck(&proxy).await;
+    gate.open();
+
+    assert_eq!(serving.status.code(), Some(0), "{}", stderr(&serving));
+    assert!(stderr(&serving).contains("healthy"), "{}", stderr(&serving));
+    let line = one_error_line(&draining);
+    assert_eq!(draining.status.code(), Some(1));
+    assert!(line.contains("503"), "{line}");
+    assert!(line.contains(&admin.to_string()), "{line}");
+    let done = bounded("the in-flight request", request).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&done.stdout), "done");
+    assert_eq!(proxy.exited().await.code(), Some(0), "{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_1_when_nothing_listens() {
+    let addr = format!("127.0.0.1:{}", free_port());
+
+    let out = run(&["healthcheck", "--addr", &addr, "--timeout", "2s"]).await;
+
+    let line = one_error_line(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(line.contains("cannot connect"), "{line}");
+    assert!(line.contains(&addr), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_gives_up_on_a_silent_listener_within_its_timeout() {
+    // Accepts (the kernel completes the handshake) but never answers.
+    let silent = StdTcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().unwrap().to_string();
+
+    let out = run(&["healthcheck", "--addr", &addr, "--timeout", "300ms"]).await;
+
+    let line = one_error_line(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(line.contains("no answer"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_without_an_admin_listener_says_so() {
+    let config = TempFile::with_contents("config.toml", b"[server]\nlisten = \"127.0.0.1:1\"\n");
+
+    let out = run(&["healthcheck", "--config", config.path_str()]).await;
+
+    let line = one_error_line(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(line.contains("[admin]"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_queries_a_wildcard_admin_bind_on_loopback() {
+    let port = free_port();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let wildcard: SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
+    let config = TempFile::with_contents(
+        "config.toml",
+        config_text(listen, Upstream::closed_port(), Some(wildcard), "").as_bytes(),
+    );
+    let mut child = linkpush()
+        .args(["--config", config.path_str()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn linkpush");
+    let loopback = format!("127.0.0.1:{port}");
+    bounded("the wildcard admin listener", async {
+        while tokio::net::TcpStream::connect(&loopback).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    let out = run(&["healthcheck", "--config", config.path_str()]).await;
+    let _ = child.start_kill();
+
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&loopback), "{}", stderr(&out));
 }

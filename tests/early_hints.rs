@@ -4,7 +4,10 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use linkpush::learn::ManualClock;
 
 use support::client::*;
 use support::proxy::*;
@@ -21,6 +24,9 @@ fn page(links: &[&str]) -> Reply {
         .iter()
         .fold(Reply::html("<html>page</html>"), |r, l| r.link(l))
 }
+
+/// What a browser sends on a navigation (Fetch Metadata): only navigations get learned 103s.
+const NAVIGATE: &[(&str, &str)] = &[("sec-fetch-mode", "navigate")];
 
 fn browser() -> H2Options {
     H2Options {
@@ -204,7 +210,7 @@ async fn learned_setup(
         .await;
     let proxy = Proxy::start(up.addr(), tweak).await;
     let mut first = h2_connect(proxy.addr, &browser()).await;
-    let learning = h2_get(&mut first, "/", &[]).await;
+    let learning = h2_get(&mut first, "/", NAVIGATE).await;
     assert!(
         learning.informational.is_empty(),
         "nothing is known before the first answer"
@@ -219,7 +225,7 @@ async fn a_learned_route_is_pushed_before_the_upstream_answers() {
     let (up, proxy, gate) = learned_setup(|_| {}).await;
     let client = h2_connect(proxy.addr, &H2Options::default()).await;
 
-    let (tap, task) = get_in_background(client, "/", &[]);
+    let (tap, task) = get_in_background(client, "/", NAVIGATE);
     // The assets are promised and their responses under way while the page is held upstream.
     tap.wait_for("a pushed response's HEADERS", |f| {
         f.kind == "HEADERS" && f.stream_id % 2 == 0
@@ -252,7 +258,7 @@ async fn a_learned_route_gets_a_103_before_the_upstream_answers() {
     let (up, proxy, gate) = learned_setup(|_| {}).await;
     let client = h2_connect(proxy.addr, &browser()).await;
 
-    let (tap, task) = get_in_background(client, "/", &[("sec-fetch-mode", "navigate")]);
+    let (tap, task) = get_in_background(client, "/", NAVIGATE);
     tap.wait_for("the learned 103", is_headers_on(1)).await;
     assert!(!gate.opened());
     gate.open();
@@ -280,16 +286,16 @@ async fn changed_links_replace_the_learned_ones() {
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
     let mut client = h2_connect(proxy.addr, &browser()).await;
-    h2_get(&mut client, "/", &[]).await;
+    h2_get(&mut client, "/", NAVIGATE).await;
     up.set_route("/", page(&["</new.css>; rel=preload"]));
 
-    let second = h2_get(&mut client, "/", &[]).await;
+    let second = h2_get(&mut client, "/", NAVIGATE).await;
     assert_eq!(
         links_of(&second, 0),
         vec!["</old.css>; rel=preload"],
         "still the learned links"
     );
-    let third = h2_get(&mut client, "/", &[]).await;
+    let third = h2_get(&mut client, "/", NAVIGATE).await;
     assert_eq!(
         links_of(&third, 0),
         vec!["</new.css>; rel=preload"],
@@ -306,25 +312,49 @@ async fn changed_links_replace_the_learned_ones() {
 
     // An answer without links forgets the route.
     up.set_route("/", page(&[]));
-    h2_get(&mut client, "/", &[]).await;
-    assert!(h2_get(&mut client, "/", &[]).await.informational.is_empty());
+    h2_get(&mut client, "/", NAVIGATE).await;
+    assert!(
+        h2_get(&mut client, "/", NAVIGATE)
+            .await
+            .informational
+            .is_empty()
+    );
 }
 
+/// The TTL runs on the store's clock, injected here: no waiting, and no dependence on how far
+/// apart two requests happen to be on a loaded machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learned_routes_expire_after_the_ttl() {
     let up = Upstream::new().route("/", page(&PAGE_LINKS)).start().await;
-    let ttl = Duration::from_millis(50);
+    let ttl = Duration::from_secs(600);
     let proxy = Proxy::start(up.addr(), |c| c.learn.ttl = ttl).await;
+    let clock = ManualClock::default();
+    let store = proxy
+        .server
+        .as_ref()
+        .unwrap()
+        .learn_store()
+        .expect("learning on");
+    store.set_clock(Arc::new(clock.clone()));
     let mut client = h2_connect(proxy.addr, &browser()).await;
-    h2_get(&mut client, "/", &[]).await;
-    // Letting time pass is the point here, not synchronisation.
-    tokio::time::sleep(ttl * 3).await;
+    h2_get(&mut client, "/", NAVIGATE).await;
+
+    clock.advance(ttl - Duration::from_secs(1));
+    assert_eq!(
+        h2_get(&mut client, "/", NAVIGATE).await.informational.len(),
+        1,
+        "still fresh a second before the TTL (and learned again from this answer)"
+    );
+    clock.advance(ttl);
     assert!(
-        h2_get(&mut client, "/", &[]).await.informational.is_empty(),
+        h2_get(&mut client, "/", NAVIGATE)
+            .await
+            .informational
+            .is_empty(),
         "expired"
     );
     assert_eq!(
-        h2_get(&mut client, "/", &[]).await.informational.len(),
+        h2_get(&mut client, "/", NAVIGATE).await.informational.len(),
         1,
         "learned again"
     );
@@ -342,10 +372,10 @@ async fn the_learned_store_is_bounded_by_routes() {
     })
     .await;
     let mut client = h2_connect(proxy.addr, &browser()).await;
-    h2_get(&mut client, "/a", &[]).await;
-    h2_get(&mut client, "/b", &[]).await;
+    h2_get(&mut client, "/a", NAVIGATE).await;
+    h2_get(&mut client, "/b", NAVIGATE).await;
     assert!(
-        h2_get(&mut client, "/a", &[])
+        h2_get(&mut client, "/a", NAVIGATE)
             .await
             .informational
             .is_empty(),
@@ -353,24 +383,57 @@ async fn the_learned_store_is_bounded_by_routes() {
     );
     // /a's answer evicted /b in turn.
     assert!(
-        h2_get(&mut client, "/b", &[])
+        h2_get(&mut client, "/b", NAVIGATE)
             .await
             .informational
             .is_empty()
     );
-    assert_eq!(h2_get(&mut client, "/b", &[]).await.informational.len(), 1);
+    assert_eq!(
+        h2_get(&mut client, "/b", NAVIGATE)
+            .await
+            .informational
+            .len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_navigation_requests_get_no_learned_103() {
-    let up = Upstream::new().route("/", page(&PAGE_LINKS)).start().await;
+    let up = Upstream::new()
+        .route("/", page(&PAGE_LINKS))
+        .fallback(Reply::ok("asset"))
+        .start()
+        .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
     let mut client = h2_connect(proxy.addr, &browser()).await;
     h2_get(&mut client, "/", &[]).await;
+    let none = h2_get(&mut client, "/", &[]).await;
+    assert!(none.informational.is_empty(), "curl, bots, load generators");
     let cors = h2_get(&mut client, "/", &[("sec-fetch-mode", "cors")]).await;
     assert!(cors.informational.is_empty());
-    let navigate = h2_get(&mut client, "/", &[("sec-fetch-mode", "navigate")]).await;
+    let navigate = h2_get(&mut client, "/", NAVIGATE).await;
     assert_eq!(navigate.informational.len(), 1);
+    let document = h2_get(&mut client, "/", &[("sec-fetch-dest", "document")]).await;
+    assert_eq!(document.informational.len(), 1);
+
+    // Push clients get learned pushes whatever they send: the page no longer carries links,
+    // so what is pushed comes from the learned route.
+    up.set_route("/", page(&[]));
+    let mut pusher = h2_connect(proxy.addr, &H2Options::default()).await;
+    let mut pushed = h2_get(&mut pusher, "/", &[])
+        .await
+        .pushed_paths()
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>();
+    pushed.sort();
+    assert_eq!(pushed, ["/a.css", "/f.woff2"]);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(&metrics, "linkpush_early_hints_total{source=\"learned\"}"),
+        2.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,7 +465,12 @@ async fn learning_disabled_acts_only_on_what_the_upstream_says() {
     let proxy = Proxy::start(up.addr(), |c| c.learn.enabled = false).await;
     let mut client = h2_connect(proxy.addr, &browser()).await;
     for _ in 0..3 {
-        assert!(h2_get(&mut client, "/", &[]).await.informational.is_empty());
+        assert!(
+            h2_get(&mut client, "/", NAVIGATE)
+                .await
+                .informational
+                .is_empty()
+        );
     }
     let metrics = proxy.metrics().await;
     assert_eq!(
@@ -417,10 +485,20 @@ async fn curl_sees_the_learned_early_hints() {
     let up = Upstream::new().route("/", page(&PAGE_LINKS)).start().await;
     let proxy = Proxy::start_tls(up.addr(), |_| {}).await;
     let url = format!("https://127.0.0.1:{}/", proxy.addr.port());
-    let first = curl(&["-sk", "-v", "--http2", "-o", "/dev/null", &url]).await;
+    let args = [
+        "-sk",
+        "-v",
+        "--http2",
+        "-H",
+        "Sec-Fetch-Mode: navigate",
+        "-o",
+        "/dev/null",
+        &url,
+    ];
+    let first = curl(&args).await;
     assert!(first.status.success(), "{}", first.stderr);
     assert!(!first.stderr.contains("< HTTP/2 103"));
-    let second = curl(&["-sk", "-v", "--http2", "-o", "/dev/null", &url]).await;
+    let second = curl(&args).await;
     let at_103 = second.stderr.find("< HTTP/2 103").expect("a 103");
     let at_200 = second.stderr.find("< HTTP/2 200").expect("a 200");
     assert!(at_103 < at_200, "{}", second.stderr);
@@ -447,7 +525,8 @@ async fn http1_clients_get_103s_only_when_enabled() {
     let off = Proxy::start(up.addr(), |_| {}).await;
     let fetch = |port: u16, path: &'static str, version: &'static str| async move {
         let url = format!("http://127.0.0.1:{port}{path}");
-        let out = curl(&["-s", "-v", version, "-o", "/dev/null", &url]).await;
+        let nav = "Sec-Fetch-Mode: navigate";
+        let out = curl(&["-s", "-v", version, "-H", nav, "-o", "/dev/null", &url]).await;
         assert!(out.status.success(), "{}", out.stderr);
         out.stderr
     };
@@ -505,4 +584,136 @@ async fn http1_clients_get_103s_only_when_enabled() {
         1.0,
         "{metrics}"
     );
+}
+
+/// The backend's own 103 on the pages below: a preconnect to a font host, a cross-origin
+/// preload, and a same-origin preload the final response repeats.
+const BACKEND_103: [&str; 3] = [
+    "<https://fonts.example>; rel=preconnect; crossorigin",
+    "<https://cdn.example/x.js>; rel=preload; as=script",
+    "</a.css>; rel=preload; as=style",
+];
+
+/// The final response's links: same-origin preloads (one `nopush`), an `http:` cross-origin
+/// preload (never hinted), a preconnect to a CDN, and relations browsers ignore in a 103.
+const FINAL_LINKS: [&str; 6] = [
+    "</a.css>; rel=preload; as=style",
+    "</b.js>; rel=preload; as=script; nopush",
+    "<http://insecure.example/y.js>; rel=preload; as=script",
+    "<https://cdn.example/z>; rel=preconnect",
+    "</m.js>; rel=modulepreload",
+    "</next.html>; rel=prefetch",
+];
+
+/// Issue 12 items 1–2: the learned 103 goes out at once with everything known for the route —
+/// the final response's preloads and preconnects and what the backend's 103 carried last time —
+/// while push stays same-origin; the backend's 103 on this request adds nothing, so it is not
+/// forwarded (Chromium would ignore a second 103 anyway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_103_carries_everything_known_and_push_stays_same_origin() {
+    let up = Upstream::new()
+        .route("/", page(&FINAL_LINKS).early_hints(&BACKEND_103))
+        .fallback(Reply::ok("asset"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut first = h2_connect(proxy.addr, &browser()).await;
+    let learning = h2_get(&mut first, "/", NAVIGATE).await;
+    assert_eq!(
+        learning.informational.len(),
+        1,
+        "the backend's 103, forwarded"
+    );
+    assert_eq!(links_of(&learning, 0), BACKEND_103);
+
+    let gate = Gate::new();
+    up.set_route(
+        "/",
+        page(&FINAL_LINKS)
+            .early_hints(&BACKEND_103)
+            .hold(gate.clone()),
+    );
+    let (tap, task) = get_in_background(h2_connect(proxy.addr, &browser()).await, "/", NAVIGATE);
+    tap.wait_for("the learned 103", is_headers_on(1)).await;
+    assert!(!gate.opened());
+    gate.open();
+    let (ex, _client) = bounded("the page", task).await.unwrap();
+    assert_eq!(ex.informational.len(), 1, "{:?}", ex.informational);
+    // The backend's 103 first (in its order), then what only the final response named.
+    let everything = [
+        "<https://fonts.example>; rel=preconnect; crossorigin",
+        "<https://cdn.example/x.js>; rel=preload; as=script",
+        "</a.css>; rel=preload; as=style",
+        "</b.js>; rel=preload; as=script",
+        "<https://cdn.example>; rel=preconnect",
+    ];
+    assert_eq!(links_of(&ex, 0), everything);
+
+    // A push client: same-origin preloads pushed (not `nopush`), the rest hinted.
+    up.set_route("/", page(&FINAL_LINKS).early_hints(&BACKEND_103));
+    let mut pusher = h2_connect(proxy.addr, &H2Options::default()).await;
+    let pushed = h2_get(&mut pusher, "/", NAVIGATE).await;
+    assert_eq!(pushed.pushed_paths(), ["/a.css"]);
+    assert_eq!(pushed.informational.len(), 1, "{:?}", pushed.informational);
+    let not_pushed: Vec<&str> = everything
+        .into_iter()
+        .filter(|l| !l.starts_with("</a.css>"))
+        .collect();
+    assert_eq!(links_of(&pushed, 0), not_pushed);
+    assert!(up.requests_for("/x.js").is_empty() && up.requests_for("/y.js").is_empty());
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(&metrics, "linkpush_early_hints_total{source=\"upstream\"}"),
+        1.0,
+        "only the first visit's 103 was forwarded: {metrics}"
+    );
+}
+
+/// SPEC §5: a later 103 carries only links not hinted yet; none at all if nothing is new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_103s_never_carry_the_same_link() {
+    let up = Upstream::new()
+        .route("/", page(&FINAL_LINKS))
+        .fallback(Reply::ok("asset"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &browser()).await;
+    h2_get(&mut client, "/", NAVIGATE).await;
+
+    // The backend now sends two 103s: one repeating learned links with other attributes, and
+    // one with a link never seen.
+    up.set_route(
+        "/",
+        page(&FINAL_LINKS)
+            .early_hints(&[
+                "</a.css>; rel=preload",
+                "<https://cdn.example/z/q>; rel=preconnect",
+            ])
+            .early_hints(&["</b.js>; rel=preload", "</new.js>; rel=preload; as=script"]),
+    );
+    let ex = h2_get(&mut client, "/", NAVIGATE).await;
+    assert_eq!(ex.informational.len(), 2, "{:?}", ex.informational);
+    assert_eq!(
+        links_of(&ex, 0),
+        [
+            "</a.css>; rel=preload; as=style",
+            "</b.js>; rel=preload; as=script",
+            "<https://cdn.example>; rel=preconnect",
+        ]
+    );
+    assert_eq!(links_of(&ex, 1), ["</new.js>; rel=preload; as=script"]);
+    let all: Vec<String> = (0..2).flat_map(|i| links_of(&ex, i)).collect();
+    for (i, link) in all.iter().enumerate() {
+        let target = &link[..link.find('>').unwrap()];
+        assert!(
+            all[..i].iter().all(|l| !l.starts_with(target)),
+            "{link} hinted twice: {all:?}"
+        );
+    }
+
+    // Learned from that answer: next time the first 103 has /new.js too, and nothing follows.
+    let next = h2_get(&mut client, "/", NAVIGATE).await;
+    assert_eq!(next.informational.len(), 1, "{:?}", next.informational);
+    assert!(links_of(&next, 0).contains(&"</new.js>; rel=preload; as=script".to_owned()));
 }

@@ -3,6 +3,7 @@
 //! hint a valid field value, and resolution idempotent on its own output.
 
 use http::HeaderValue;
+use linkpush::learn;
 use linkpush::push::link::{self, Link, MAX_LINK_BYTES, MAX_LINKS, ParsedLinks};
 use linkpush::push::policy;
 use linkpush::push::target::{self, RequestBase};
@@ -37,7 +38,7 @@ fn header_ish_bytes() -> impl Strategy<Value = Vec<u8>> {
 /// Link-ish fields whose targets come from an alphabet of traversal and origin tricks.
 fn hostile_link_fields() -> impl Strategy<Value = Vec<String>> {
     let target = "(\\.|\\.\\.|/|//|%2e|%2E|%2f|%5c|%00|%|\\\\|a|:|@|\\?|#|;|,|example\\.com|evil\\.example|:443|:8080|https:|http:|data:|javascript:|\\[::1\\]){0,12}";
-    let attrs = "(; ?(rel=preload|rel=\"preload x\"|nopush|anchor=\"#a\"|as=style|crossorigin|media=\"a,b\"|type=a/b|integrity=\"\\\\\\\"\")){0,4}";
+    let attrs = "(; ?(rel=preload|rel=preconnect|rel=\"preload x\"|nopush|anchor=\"#a\"|as=style|crossorigin|media=\"a,b\"|type=a/b|integrity=\"\\\\\\\"\")){0,4}";
     prop::collection::vec((target, attrs), 0..6).prop_map(|links| {
         links
             .into_iter()
@@ -78,17 +79,31 @@ fn is_clean_path(path: &str) -> bool {
         && !path.contains("%00")
 }
 
-fn assert_valid_hint(hint: &str) {
-    let value = HeaderValue::from_str(hint).unwrap_or_else(|_| panic!("invalid hint {hint:?}"));
-    assert!(value.to_str().is_ok(), "{hint:?}");
+/// SPEC §5: a clean value, one rel a browser acts on, no `nopush`, no target longer than the
+/// parser's bound, never a non-http(s) target.
+fn assert_valid_hint(hint: &HeaderValue) {
+    let hint = hint
+        .to_str()
+        .unwrap_or_else(|_| panic!("invalid hint {hint:?}"));
     assert!(hint.starts_with('<'), "{hint:?}");
-    assert!(hint.contains(">; rel=preload"), "{hint:?}");
+    assert!(
+        hint.contains(">; rel=preload") || hint.contains(">; rel=preconnect"),
+        "{hint:?}"
+    );
     assert!(!hint.contains("nopush"), "{hint:?}");
+    let target = &hint[1..hint.find('>').unwrap()];
+    assert!(target.len() <= link::MAX_LINK_BYTES, "{hint:?}");
+    let lower = target.to_ascii_lowercase();
+    assert!(
+        !lower.starts_with("data:") && !lower.starts_with("javascript:"),
+        "{hint:?}"
+    );
 }
 
 fn assert_classified(parsed: &ParsedLinks, base: &RequestBase<'_>) {
     let c = policy::classify(parsed, base);
     for (i, p) in c.preloads.iter().enumerate() {
+        assert!(c.hints.contains(&p.hint), "every preload is hinted: {p:?}");
         assert!(is_clean_path(&p.path), "{p:?}");
         assert_valid_hint(&p.hint);
         assert!(c.preloads[..i].iter().all(|q| q.path != p.path), "{p:?}");
@@ -97,11 +112,31 @@ fn assert_classified(parsed: &ParsedLinks, base: &RequestBase<'_>) {
             Ok(p.path.as_str())
         );
     }
-    for h in &c.foreign_hints {
+    for (i, h) in c.hints.iter().enumerate() {
         assert_valid_hint(h);
+        let text = h.to_str().unwrap();
+        // Same-origin preloads are the preloads' own hints; cross-origin preloads only over
+        // https; preconnects to any http(s) origin.
+        if text.starts_with("</") {
+            assert!(c.preloads.iter().any(|p| p.hint == h), "{h:?}");
+        } else if text.contains(">; rel=preload") {
+            assert!(text.starts_with("<https://"), "{h:?}");
+        } else {
+            assert!(
+                text.starts_with("<http://") || text.starts_with("<https://"),
+                "{h:?}"
+            );
+            // The origin only: nothing after the authority.
+            let target = &text[1..text.find('>').unwrap()];
+            let authority = target.split_once("//").unwrap().1;
+            assert!(!authority.contains(['/', '?', '#']), "{h:?}");
+        }
+        let key = policy::hint_key(h.as_bytes());
         assert!(
-            h.starts_with("<http://") || h.starts_with("<https://"),
-            "{h:?}"
+            c.hints[..i]
+                .iter()
+                .all(|o| policy::hint_key(o.as_bytes()) != key),
+            "{h:?} twice"
         );
     }
     let preload_links = parsed
@@ -286,5 +321,31 @@ proptest! {
             prop_assert_eq!(target::resolve_absolute(&url, base), Some(url.clone()));
             prop_assert!(HeaderValue::from_str(&url).is_ok());
         }
+    }
+
+    /// Issue 12 item 4: tracking parameters never split a route; everything else is kept, in
+    /// order; the key of a key's own path is the key.
+    #[test]
+    fn route_keys_drop_only_tracking_parameters(
+        path in "/[a-z/]{0,8}",
+        params in prop::collection::vec("(utm_[a-z]{1,3}|UTM_X|gclid|fbclid|ref|id|q|utmx|x_utm_a)(=[a-z0-9]{0,3})?", 0..6),
+    ) {
+        let ignore = ["ref".to_owned()];
+        let pq = if params.is_empty() { path.clone() } else { format!("{path}?{}", params.join("&")) };
+        let key = learn::route_key("Site.Example", &pq, &ignore);
+        let tracking = |p: &str| {
+            let name = p.split('=').next().unwrap().to_ascii_lowercase();
+            name.starts_with("utm_") || ["gclid", "fbclid", "ref"].contains(&name.as_str())
+        };
+        let kept: Vec<&String> = params.iter().filter(|p| !tracking(p)).collect();
+        let expected = if kept.is_empty() {
+            format!("site.example{path}")
+        } else {
+            let kept: Vec<&str> = kept.iter().map(|p| p.as_str()).collect();
+            format!("site.example{path}?{}", kept.join("&"))
+        };
+        prop_assert_eq!(&key, &expected);
+        let own_path = &key["site.example".len()..];
+        prop_assert_eq!(learn::route_key("site.example", own_path, &ignore), key.clone());
     }
 }

@@ -46,11 +46,14 @@ const SETTINGS: &[Setting] = &[
     setting("server", "max_concurrent_streams"),
     setting("server", "idle_timeout"),
     setting("server", "shutdown_timeout"),
+    setting("server", "shutdown_delay"),
+    setting("server", "tunnel_idle_timeout"),
     setting("server.tls", "cert"),
     setting("server.tls", "key"),
     setting("upstream", "url"),
     setting("upstream", "connect_timeout"),
     setting("upstream", "response_timeout"),
+    setting("upstream", "read_timeout"),
     setting("upstream", "max_idle_per_host"),
     setting("upstream", "max_connections"),
     setting("push", "enabled"),
@@ -64,6 +67,9 @@ const SETTINGS: &[Setting] = &[
     setting("learn", "enabled"),
     setting("learn", "routes"),
     setting("learn", "ttl"),
+    list("learn", "exclude"),
+    list("learn", "ignore_query"),
+    setting("learn", "max_bytes"),
     setting("admin", "listen"),
     setting("log", "level"),
     setting("log", "format"),
@@ -191,7 +197,9 @@ pub(super) fn apply_overrides(
 }
 
 /// The `LINKPUSH_*` variables of the process (names matched case-insensitively, so that a
-/// lower-case typo is reported rather than ignored), except the reserved ones.
+/// lower-case typo is reported rather than ignored), except the reserved ones. A name or value
+/// that is not UTF-8 is an error only where it would be read or refused anyway: in a real
+/// section.
 pub(super) fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
     let mut vars = Vec::new();
     for (name, value) in std::env::vars_os() {
@@ -200,11 +208,17 @@ pub(super) fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
             continue;
         }
         let Some(name) = name.to_str() else {
-            return Err(ConfigError::UnknownEnv {
-                var: lossy.into_owned(),
-            });
+            if names_a_section(&lossy) {
+                return Err(ConfigError::UnknownEnv {
+                    var: lossy.into_owned(),
+                });
+            }
+            continue;
         };
         let Some(value) = value.to_str() else {
+            if !names_a_section(name) {
+                continue;
+            }
             return Err(ConfigError::Env {
                 var: name.to_owned(),
                 problem: "the value is not valid UTF-8".to_owned(),
@@ -215,17 +229,133 @@ pub(super) fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
     Ok(vars)
 }
 
-/// The `LINKPUSH_*` names among `names` that are not keys, for
+/// How a `LINKPUSH_*` name is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A key (`LINKPUSH_UPSTREAM_URL`) or a reserved name (`LINKPUSH_CONFIG`).
+    Setting,
+    /// Not in a config section: not ours, so not a typo either. Kubernetes injects
+    /// `LINKPUSH_SERVICE_HOST`, `LINKPUSH_PORT=tcp://…`, `LINKPUSH_PORT_8443_TCP_ADDR`, … into
+    /// every pod of a namespace with a Service named `linkpush` (kubernetes/kubernetes#35189);
+    /// refusing them would crash-loop the pod.
+    Ignored,
+    /// In a real section but not a key (`LINKPUSH_UPSTREAM_URLL`): a typo, refused.
+    Unknown,
+}
+
+/// `LINKPUSH_<SECTION>` or `LINKPUSH_<SECTION>_…` for a table of the file (`SERVER`,
+/// `SERVER_TLS`, `EARLY_HINTS`, …), compared in upper case so that a lower-case typo counts.
+fn names_a_section(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    let Some(rest) = upper.strip_prefix(ENV_PREFIX) else {
+        return false;
+    };
+    SETTINGS.iter().any(|setting| {
+        let section = setting.section.replace('.', "_").to_ascii_uppercase();
+        rest.strip_prefix(&section)
+            .is_some_and(|after| after.is_empty() || after.starts_with('_'))
+    })
+}
+
+/// A Kubernetes service-link variable of a Service whose `<PREFIX>_SERVICE_HOST` is also set:
+/// `<PREFIX>_SERVICE_HOST`, `<PREFIX>_SERVICE_PORT[_<NAME>]`, `<PREFIX>_PORT`,
+/// `<PREFIX>_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`. Needed beside the section rule because a
+/// Service named `linkpush-upstream` or `linkpush-admin` injects `LINKPUSH_UPSTREAM_PORT`, …,
+/// which start like a real section; no key ends in `_PORT` or `_SERVICE_HOST`.
+fn is_service_link(name: &str, all: &BTreeSet<String>) -> bool {
+    let upper = name.to_ascii_uppercase();
+    let service_of = |prefix: &str| all.contains(&format!("{prefix}_SERVICE_HOST"));
+    if let Some(prefix) = upper.strip_suffix("_SERVICE_HOST") {
+        return !prefix.is_empty();
+    }
+    if upper
+        .split_once("_SERVICE_PORT")
+        .is_some_and(|(prefix, _)| service_of(prefix))
+        || upper.strip_suffix("_PORT").is_some_and(service_of)
+    {
+        return true;
+    }
+    // `<PREFIX>_PORT_<port>_<PROTO>…`: find the `_PORT_<digits>_` that starts the suffix.
+    let mut from = 0;
+    while let Some(at) = upper[from..].find("_PORT_").map(|i| i + from) {
+        let (prefix, tail) = (&upper[..at], &upper[at + "_PORT_".len()..]);
+        let digits = tail.chars().take_while(char::is_ascii_digit).count();
+        let after = &tail[digits..];
+        let protocol = ["_TCP", "_UDP", "_SCTP"]
+            .iter()
+            .find_map(|p| after.strip_prefix(p));
+        if digits > 0
+            && protocol.is_some_and(|rest| matches!(rest, "" | "_PROTO" | "_PORT" | "_ADDR"))
+            && service_of(prefix)
+        {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
+}
+
+/// The variable of a key that `name` most likely misspells: at most two edits away (a letter
+/// missing, doubled, swapped or wrong), compared in upper case.
+pub(super) fn closest_var(name: &str) -> Option<String> {
+    let upper = name.to_ascii_uppercase();
+    SETTINGS
+        .iter()
+        .map(Setting::env_var)
+        .map(|var| (edit_distance(&upper, &var), var))
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, var)| var)
+}
+
+/// Levenshtein distance over bytes (variable names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, y) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(x != y);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+fn classify(name: &str, all: &BTreeSet<String>, known: &BTreeSet<String>) -> Kind {
+    if RESERVED_ENV.contains(&name) || known.contains(name) {
+        Kind::Setting
+    } else if !names_a_section(name) || is_service_link(name, all) {
+        Kind::Ignored
+    } else {
+        Kind::Unknown
+    }
+}
+
+/// The `LINKPUSH_*` names among `names` that are not keys but name a real section, for
 /// [`Config::unknown_env_vars`](super::Config::unknown_env_vars).
 pub(super) fn unknown_vars<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    vars_of_kind(names, Kind::Unknown)
+}
+
+/// The `LINKPUSH_*` names among `names` that are ignored, for
+/// [`Config::ignored_env_vars`](super::Config::ignored_env_vars).
+pub(super) fn ignored_vars<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    vars_of_kind(names, Kind::Ignored)
+}
+
+fn vars_of_kind<'a>(names: impl IntoIterator<Item = &'a str>, kind: Kind) -> Vec<String> {
     let known: BTreeSet<String> = SETTINGS.iter().map(Setting::env_var).collect();
-    let unknown: BTreeSet<String> = names
+    let all: BTreeSet<String> = names
         .into_iter()
         .filter(|name| name.to_ascii_uppercase().starts_with(ENV_PREFIX))
-        .filter(|name| !RESERVED_ENV.contains(name) && !known.contains(*name))
         .map(str::to_owned)
         .collect();
-    unknown.into_iter().collect()
+    all.iter()
+        .filter(|name| classify(name, &all, &known) == kind)
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

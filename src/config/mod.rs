@@ -60,6 +60,11 @@ pub struct ServerConfig {
     pub max_concurrent_streams: u32,
     pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// On SIGTERM, how long to keep accepting while `/healthz` answers 503 before draining;
+    /// zero: drain at once.
+    pub shutdown_delay: Duration,
+    /// A WebSocket tunnel with no bytes in either direction for this long is closed.
+    pub tunnel_idle_timeout: Duration,
     /// `None`: cleartext (HTTP/1.1 and h2c prior knowledge on the same port).
     pub tls: Option<TlsConfig>,
 }
@@ -79,6 +84,9 @@ pub struct UpstreamConfig {
     pub authority: http::uri::Authority,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// The longest wait for the next bytes of an upstream response, head or body (nginx's
+    /// `proxy_read_timeout`).
+    pub read_timeout: Duration,
     pub max_idle_per_host: usize,
     pub max_connections: usize,
 }
@@ -105,6 +113,12 @@ pub struct LearnConfig {
     pub enabled: bool,
     pub routes: std::num::NonZeroUsize,
     pub ttl: Duration,
+    /// Path prefixes never learned.
+    pub exclude: Vec<String>,
+    /// Query parameter names removed from route keys, besides `utm_*`, `gclid` and `fbclid`.
+    pub ignore_query: Vec<String>,
+    /// The learned store's bound in accounted bytes.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,12 +186,20 @@ pub enum ConfigError {
     /// `{var}: {problem}`: the value of a `LINKPUSH_*` variable is invalid.
     #[error("{var}: {problem}")]
     Env { var: String, problem: String },
-    /// `{var}: not a linkpush setting; …`: a `LINKPUSH_*` variable that names no key (a typo
-    /// must not be silently ignored).
+    /// `{var}: not a linkpush setting; …`: a `LINKPUSH_*` variable that names a config section
+    /// but no key in it (a typo must not be silently ignored). Variables outside the sections,
+    /// such as Kubernetes service links, are ignored instead.
     #[error(
-        "{var}: not a linkpush setting; variables are LINKPUSH_<SECTION>_<KEY>, such as LINKPUSH_UPSTREAM_URL"
+        "{var}: not a linkpush setting{}; variables are LINKPUSH_<SECTION>_<KEY>, such as LINKPUSH_UPSTREAM_URL",
+        did_you_mean(.var)
     )]
     UnknownEnv { var: String },
+}
+
+fn did_you_mean(var: &str) -> String {
+    env::closest_var(var)
+        .map(|name| format!(" (did you mean {name}?)"))
+        .unwrap_or_default()
 }
 
 fn at(location: &Option<(usize, usize)>) -> String {
@@ -234,11 +256,21 @@ impl Config {
             .map_err(|e| source.validation_error(e, &overridden))
     }
 
-    /// The `LINKPUSH_*` names among `names` that are not keys (sorted, each once):
-    /// `LINKPUSH_CONFIG` (the file's path) is not reported, nor names without the prefix.
-    /// [`Config::load`] refuses to start when there is one.
+    /// The `LINKPUSH_*` names among `names` that name a config section but no key in it
+    /// (sorted, each once), such as `LINKPUSH_UPSTREAM_URLL`. [`Config::load`] refuses to start
+    /// when there is one. `LINKPUSH_CONFIG` (the file's path) is not reported, nor names without
+    /// the prefix, nor the ones [`Config::ignored_env_vars`] returns.
     pub fn unknown_env_vars<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         env::unknown_vars(names)
+    }
+
+    /// The `LINKPUSH_*` names among `names` that are not settings and not typos either (sorted,
+    /// each once): outside every config section (`LINKPUSH_SERVICE_HOST`, `LINKPUSH_PORT`), or
+    /// Kubernetes service links of a Service whose `<NAME>_SERVICE_HOST` is among `names`
+    /// (`LINKPUSH_ADMIN_PORT` next to `LINKPUSH_ADMIN_SERVICE_HOST`). They are skipped; `main`
+    /// logs them at debug.
+    pub fn ignored_env_vars<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        env::ignored_vars(names)
     }
 
     /// The effective configuration as TOML text: every key, durations and sizes written as
@@ -291,6 +323,8 @@ mod tests {
                 max_concurrent_streams: 128,
                 idle_timeout: Duration::from_secs(60),
                 shutdown_timeout: Duration::from_secs(10),
+                shutdown_delay: Duration::ZERO,
+                tunnel_idle_timeout: Duration::from_secs(300),
                 tls: None,
             },
             upstream: UpstreamConfig {
@@ -298,6 +332,7 @@ mod tests {
                 authority: http::uri::Authority::from_static("127.0.0.1:8080"),
                 connect_timeout: Duration::from_secs(2),
                 response_timeout: Duration::from_secs(30),
+                read_timeout: Duration::from_secs(60),
                 max_idle_per_host: 64,
                 max_connections: 512,
             },
@@ -322,6 +357,9 @@ mod tests {
                 enabled: true,
                 routes: nz(10_000),
                 ttl: Duration::from_secs(600),
+                exclude: Vec::new(),
+                ignore_query: Vec::new(),
+                max_bytes: 32 * 1024 * 1024,
             },
             admin: None,
             log: LogConfig {

@@ -30,6 +30,10 @@ pub(super) struct RawServer {
     pub(super) idle_timeout: String,
     #[serde(deserialize_with = "duration_text")]
     pub(super) shutdown_timeout: String,
+    #[serde(deserialize_with = "duration_text")]
+    pub(super) shutdown_delay: String,
+    #[serde(deserialize_with = "duration_text")]
+    pub(super) tunnel_idle_timeout: String,
     pub(super) tls: Option<RawTls>,
 }
 
@@ -40,6 +44,8 @@ impl Default for RawServer {
             max_concurrent_streams: 128,
             idle_timeout: "60s".to_owned(),
             shutdown_timeout: "10s".to_owned(),
+            shutdown_delay: "0s".to_owned(),
+            tunnel_idle_timeout: "5m".to_owned(),
             tls: None,
         }
     }
@@ -60,6 +66,8 @@ pub(super) struct RawUpstream {
     pub(super) connect_timeout: String,
     #[serde(deserialize_with = "duration_text")]
     pub(super) response_timeout: String,
+    #[serde(deserialize_with = "duration_text")]
+    pub(super) read_timeout: String,
     #[serde(deserialize_with = "integer")]
     pub(super) max_idle_per_host: i64,
     #[serde(deserialize_with = "integer")]
@@ -72,6 +80,7 @@ impl Default for RawUpstream {
             url: "http://127.0.0.1:8080".to_owned(),
             connect_timeout: "2s".to_owned(),
             response_timeout: "30s".to_owned(),
+            read_timeout: "60s".to_owned(),
             max_idle_per_host: 64,
             max_connections: 512,
         }
@@ -138,6 +147,12 @@ pub(super) struct RawLearn {
     pub(super) routes: i64,
     #[serde(deserialize_with = "duration_text")]
     pub(super) ttl: String,
+    #[serde(deserialize_with = "text_list")]
+    pub(super) exclude: Vec<String>,
+    #[serde(deserialize_with = "text_list")]
+    pub(super) ignore_query: Vec<String>,
+    #[serde(deserialize_with = "size_text")]
+    pub(super) max_bytes: String,
 }
 
 impl Default for RawLearn {
@@ -146,6 +161,9 @@ impl Default for RawLearn {
             enabled: true,
             routes: 10_000,
             ttl: "10m".to_owned(),
+            exclude: Vec::new(),
+            ignore_query: Vec::new(),
+            max_bytes: "32MiB".to_owned(),
         }
     }
 }
@@ -280,6 +298,10 @@ fn address_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
 
 fn header_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     d.deserialize_any(StringList("a list of header names"))
+}
+
+fn text_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    d.deserialize_any(StringList("a list of strings"))
 }
 
 #[cfg(test)]

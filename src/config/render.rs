@@ -47,6 +47,16 @@ impl fmt::Display for Rendered<'_> {
             "shutdown_timeout = {}",
             quote(&format_duration(server.shutdown_timeout))
         )?;
+        writeln!(
+            f,
+            "shutdown_delay = {}",
+            quote(&format_duration(server.shutdown_delay))
+        )?;
+        writeln!(
+            f,
+            "tunnel_idle_timeout = {}",
+            quote(&format_duration(server.tunnel_idle_timeout))
+        )?;
         match &server.tls {
             Some(tls) => {
                 writeln!(f, "\n[server.tls]")?;
@@ -67,6 +77,11 @@ impl fmt::Display for Rendered<'_> {
             f,
             "response_timeout = {}",
             quote(&format_duration(upstream.response_timeout))
+        )?;
+        writeln!(
+            f,
+            "read_timeout = {}",
+            quote(&format_duration(upstream.read_timeout))
         )?;
         writeln!(f, "max_idle_per_host = {}", upstream.max_idle_per_host)?;
         writeln!(f, "max_connections = {}", upstream.max_connections)?;
@@ -100,6 +115,14 @@ impl fmt::Display for Rendered<'_> {
         writeln!(f, "enabled = {}", learn.enabled)?;
         writeln!(f, "routes = {}", learn.routes)?;
         writeln!(f, "ttl = {}", quote(&format_duration(learn.ttl)))?;
+        let quoted = |items: &[String]| items.iter().map(|i| quote(i)).collect::<Vec<_>>();
+        writeln!(f, "exclude = [{}]", quoted(&learn.exclude).join(", "))?;
+        writeln!(
+            f,
+            "ignore_query = [{}]",
+            quoted(&learn.ignore_query).join(", ")
+        )?;
+        writeln!(f, "max_bytes = {}", quote(&format_size(learn.max_bytes)))?;
 
         match admin {
             Some(admin) => {
@@ -158,6 +181,8 @@ mod tests {
             "listen = \"0.0.0.0:8443\"",
             "idle_timeout = \"60s\"",
             "ttl = \"10m\"",
+            "exclude = []",
+            "max_bytes = \"32MiB\"",
             "max_asset_bytes = \"2MiB\"",
             "url = \"http://127.0.0.1:8080/\"",
             "request_headers = [\"accept-encoding\", \"accept-language\", \"user-agent\", \"cache-control\"]",
@@ -177,6 +202,8 @@ listen = ["0.0.0.0:443", "[::]:443", "127.0.0.1:0"]
 max_concurrent_streams = 2147483647
 idle_timeout = "1500ms"
 shutdown_timeout = "1h30m"
+shutdown_delay = "5s"
+tunnel_idle_timeout = "2h"
 [server.tls]
 cert = "certs/a \"quoted\" \\ name.pem"
 key = "/keys/k.pem"
@@ -184,6 +211,7 @@ key = "/keys/k.pem"
 url = "http://[::1]:81"
 connect_timeout = "1.5s"
 response_timeout = "250us"
+read_timeout = "90s"
 max_idle_per_host = 0
 max_connections = 1
 [push]
@@ -200,6 +228,9 @@ http1 = true
 enabled = false
 routes = 1
 ttl = "1ns"
+exclude = ["/account/", "/a\"q\\"]
+ignore_query = ["ref", "mc_cid"]
+max_bytes = 1000
 [admin]
 listen = "[::1]:9901"
 [log]

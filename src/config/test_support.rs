@@ -63,6 +63,7 @@ listen = "0.0.0.0:8443"          # or a list: ["0.0.0.0:8443", "[::]:8443"]
 max_concurrent_streams = 128     # advertised to clients
 idle_timeout = "60s"             # close a connection with no open streams after this
 shutdown_timeout = "10s"         # on SIGTERM/SIGINT: stop accepting, GOAWAY, wait this long for streams to finish
+shutdown_delay = "0s"            # on SIGTERM: keep accepting this long first, /healthz answering 503
 
 [server.tls]                     # present: TLS 1.2/1.3 with ALPN h2 and http/1.1
 cert = "certs/cert.pem"          # absent: cleartext, HTTP/1.1 and h2c (prior knowledge) on the same port
@@ -91,6 +92,7 @@ http1 = false                    # also send 103 to HTTP/1.1 clients (some old c
 enabled = true                   # remember each route's preload links and act on them at request time
 routes = 10000                   # how many routes are remembered (LRU)
 ttl = "10m"                      # a route's links are forgotten after this
+exclude = []                     # path prefixes never learned, e.g. ["/account/", "/api/"]
 
 [admin]                          # absent: no admin listener
 listen = "127.0.0.1:9901"        # GET /metrics (Prometheus text format), GET /healthz

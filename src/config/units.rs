@@ -62,12 +62,12 @@ pub fn format_duration(d: Duration) -> String {
     // Minutes and hours only from 2 up: "60s" and "60m" read better than "1m" and "1h" next
     // to the seconds an operator usually writes, and SPEC §2 writes "60s".
     for (unit, scale) in [("h", 3_600 * NANOS_PER_SEC), ("m", 60 * NANOS_PER_SEC)] {
-        if nanos % scale == 0 && nanos / scale >= 2 {
+        if nanos.is_multiple_of(scale) && nanos / scale >= 2 {
             return format!("{}{unit}", nanos / scale);
         }
     }
     for (unit, scale) in [("s", NANOS_PER_SEC), ("ms", 1_000_000), ("us", 1_000)] {
-        if nanos % scale == 0 {
+        if nanos.is_multiple_of(scale) {
             return format!("{}{unit}", nanos / scale);
         }
     }
@@ -134,7 +134,7 @@ pub fn format_size(n: u64) -> String {
         ("MB", 1_000_000),
         ("kB", 1_000),
     ] {
-        if n != 0 && n % scale == 0 && n / scale < best.0 {
+        if n != 0 && n.is_multiple_of(scale) && n / scale < best.0 {
             best = (n / scale, unit);
         }
     }
@@ -178,7 +178,7 @@ fn scale_number(number: &str, scale: u128) -> Result<(u128, bool), NumberError> 
         let numerator: u128 = digits.parse().map_err(|_| NumberError::TooLarge)?;
         let denominator = 10u128.pow(digits.len() as u32);
         let product = numerator * scale;
-        exact = product % denominator == 0 && dropped.bytes().all(|b| b == b'0');
+        exact = product.is_multiple_of(denominator) && dropped.bytes().all(|b| b == b'0');
         value = value
             .checked_add(product / denominator)
             .ok_or(NumberError::TooLarge)?;

@@ -106,6 +106,8 @@ impl RawServer {
             )?,
             idle_timeout: timeout("server.idle_timeout", &self.idle_timeout)?,
             shutdown_timeout: timeout("server.shutdown_timeout", &self.shutdown_timeout)?,
+            shutdown_delay: delay("server.shutdown_delay", &self.shutdown_delay)?,
+            tunnel_idle_timeout: timeout("server.tunnel_idle_timeout", &self.tunnel_idle_timeout)?,
             tls,
         })
     }
@@ -165,6 +167,7 @@ impl RawUpstream {
             authority,
             connect_timeout: timeout("upstream.connect_timeout", &self.connect_timeout)?,
             response_timeout: timeout("upstream.response_timeout", &self.response_timeout)?,
+            read_timeout: timeout("upstream.read_timeout", &self.read_timeout)?,
             max_idle_per_host: bounded(
                 "upstream.max_idle_per_host",
                 self.max_idle_per_host,
@@ -315,10 +318,42 @@ fn request_header(name: &str) -> Result<http::HeaderName, String> {
 
 impl RawLearn {
     fn validate(self) -> Result<LearnConfig, Invalid> {
+        const MAX_BYTES: &str = "learn.max_bytes";
+        let max_bytes =
+            parse_size(&self.max_bytes).map_err(|problem| invalid(MAX_BYTES, problem))?;
+        if max_bytes == 0 {
+            return Err(invalid(MAX_BYTES, "must be at least 1 byte"));
+        }
+        for prefix in &self.exclude {
+            // Compared with the request's path, which always starts with `/` (SPEC §3).
+            if !prefix.starts_with('/') || !prefix.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                return Err(invalid(
+                    "learn.exclude",
+                    format!(
+                        "{prefix:?} is not a path prefix (starts with '/', visible ASCII only)"
+                    ),
+                ));
+            }
+        }
+        for name in &self.ignore_query {
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| (0x21..=0x7e).contains(&b) && !matches!(b, b'&' | b'=' | b'#'));
+            if !ok {
+                return Err(invalid(
+                    "learn.ignore_query",
+                    format!("{name:?} is not a query parameter name"),
+                ));
+            }
+        }
         Ok(LearnConfig {
             enabled: self.enabled,
             routes: non_zero("learn.routes", self.routes, MAX_ROUTES)?,
             ttl: timeout("learn.ttl", &self.ttl)?,
+            exclude: self.exclude,
+            ignore_query: self.ignore_query,
+            max_bytes,
         })
     }
 }
@@ -426,12 +461,9 @@ fn non_zero(key: &str, value: i64, max: i64) -> Result<NonZeroUsize, Invalid> {
     NonZeroUsize::new(n).ok_or_else(|| invalid(key, "expected a positive integer, got 0"))
 }
 
-/// A duration that must be greater than zero (timeouts, TTLs).
-fn timeout(key: &str, text: &str) -> Result<Duration, Invalid> {
+/// A duration that may be zero (a delay that can be turned off).
+fn delay(key: &str, text: &str) -> Result<Duration, Invalid> {
     let d = parse_duration(text).map_err(|problem| invalid(key, problem))?;
-    if d.is_zero() {
-        return Err(invalid(key, format!("{text:?}: must be greater than 0")));
-    }
     if d > MAX_DURATION {
         return Err(invalid(
             key,
@@ -440,6 +472,15 @@ fn timeout(key: &str, text: &str) -> Result<Duration, Invalid> {
                 format_duration(MAX_DURATION)
             ),
         ));
+    }
+    Ok(d)
+}
+
+/// A duration that must be greater than zero (timeouts, TTLs).
+fn timeout(key: &str, text: &str) -> Result<Duration, Invalid> {
+    let d = delay(key, text)?;
+    if d.is_zero() {
+        return Err(invalid(key, format!("{text:?}: must be greater than 0")));
     }
     Ok(d)
 }

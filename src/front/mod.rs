@@ -3,6 +3,7 @@
 
 pub mod h1;
 pub mod h2;
+pub mod tunnel;
 
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Method};
 
-use crate::learn::{Links, RouteLinks};
+use crate::learn::{self, Links, RouteLinks};
+use crate::push::policy;
 use crate::push::target::RequestBase;
 
 /// Deadline for a TLS or HTTP/2 handshake and for a client's first request head.
@@ -19,22 +21,13 @@ pub fn handshake_timeout(idle: Duration) -> Duration {
 }
 
 /// The request's authority: `:authority` (HTTP/2) or an absolute-form target's (HTTP/1.1,
-/// RFC 9112 §3.2.2), else `Host` (RFC 9113 §8.3.1 allows it on HTTP/2 too).
+/// RFC 9112 §3.2.2), else `Host` (RFC 9113 §8.3.1 allows it on HTTP/2 too); validated by
+/// [`crate::headers::request_authority`] (one Host, valid syntax, no userinfo, no disagreement).
 pub fn request_authority(
     uri: &http::Uri,
     headers: &HeaderMap,
 ) -> Result<String, crate::error::ProxyError> {
-    if let Some(a) = uri.authority() {
-        return Ok(a.as_str().to_owned());
-    }
-    headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty())
-        .map(str::to_owned)
-        .ok_or(crate::error::ProxyError::BadRequest(
-            "missing :authority or Host",
-        ))
+    crate::headers::request_authority(uri, headers)
 }
 
 /// The request target as the access log and the upstream see it: path and query.
@@ -53,6 +46,16 @@ pub fn log_error(err: &crate::error::ProxyError) {
     }
 }
 
+/// Logs a failed request ([`log_error`]) and counts a client-side one in
+/// `linkpush_client_errors_total{kind}` (upstream errors are counted where they happen, in
+/// `upstream`).
+pub fn report_error(metrics: &crate::metrics::Metrics, err: &crate::error::ProxyError) {
+    log_error(err);
+    if err.side() == crate::error::Side::Client {
+        metrics.client_error(err.kind());
+    }
+}
+
 /// SPEC §4: only final 2xx responses, except 204 and 206, to GET requests may push or teach.
 pub fn may_push_final(method: &Method, status: http::StatusCode) -> bool {
     method == Method::GET
@@ -61,19 +64,26 @@ pub fn may_push_final(method: &Method, status: http::StatusCode) -> bool {
         && status != http::StatusCode::PARTIAL_CONTENT
 }
 
-/// SPEC §6: requests with `Sec-Fetch-Mode` other than `navigate` get no learned 103.
+/// SPEC §6, issue 12: only navigations get learned 103s — `Sec-Fetch-Mode: navigate`, or a
+/// request that says `Sec-Fetch-Dest: document`. Every current browser sends them on
+/// navigations (Fetch Metadata); curl, bots and load generators send neither and get none.
 pub fn wants_learned_hints(headers: &HeaderMap) -> bool {
-    match headers.get("sec-fetch-mode") {
-        None => true,
-        Some(v) => v.as_bytes().eq_ignore_ascii_case(b"navigate"),
-    }
+    let is = |name: &str, value: &[u8]| {
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(value))
+    };
+    is("sec-fetch-mode", b"navigate") || is("sec-fetch-dest", b"document")
 }
 
-/// The 103s of one request: at most one per distinct set of links (SPEC §5).
+/// The 103s of one request (SPEC §5): Chromium acts only on the first 103, so the first one
+/// carries everything known, and a later one only links not hinted yet, or is not sent.
 #[derive(Default)]
 pub struct EarlyHints {
-    /// An order-independent digest of each link set sent.
-    sent: Vec<u64>,
+    /// The links hinted so far, each with the length of its [`policy::hint_key`] (found once:
+    /// comparing keys is then a plain slice comparison).
+    sent: Vec<(HeaderValue, usize)>,
     /// What each 103 sent came from, for the access log.
     pub sources: Vec<&'static str>,
     /// The set last admitted, until [`EarlyHints::sent`] confirms it went out.
@@ -83,20 +93,33 @@ pub struct EarlyHints {
 }
 
 impl EarlyHints {
-    /// Whether a 103 with `hints` should go out: not empty, and not a set already sent (the
-    /// set, not the order, identifies a 103; the 103 itself keeps the given order).
-    pub fn admit(&mut self, hints: &[HeaderValue]) -> bool {
-        if hints.is_empty() {
-            return false;
+    /// The links of `hints` this request has not hinted yet (each once), now counted as
+    /// hinted; empty when a 103 would say nothing new.
+    pub fn admit<'a>(
+        &mut self,
+        hints: impl IntoIterator<Item = &'a HeaderValue>,
+    ) -> Vec<HeaderValue> {
+        let mut fresh = Vec::new();
+        for hint in hints {
+            let key = policy::hint_key(hint.as_bytes());
+            if !self
+                .sent
+                .iter()
+                .any(|(s, n)| s.as_bytes().get(..*n) == Some(key))
+            {
+                self.sent.push((hint.clone(), key.len()));
+                fresh.push(hint.clone());
+            }
         }
-        let digest = set_digest(hints);
-        if self.sent.contains(&digest) {
-            return false;
-        }
-        self.sent.push(digest);
         self.admitted.clear();
-        self.admitted.extend_from_slice(hints);
-        true
+        self.admitted.extend_from_slice(&fresh);
+        fresh
+    }
+
+    /// Links the client gets another way (promised on this stream or connection): counted as
+    /// hinted, so no 103 of this request announces them.
+    pub fn covered<'a>(&mut self, links: impl IntoIterator<Item = &'a HeaderValue>) {
+        self.admit(links);
     }
 
     pub fn sent(&mut self, source: crate::metrics::HintSource, metrics: &crate::metrics::Metrics) {
@@ -132,41 +155,46 @@ impl std::fmt::Display for LinkTargets<'_> {
     }
 }
 
-/// Sum of per-value hashes over the distinct values: equal for equal sets in any order.
-fn set_digest(hints: &[HeaderValue]) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    let hasher = BuildHasherDefault::<DefaultHasher>::default();
-    hints
-        .iter()
-        .enumerate()
-        .filter(|(i, h)| !hints[..*i].contains(h))
-        .fold(0u64, |acc, (_, h)| {
-            acc.wrapping_add(hasher.hash_one(h.as_bytes()))
-        })
-}
-
-/// The hints a forwarded upstream 103 carries: its preloads, cleaned, same-origin or not.
-pub fn upstream_hints(links: &RouteLinks) -> Vec<HeaderValue> {
-    links.hints.iter().chain(&links.foreign).cloned().collect()
-}
-
-/// The final response's links (SPEC §4, §6): reused from the learned entry when the Link fields
-/// are byte for byte the same (no parsing on the hot path), else classified anew; the learned
-/// store is updated either way, so changed links replace the old ones.
+/// The final response's links (SPEC §4, §6), together with those of the response's own 103s
+/// (`early`): reused from the learned entry when all these Link fields are byte for byte the
+/// same (no parsing on the hot path), else classified anew. They are learned for the route if
+/// a shared cache could store the response (RFC 9111; see `learn::learnable`), else the skip
+/// is counted.
 pub fn final_links(
     app: &crate::app::App,
     route: String,
     learned: Option<Links>,
+    early: &[HeaderValue],
     headers: &HeaderMap,
     base: &RequestBase<'_>,
+    request_has_authorization: bool,
 ) -> Links {
     let fields = headers.get_all(http::header::LINK);
+    let digest = learn::fields_digest(early, fields.iter());
     let links = match learned {
-        Some(l) if l.same_fields(fields.iter()) => l,
-        _ => Arc::new(RouteLinks::classify(fields.iter(), base)),
+        Some(l) if l.same_fields(digest) => l,
+        _ if early.is_empty() => Arc::new(RouteLinks::classify(fields.iter(), base)),
+        _ => Arc::new(
+            RouteLinks::classify(fields.iter(), base)
+                .with_early(&RouteLinks::classify(early, base), digest),
+        ),
     };
-    if let Some(learn) = &app.learn {
-        learn.learn(route, links.clone());
+    if let Some(store) = &app.learn {
+        let exclude = &app.config.learn.exclude;
+        match learn::learnable(
+            request_has_authorization,
+            base.path_and_query,
+            headers,
+            exclude,
+        ) {
+            Ok(()) => store.learn(route, links.clone()),
+            // Nothing to learn is not a skip worth counting.
+            Err(_) if links.is_empty() => {}
+            Err(reason) => {
+                tracing::debug!(route = %route, reason = reason.as_str(), "links not learned");
+                app.metrics.learn_skipped(reason);
+            }
+        }
     }
     links
 }
@@ -321,17 +349,28 @@ mod tests {
     }
 
     #[test]
-    fn one_103_per_distinct_link_set() {
+    fn a_later_103_carries_only_links_not_hinted_yet() {
         let mut hints = EarlyHints::default();
-        let a = vec![
-            HeaderValue::from_static("</a>; rel=preload"),
-            HeaderValue::from_static("</b>; rel=preload"),
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        let first = [
+            v("</a>; rel=preload; as=style"),
+            v("<https://c>; rel=preconnect"),
         ];
-        let b_then_a = vec![a[1].clone(), a[0].clone()];
-        assert!(!hints.admit(&[]));
-        assert!(hints.admit(&a));
-        assert!(!hints.admit(&b_then_a), "same set, other order");
-        assert!(hints.admit(&a[..1]));
+        assert!(hints.admit(&[]).is_empty());
+        assert_eq!(hints.admit(&first), first);
+        let later = [
+            v("</a>; rel=preload"),
+            v("<https://c>; rel=preconnect; crossorigin"),
+            v("</b>; rel=preload"),
+            v("</b>; rel=preload"),
+        ];
+        assert_eq!(hints.admit(&later), [v("</b>; rel=preload")]);
+        assert!(hints.admit(&later).is_empty(), "nothing new: no 103");
+        assert_eq!(
+            hints.admit(&[v("</a>; rel=preconnect")]).len(),
+            1,
+            "another rel"
+        );
     }
 
     #[test]
@@ -342,10 +381,14 @@ mod tests {
             HeaderValue::from_static("</a.css>; rel=preload; as=style"),
             HeaderValue::from_static("<https://cdn.example/b.js>; rel=preload; as=script"),
         ];
-        assert!(hints.admit(&a));
+        assert!(!hints.admit(&a).is_empty());
         hints.sent(crate::metrics::HintSource::Learned, &metrics);
         // Admitted but never sent (the 103 failed): not logged.
-        assert!(hints.admit(&[HeaderValue::from_static("</c.css>; rel=preload")]));
+        assert!(
+            !hints
+                .admit(&[HeaderValue::from_static("</c.css>; rel=preload")])
+                .is_empty()
+        );
         assert_eq!(
             hints.hinted_paths().to_string(),
             "/a.css,https://cdn.example/b.js"
@@ -390,12 +433,26 @@ mod tests {
     }
 
     #[test]
-    fn sec_fetch_mode_gates_learned_hints() {
-        let mut h = HeaderMap::new();
-        assert!(wants_learned_hints(&h));
-        h.insert("sec-fetch-mode", "navigate".parse().unwrap());
-        assert!(wants_learned_hints(&h));
-        h.insert("sec-fetch-mode", "cors".parse().unwrap());
-        assert!(!wants_learned_hints(&h));
+    fn only_navigations_get_learned_hints() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(*n, HeaderValue::from_static(v));
+            }
+            wants_learned_hints(&h)
+        };
+        assert!(!with(&[]), "curl, bots, h2load");
+        assert!(with(&[("sec-fetch-mode", "navigate")]));
+        assert!(with(&[("sec-fetch-mode", "Navigate")]));
+        assert!(!with(&[("sec-fetch-mode", "cors")]));
+        assert!(!with(&[
+            ("sec-fetch-mode", "no-cors"),
+            ("sec-fetch-dest", "script")
+        ]));
+        assert!(with(&[("sec-fetch-dest", "document")]));
+        assert!(with(&[
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-dest", "document")
+        ]));
     }
 }

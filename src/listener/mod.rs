@@ -137,11 +137,15 @@ async fn serve_connection(
             let stream = match tokio::time::timeout(deadline, acceptor.accept(socket)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(err)) => {
-                    debug!(%peer, error = %err, "TLS handshake failed");
+                    let reason = tls::HandshakeError::classify(&err);
+                    app.metrics.tls_handshake_error(reason);
+                    debug!(%peer, reason = reason.as_str(), error = %err, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
-                    debug!(%peer, "TLS handshake timed out");
+                    let reason = tls::HandshakeError::Timeout;
+                    app.metrics.tls_handshake_error(reason);
+                    debug!(%peer, reason = reason.as_str(), "TLS handshake failed");
                     return;
                 }
             };

@@ -72,6 +72,29 @@ pub fn resolve_same_origin(reference: &str, base: &RequestBase<'_>) -> Result<St
 /// absolute URL, if it is a clean http(s) URL (no userinfo, a plain host, a numeric port,
 /// a clean path; fragment dropped).
 pub fn resolve_absolute(reference: &str, base: &RequestBase<'_>) -> Option<String> {
+    let (resolved, authority) = resolve_http(reference, base)?;
+    let path_and_query = clean_path_and_query(&resolved.path, resolved.query.as_deref())?;
+    let clean = Resolved {
+        authority: Some(authority),
+        path: path_and_query,
+        query: None,
+        fragment: None,
+        scheme: resolved.scheme,
+    };
+    Some(clean.to_uri_string())
+}
+
+/// For `rel=preconnect` hints: the origin (RFC 6454: scheme, host, port) of an http(s)
+/// target in normal form, `scheme://host[:port]` (default port omitted). No userinfo; the
+/// path, query and fragment are irrelevant to a connection and dropped.
+pub fn resolve_origin(reference: &str, base: &RequestBase<'_>) -> Option<String> {
+    let (resolved, authority) = resolve_http(reference, base)?;
+    Some(format!("{}://{authority}", resolved.scheme))
+}
+
+/// The reference resolved against the request URL if it is an http(s) URL without userinfo:
+/// with its scheme lower-cased, and its authority in normal form (RFC 3986 §6.2.2.1, §6.2.3).
+fn resolve_http(reference: &str, base: &RequestBase<'_>) -> Option<(Resolved, String)> {
     let mut resolved = resolve(reference, base)?;
     resolved.scheme.make_ascii_lowercase();
     if resolved.scheme != "http" && resolved.scheme != "https" {
@@ -81,15 +104,8 @@ pub fn resolve_absolute(reference: &str, base: &RequestBase<'_>) -> Option<Strin
     if authority.has_userinfo {
         return None;
     }
-    let path_and_query = clean_path_and_query(&resolved.path, resolved.query.as_deref())?;
-    let clean = Resolved {
-        authority: Some(authority.normalized(&resolved.scheme)),
-        path: path_and_query,
-        query: None,
-        fragment: None,
-        scheme: resolved.scheme,
-    };
-    Some(clean.to_uri_string())
+    let authority = authority.normalized(&resolved.scheme);
+    Some((resolved, authority))
 }
 
 /// A URI reference split into its five components (RFC 3986 Appendix B).
@@ -150,20 +166,20 @@ pub(crate) fn split(reference: &str) -> Option<Parts<'_>> {
         None => (rest, None),
     };
     let mut scheme = None;
-    if let Some(colon) = rest.find(':') {
-        if !rest[..colon].contains('/') {
-            let candidate = &rest[..colon];
-            // RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
-            // §4.2: a relative-path reference cannot have a ':' in its first segment.
-            let mut bytes = candidate.bytes();
-            let valid = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
-                && bytes.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
-            if !valid {
-                return None;
-            }
-            scheme = Some(candidate);
-            rest = &rest[colon + 1..];
+    if let Some(colon) = rest.find(':')
+        && !rest[..colon].contains('/')
+    {
+        let candidate = &rest[..colon];
+        // RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+        // §4.2: a relative-path reference cannot have a ':' in its first segment.
+        let mut bytes = candidate.bytes();
+        let valid = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+        if !valid {
+            return None;
         }
+        scheme = Some(candidate);
+        rest = &rest[colon + 1..];
     }
     let mut authority = None;
     if let Some(after) = rest.strip_prefix("//") {
@@ -727,6 +743,27 @@ mod tests {
                 resolve_absolute(reference, &SITE).as_deref(),
                 want,
                 "{reference:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn origins_for_preconnect() {
+        for (reference, expected) in [
+            ("https://CDN.example:443/x?y#z", Some("https://cdn.example")),
+            ("http://cdn.example:8080", Some("http://cdn.example:8080")),
+            ("//fonts.example/", Some("https://fonts.example")),
+            ("/same", Some("https://example.com")),
+            ("https://user@cdn.example/", None),
+            ("data:text/plain,x", None),
+            ("javascript:alert(1)", None),
+            ("ftp://cdn.example/", None),
+            ("https://", None),
+        ] {
+            assert_eq!(
+                resolve_origin(reference, &SITE).as_deref(),
+                expected,
+                "{reference}"
             );
         }
     }

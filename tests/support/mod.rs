@@ -15,3 +15,4 @@ pub mod client;
 pub mod proxy;
 pub mod raw;
 pub mod upstream;
+pub mod ws;

@@ -261,14 +261,123 @@ fn an_unknown_linkpush_variable_is_refused() {
     );
     assert_eq!(
         Config::unknown_env_vars([
-            "LINKPUSH_B",
-            "LINKPUSH_A",
-            "LINKPUSH_B",
+            "LINKPUSH_PUSH_B",
+            "LINKPUSH_LOG_A",
+            "LINKPUSH_PUSH_B",
             "LINKPUSH_UPSTREAM_URL",
+            "LINKPUSH_SERVICE_HOST",
             "HOME"
         ]),
-        vec!["LINKPUSH_A".to_owned(), "LINKPUSH_B".to_owned()]
+        vec!["LINKPUSH_LOG_A".to_owned(), "LINKPUSH_PUSH_B".to_owned()]
     );
+}
+
+/// What Kubernetes puts in the environment of every pod in a namespace that has a Service named
+/// `<service>` (upper-cased, `-` → `_`) with ports `https` 8443 and `admin` 9901, at 10.0.0.5.
+pub(crate) fn kubernetes_service_links(service: &str) -> Vec<(String, String)> {
+    let p = service.to_ascii_uppercase().replace('-', "_");
+    let mut vars = vec![
+        (format!("{p}_SERVICE_HOST"), "10.0.0.5".to_owned()),
+        (format!("{p}_SERVICE_PORT"), "8443".to_owned()),
+        (format!("{p}_SERVICE_PORT_HTTPS"), "8443".to_owned()),
+        (format!("{p}_SERVICE_PORT_ADMIN"), "9901".to_owned()),
+        (format!("{p}_PORT"), "tcp://10.0.0.5:8443".to_owned()),
+    ];
+    for port in [8443, 9901] {
+        let base = format!("{p}_PORT_{port}_TCP");
+        vars.push((base.clone(), format!("tcp://10.0.0.5:{port}")));
+        vars.push((format!("{base}_PROTO"), "tcp".to_owned()));
+        vars.push((format!("{base}_PORT"), port.to_string()));
+        vars.push((format!("{base}_ADDR"), "10.0.0.5".to_owned()));
+    }
+    vars
+}
+
+fn with_vars(text: &str, vars: &[(String, String)]) -> Result<Config, ConfigError> {
+    Config::from_toml_with_vars(text, Path::new(ORIGIN), vars)
+}
+
+#[test]
+fn kubernetes_service_links_are_ignored_and_settings_still_apply() {
+    // A Service named linkpush (kubernetes/kubernetes#35189), and Services whose names start
+    // like a real section once prefixed: linkpush-upstream, linkpush-admin, linkpush-server.
+    let mut vars = vec![(
+        "LINKPUSH_UPSTREAM_URL".to_owned(),
+        "http://10.1.1.1:8080".to_owned(),
+    )];
+    for service in [
+        "linkpush",
+        "linkpush-upstream",
+        "linkpush-admin",
+        "linkpush-server",
+    ] {
+        vars.extend(kubernetes_service_links(service));
+    }
+    let config = match with_vars("", &vars) {
+        Ok(config) => config,
+        Err(e) => panic!("a pod next to these Services must start: {e}"),
+    };
+    assert_eq!(config.upstream.authority.as_str(), "10.1.1.1:8080");
+    // Nothing injected changed a setting.
+    assert_eq!(config.server.listen, vec![addr("0.0.0.0:8443")]);
+    assert_eq!(config.admin, None);
+
+    let names: Vec<&str> = vars.iter().map(|(name, _)| name.as_str()).collect();
+    let ignored = Config::ignored_env_vars(names.iter().copied());
+    assert_eq!(ignored.len(), vars.len() - 1, "{ignored:?}");
+    assert!(ignored.contains(&"LINKPUSH_PORT_8443_TCP_ADDR".to_owned()));
+    assert!(ignored.contains(&"LINKPUSH_ADMIN_PORT".to_owned()));
+    assert!(!ignored.contains(&"LINKPUSH_UPSTREAM_URL".to_owned()));
+}
+
+#[test]
+fn a_typo_in_a_real_section_is_refused_even_beside_service_links() {
+    let mut vars = kubernetes_service_links("linkpush");
+    vars.extend(kubernetes_service_links("linkpush-upstream"));
+    vars.push((
+        "LINKPUSH_UPSTREAM_URLL".to_owned(),
+        "http://10.1.1.1".to_owned(),
+    ));
+    let message = match with_vars("", &vars) {
+        Ok(config) => panic!("the typo must be refused, got {config:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert_contains(
+        &message,
+        "LINKPUSH_UPSTREAM_URLL: not a linkpush setting (did you mean LINKPUSH_UPSTREAM_URL?)",
+    );
+    // Nothing close: no guess.
+    let message = env_error("", &[("LINKPUSH_PUSH_COLOUR", "red")]);
+    assert_contains(
+        &message,
+        "LINKPUSH_PUSH_COLOUR: not a linkpush setting; variables are",
+    );
+    let message = env_error("", &[("linkpush_server_tls_crt", "c.pem")]);
+    assert_contains(
+        &message,
+        "linkpush_server_tls_crt: not a linkpush setting (did you mean LINKPUSH_SERVER_TLS_CERT?)",
+    );
+    // Without the Service's own LINKPUSH_ADMIN_SERVICE_HOST, LINKPUSH_ADMIN_PORT is a typo.
+    for var in [
+        "LINKPUSH_SERVER_TLS_CRT",
+        "LINKPUSH_EARLY_HINTS_HTTP2",
+        "LINKPUSH_ADMIN_PORT",
+        "LINKPUSH_UPSTREAM_PORT_80_TCP",
+    ] {
+        let message = env_error("", &[(var, "x")]);
+        assert_contains(&message, &format!("{var}: not a linkpush setting"));
+    }
+    // Outside the sections: not ours, ignored without a Service around it too.
+    for var in [
+        "LINKPUSH_PORT",
+        "LINKPUSH_SERVICE_HOST",
+        "LINKPUSH_NAME",
+        "LINKPUSH_SERVERS",
+        "LINKPUSH_LOGGING",
+    ] {
+        with_env_ok("", &[(var, "tcp://10.0.0.5:8443")]);
+        assert_eq!(Config::ignored_env_vars([var]), vec![var.to_owned()]);
+    }
 }
 
 #[test]

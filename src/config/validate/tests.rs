@@ -88,6 +88,8 @@ fn timeouts_and_ttl_are_positive_durations() {
         "server.shutdown_timeout",
         "upstream.connect_timeout",
         "upstream.response_timeout",
+        "upstream.read_timeout",
+        "server.tunnel_idle_timeout",
         "learn.ttl",
     ] {
         assert_contains(
@@ -117,6 +119,41 @@ fn timeouts_and_ttl_are_positive_durations() {
             .connect_timeout,
         Duration::from_millis(250)
     );
+}
+
+#[test]
+fn shutdown_delay_is_a_duration_that_may_be_zero() {
+    assert_eq!(parse_ok("").server.shutdown_delay, Duration::ZERO);
+    assert_eq!(
+        parse_ok("server.shutdown_delay = \"0s\"")
+            .server
+            .shutdown_delay,
+        Duration::ZERO
+    );
+    assert_eq!(
+        parse_ok("server.shutdown_delay = \"5s\"")
+            .server
+            .shutdown_delay,
+        Duration::from_secs(5)
+    );
+    refused(&[
+        (
+            "server.shutdown_delay = \"5\"",
+            "server.shutdown_delay: \"5\" has no unit",
+        ),
+        (
+            "server.shutdown_delay = \"-1s\"",
+            "server.shutdown_delay: \"-1s\": a duration cannot be negative",
+        ),
+        (
+            "server.shutdown_delay = \"9000d\"",
+            "server.shutdown_delay: \"9000d\" is too long (at most 8760h)",
+        ),
+        (
+            "server.shutdown_delay = 5",
+            "server.shutdown_delay: invalid type: integer `5`, expected a duration string",
+        ),
+    ]);
 }
 
 #[test]
@@ -394,6 +431,39 @@ fn learn_routes() {
         ),
     ]);
     assert_eq!(parse_ok("learn.routes = 1").learn.routes, nz(1));
+}
+
+#[test]
+fn learn_exclude_ignore_query_and_max_bytes() {
+    refused(&[
+        (
+            "learn.max_bytes = 0",
+            "learn.max_bytes: must be at least 1 byte",
+        ),
+        ("learn.max_bytes = \"lots\"", "learn.max_bytes: "),
+        (
+            "learn.exclude = [\"account/\"]",
+            "learn.exclude: \"account/\" is not a path prefix",
+        ),
+        (
+            "learn.exclude = [\"/my account/\"]",
+            "learn.exclude: \"/my account/\" is not a path prefix",
+        ),
+        (
+            "learn.ignore_query = [\"a=b\"]",
+            "learn.ignore_query: \"a=b\" is not a query parameter name",
+        ),
+        (
+            "learn.ignore_query = [\"\"]",
+            "learn.ignore_query: \"\" is not a query parameter name",
+        ),
+    ]);
+    let config = parse_ok(
+        "[learn]\nexclude = [\"/account/\", \"/api/\"]\nignore_query = \"ref\"\nmax_bytes = \"1MiB\"",
+    );
+    assert_eq!(config.learn.exclude, ["/account/", "/api/"]);
+    assert_eq!(config.learn.ignore_query, ["ref"]);
+    assert_eq!(config.learn.max_bytes, 1024 * 1024);
 }
 
 #[test]

@@ -3,6 +3,9 @@
 //!
 //! With `early_hints.http1`, learned links and upstream 103s reach HTTP/1.1 clients as 103s too,
 //! written by `io` since hyper's server cannot write a 1xx.
+//!
+//! `Upgrade` (WebSocket and any other token but h2c) is passed to the upstream; on its 101 both
+//! connections are taken over with `hyper::upgrade` and relayed by `front::tunnel`.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -24,18 +27,19 @@ use tracing::debug;
 
 mod io;
 
+use super::tunnel;
+
 use self::io::{Interim, InterimIo};
 use crate::app::App;
 use crate::error::{ProxyError, error_body};
 use crate::front::{
-    AccessLog, EarlyHints, RequestInfo, final_links, may_push_final, upstream_hints,
-    wants_learned_hints,
+    AccessLog, EarlyHints, RequestInfo, final_links, may_push_final, wants_learned_hints,
 };
-use crate::learn::{LearnStore, RouteLinks};
+use crate::learn::{self, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::target::RequestBase;
 use crate::upstream::{
-    BoxError, ClientContext, Informational, MAX_INFORMATIONAL, RequestBody,
+    BoxError, ClientBodyError, ClientContext, Informational, MAX_INFORMATIONAL, RequestBody,
     rewrite_request_headers, strip_hop_by_hop,
 };
 
@@ -71,7 +75,10 @@ pub async fn serve<IO>(
         .max_buf_size(MAX_HEADER_BYTES.max(8192))
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    // `with_upgrades`: a 101 hands the connection to `hyper::upgrade::on` (WebSocket tunnels).
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         res = conn.as_mut() => res,
@@ -113,7 +120,7 @@ async fn handle(
     let response = match proxied {
         Ok(res) => res,
         Err(err) => {
-            crate::front::log_error(&err);
+            crate::front::report_error(&app.metrics, &err);
             error = Some(err.kind());
             let status = err.status().unwrap_or(http::StatusCode::BAD_REQUEST);
             let body = error_body(status);
@@ -154,7 +161,7 @@ async fn proxy(
     interim: &Interim,
     hints: &mut EarlyHints,
     upstream_time: &mut Option<Duration>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     path: &str,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     if req.method() == Method::CONNECT {
@@ -165,6 +172,10 @@ async fn proxy(
             "request target must be an absolute path",
         ));
     }
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, absolute-form target or not.
+    if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+        return Err(ProxyError::BadRequest("missing Host"));
+    }
     // RFC 9112 §3.2.2: an absolute-form target's authority wins over Host.
     let authority = crate::front::request_authority(req.uri(), req.headers())?;
     let method = req.method().clone();
@@ -173,7 +184,8 @@ async fn proxy(
     let hints_on = app.config.early_hints.enabled
         && app.config.early_hints.http1
         && req.version() == Version::HTTP_11;
-    let route = LearnStore::route_key(&authority, path);
+    let route = learn::route_key(&authority, path, &app.config.learn.ignore_query);
+    let authorization = req.headers().contains_key(header::AUTHORIZATION);
     let learned = match (&app.learn, method == Method::GET) {
         (Some(learn), true) => learn.get(&route),
         _ => None,
@@ -183,16 +195,23 @@ async fn proxy(
         .filter(|_| hints_on && wants_learned_hints(req.headers()))
     {
         // Before the upstream request is sent: the backend's think time is what this fills.
+        // SPEC §5: the one complete first 103 — preloads, preconnects, cross-origin preloads.
         send_early_hints(app, interim, hints, &links.hints, HintSource::Learned);
     }
+    let upgrade = tunnel::upgrade_token(req.version(), req.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
     rewrite_request_headers(&mut parts.headers, &authority, client);
+    if let Some(token) = upgrade {
+        tunnel::mark_upgrade(&mut parts.headers, token);
+    }
     let body: RequestBody = if incoming.is_end_stream() {
         http_body_util::Empty::new()
             .map_err(|e| match e {})
             .boxed_unsync()
     } else {
-        incoming.map_err(BoxError::from).boxed_unsync()
+        // An aborted upload or a malformed chunked body is the client's fault.
+        incoming.map_err(ClientBodyError::boxed).boxed_unsync()
     };
     let mut upstream_req = Request::new(body);
     *upstream_req.method_mut() = parts.method;
@@ -208,8 +227,11 @@ async fn proxy(
         authority: &authority,
         path_and_query: path,
     };
+    // The upstream's 103s are forwarded when `hints_on`, and learned with the final links
+    // whenever learning is on, so the route's entry is the same whichever front end taught it.
+    let mut early: Vec<HeaderValue> = Vec::new();
     let upstream_started = Instant::now();
-    let response = if hints_on {
+    let response = if hints_on || app.learn.is_some() {
         let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
         let upstream = app.upstream.send(upstream_req, Some(tx));
         tokio::pin!(upstream);
@@ -217,8 +239,11 @@ async fn proxy(
             tokio::select! {
                 biased;
                 Some(fields) = rx.recv() => {
-                    let links = RouteLinks::classify(&fields, &base);
-                    send_early_hints(app, interim, hints, &upstream_hints(&links), HintSource::Upstream);
+                    if hints_on {
+                        let links = RouteLinks::classify(&fields, &base);
+                        send_early_hints(app, interim, hints, &links.hints, HintSource::Upstream);
+                    }
+                    early.extend(fields);
                 }
                 res = &mut upstream => break res,
             }
@@ -228,9 +253,23 @@ async fn proxy(
     };
     *upstream_time = Some(upstream_started.elapsed());
     let response = response?;
+    // A 101 exists only for an upgrade request (`Upstream::send` refuses any other).
+    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
+        (client_upgrade, response.status())
+    {
+        return Ok(switch(app, client_upgrade, response));
+    }
     let (mut parts, body) = response.into_parts();
     if app.learn.is_some() && may_push_final(&method, parts.status) {
-        final_links(app, route, learned, &parts.headers, &base);
+        final_links(
+            app,
+            route,
+            learned,
+            &early,
+            &parts.headers,
+            &base,
+            authorization,
+        );
     }
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(
@@ -239,16 +278,44 @@ async fn proxy(
     ))
 }
 
-/// Queues a 103 on the connection, once per distinct set of links.
-fn send_early_hints(
+/// Answers the client's upgrade with the upstream's 101 (its Upgrade, Connection and
+/// Sec-WebSocket-* fields) and relays the two upgraded connections once hyper has sent it.
+fn switch(
+    app: &App,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    mut response: Response<crate::upstream::UpstreamBody>,
+) -> Response<ResponseBody> {
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    let (parts, mut body) = response.into_parts();
+    let permit = body.take_permit();
+    tokio::spawn(tunnel::relay_h1(
+        app.metrics.clone(),
+        app.config.server.tunnel_idle_timeout,
+        client_upgrade,
+        upstream_upgrade,
+        permit,
+    ));
+    let mut res = Response::new(
+        http_body_util::Empty::new()
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *res.status_mut() = parts.status;
+    *res.headers_mut() = parts.headers;
+    res
+}
+
+/// Queues a 103 on the connection with the links not hinted yet, if any (SPEC §5).
+fn send_early_hints<'a>(
     app: &App,
     interim: &Interim,
     hints: &mut EarlyHints,
-    links: &[HeaderValue],
+    links: impl IntoIterator<Item = &'a HeaderValue>,
     source: HintSource,
 ) {
-    if hints.admit(links) {
-        interim.early_hints(links);
+    let fresh = hints.admit(links);
+    if !fresh.is_empty() {
+        interim.early_hints(&fresh);
         hints.sent(source, &app.metrics);
     }
 }

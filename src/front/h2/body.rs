@@ -15,7 +15,7 @@ use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::upstream::BoxError;
+use crate::upstream::{BoxError, ClientBodyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -213,7 +213,10 @@ impl Body for H2RequestBody {
                     let _ = this.recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
+                // The client's fault (reset, broken stream): marked so it is not blamed upstream.
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Err(ClientBodyError::boxed(e))));
+                }
                 Poll::Ready(None) => this.data_done = true,
                 Poll::Pending => return Poll::Pending,
             }
@@ -224,7 +227,7 @@ impl Body for H2RequestBody {
                 Poll::Ready(Some(Ok(Frame::trailers(trailers))))
             }
             Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(ClientBodyError::boxed(e)))),
             Poll::Pending => Poll::Pending,
         }
     }

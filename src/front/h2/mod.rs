@@ -14,6 +14,7 @@ mod body;
 mod io;
 pub mod push;
 mod stream;
+mod tunnel;
 
 use self::io::{GatedIo, ReadGate};
 use self::push::{PushState, PushedHead};
@@ -57,7 +58,9 @@ pub async fn serve<IO>(
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_send_buffer_size(SEND_BUFFER)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
-        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS));
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        // RFC 8441 §3: WebSocket over HTTP/2 (see `tunnel`).
+        .enable_connect_protocol();
     let gate = Arc::new(ReadGate::default());
     let io = GatedIo::new(io, gate.clone());
     let handshake = tokio::time::timeout(

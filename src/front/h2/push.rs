@@ -298,9 +298,22 @@ async fn run(
         }
     };
     let (mut parts, body) = response.into_parts();
-    // SPEC §4: a 4xx/5xx asset is reset, not pushed.
+    // SPEC §4: a 4xx/5xx asset is reset, not pushed; so is one the client may not store
+    // (no-store, or not cacheable: docs/push-lifecycle.md). 3xx are pushed as they are.
+    if let Err(why) = crate::push::cache::pushable_response(parts.status, &parts.headers) {
+        debug!(
+            status = parts.status.as_u16(),
+            reason = why.as_str(),
+            "asset not pushed"
+        );
+        if why != crate::push::cache::NotPushable::ErrorStatus {
+            app.metrics.push_skipped(SkipReason::NotCacheable);
+        }
+        pushed.send_reset(h2::Reason::CANCEL);
+        return PushOutcome::Failed;
+    }
     let too_large = content_length(&parts.headers).is_some_and(|n| n > max);
-    if parts.status.is_client_error() || parts.status.is_server_error() || too_large {
+    if too_large {
         pushed.send_reset(h2::Reason::CANCEL);
         return PushOutcome::Failed;
     }

@@ -26,10 +26,9 @@ use super::push::{Decision, PushLog, PushRequest, PushState, promise_all};
 use crate::app::App;
 use crate::error::{ProxyError, error_body};
 use crate::front::{
-    AccessLog, EarlyHints, RequestInfo, final_links, may_push_final, upstream_hints,
-    wants_learned_hints,
+    AccessLog, EarlyHints, RequestInfo, final_links, may_push_final, wants_learned_hints,
 };
-use crate::learn::{LearnStore, RouteLinks};
+use crate::learn::{self, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::policy::{Preload, SkipReason};
 use crate::push::target::RequestBase;
@@ -48,6 +47,8 @@ pub(super) struct Stream {
     hints: EarlyHints,
     /// Upstream request to response head (or failure), for the access log.
     upstream_time: Option<std::time::Duration>,
+    /// The Link fields of the upstream's 103s for this request, learned with the final ones.
+    early: Vec<HeaderValue>,
 }
 
 /// What waiting for the upstream's answer ended with.
@@ -66,6 +67,8 @@ struct Head {
     /// `push.request_headers` copied from the request, for promised requests.
     push_headers: HeaderMap,
     learned_hints_ok: bool,
+    /// RFC 9111 §3.5: a response to a request with credentials is learned only if `public`.
+    authorization: bool,
 }
 
 impl Head {
@@ -88,6 +91,7 @@ impl Stream {
             learned_pushes: 0,
             hints: EarlyHints::default(),
             upstream_time: None,
+            early: Vec::new(),
         }
     }
 
@@ -152,6 +156,7 @@ impl Stream {
             path,
             push_headers,
             learned_hints_ok: wants_learned_hints(req.headers()),
+            authorization: req.headers().contains_key(header::AUTHORIZATION),
         })
     }
 
@@ -162,13 +167,16 @@ impl Stream {
         path: &str,
         respond: &mut SendResponse<Bytes>,
     ) -> Result<(u16, u64, Option<&'static str>), ProxyError> {
+        if super::tunnel::is_extended_connect(&req) {
+            return super::tunnel::run(&self.app, &self.client, req, respond).await;
+        }
         let head = self.parse_head(&req, path)?;
         let upstream_req = self.upstream_request(req, &head)?;
         let app = self.app.clone();
 
         // Learned links first: the pushes or the 103 go out before the upstream request is even
         // sent, because the backend's think time is exactly what they are meant to fill.
-        let route = LearnStore::route_key(&head.authority, &head.path);
+        let route = learn::route_key(&head.authority, &head.path, &app.config.learn.ignore_query);
         let learned = match (&app.learn, head.method == Method::GET) {
             (Some(learn), true) => learn.get(&route),
             _ => None,
@@ -217,7 +225,15 @@ impl Stream {
         // learned: don't even parse them.
         let wanted = app.learn.is_some() || (self.may_push(&head) && self.push.is_enabled());
         if wanted && may_push_final(&head.method, parts.status) {
-            let links = final_links(&app, route, learned, &parts.headers, &head.base());
+            let links = final_links(
+                &app,
+                route,
+                learned,
+                &self.early,
+                &parts.headers,
+                &head.base(),
+                head.authorization,
+            );
             if self.may_push(&head) && self.push.is_enabled() {
                 for reason in &links.skipped {
                     app.metrics.push_skipped(*reason);
@@ -313,7 +329,8 @@ impl Stream {
     }
 
     /// An upstream 103 (RFC 8297 §2 lets an intermediary push on it): push its links, and
-    /// forward it, cleaned, to the client.
+    /// forward, cleaned, those not hinted yet (SPEC §5), preconnects and cross-origin `https:`
+    /// preloads included.
     fn on_upstream_hints(
         &mut self,
         respond: &mut SendResponse<Bytes>,
@@ -321,16 +338,19 @@ impl Stream {
         fields: &[HeaderValue],
     ) {
         let links = RouteLinks::classify(fields, &head.base());
+        self.early.extend_from_slice(fields);
         if self.may_push(head) {
-            self.promise(respond, head, &links.preloads);
+            let decisions = self.promise(respond, head, &links.preloads);
+            self.hints.covered(coming(&links.preloads, &decisions));
         }
         if self.app.config.early_hints.enabled {
-            self.send_hints(respond, upstream_hints(&links), HintSource::Upstream);
+            self.send_hints(respond, &links.hints, HintSource::Upstream);
         }
     }
 
     /// Learned links, before the upstream request is sent: push what may be pushed; announce
-    /// the rest in a 103 (SPEC §5, §6).
+    /// the rest in a 103 (SPEC §5, §6) — to navigations only — together with the learned
+    /// preconnects and cross-origin preloads, all in this one first 103.
     fn act_learned(&mut self, respond: &mut SendResponse<Bytes>, head: &Head, links: &RouteLinks) {
         let decisions = if self.may_push(head) {
             let before = self.log.made;
@@ -340,34 +360,21 @@ impl Stream {
         } else {
             vec![Decision::Skipped(SkipReason::ClientDisabled); links.preloads.len()]
         };
+        self.hints.covered(coming(&links.preloads, &decisions));
         if !self.app.config.early_hints.enabled || !head.learned_hints_ok {
             return;
         }
-        // Already promised on this stream or this connection: the client has it coming.
-        let hints: Vec<HeaderValue> = links
-            .hints
-            .iter()
-            .zip(&decisions)
-            .filter(|(_, d)| {
-                !matches!(
-                    d,
-                    Decision::Promised
-                        | Decision::Repeated
-                        | Decision::Skipped(SkipReason::Duplicate)
-                )
-            })
-            .map(|(h, _)| h.clone())
-            .collect();
-        self.send_hints(respond, hints, HintSource::Learned);
+        self.send_hints(respond, &links.hints, HintSource::Learned);
     }
 
-    fn send_hints(
+    fn send_hints<'a>(
         &mut self,
         respond: &mut SendResponse<Bytes>,
-        hints: Vec<HeaderValue>,
+        hints: impl IntoIterator<Item = &'a HeaderValue>,
         source: HintSource,
     ) {
-        if !self.hints.admit(&hints) {
+        let hints = self.hints.admit(hints);
+        if hints.is_empty() {
             return;
         }
         // SPEC §5: a 103 carries only Link fields.
@@ -385,7 +392,7 @@ impl Stream {
     /// Sends the short plain-text error response; returns the status and the body bytes sent,
     /// for logs and metrics.
     fn send_error(&self, respond: &mut SendResponse<Bytes>, err: &ProxyError) -> (u16, u64) {
-        crate::front::log_error(err);
+        crate::front::report_error(&self.app.metrics, err);
         let Some(status) = err.status() else {
             return (499, 0);
         };
@@ -405,4 +412,22 @@ impl Stream {
         };
         (status.as_u16(), sent)
     }
+}
+
+/// The hints of the preloads the client has coming as pushes (promised on this stream or
+/// this connection): a 103 need not announce them.
+fn coming<'a>(
+    preloads: &'a [Preload],
+    decisions: &'a [Decision],
+) -> impl Iterator<Item = &'a HeaderValue> {
+    preloads
+        .iter()
+        .zip(decisions)
+        .filter(|(_, d)| {
+            matches!(
+                d,
+                Decision::Promised | Decision::Repeated | Decision::Skipped(SkipReason::Duplicate)
+            )
+        })
+        .map(|(p, _)| &p.hint)
 }

@@ -37,7 +37,7 @@ pub use self::h2::{H2Client, H2Options, h2_connect};
 #[allow(unused_imports)]
 pub use self::request::{h2_get, h2_request, h2_request_refusing, h2_try_request};
 #[allow(unused_imports)]
-pub use self::tls::tls_alpn;
+pub use self::tls::{tls_alpn, tls_handshake};
 #[allow(unused_imports)]
 pub use self::tools::{
     CurlHttp, CurlOutput, CurlResponse, NghttpOutput, PROGRAM_TIMEOUT, curl, curl_fetch, nghttp,

@@ -25,7 +25,7 @@ pub async fn tls_alpn(addr: SocketAddr, offer: &[&[u8]]) -> io::Result<Option<Ve
     Ok(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
 }
 
-pub(super) async fn tls_handshake(
+pub async fn tls_handshake(
     tcp: TcpStream,
     authority: &str,
     alpn: &[&[u8]],

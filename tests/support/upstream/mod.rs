@@ -131,9 +131,15 @@ impl Upstream {
     }
 
     pub async fn start(self) -> RunningUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        self.start_on("127.0.0.1:0").await
+    }
+
+    /// Like [`Upstream::start`], bound to `bind`: `0.0.0.0:0` lets a container on a bridge
+    /// network reach it through the host's address (tests/container.rs).
+    pub async fn start_on(self, bind: &str) -> RunningUpstream {
+        let listener = TcpListener::bind(bind)
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind {bind}: {e}"));
         let addr = listener.local_addr().expect("local_addr");
         let state = Arc::new(State {
             routes: Mutex::new(Routes {

@@ -28,6 +28,8 @@ pub struct Reply {
     pub(super) truncate_at: Option<u64>,
     pub(super) never_respond: bool,
     pub(super) raw: Option<Bytes>,
+    pub(super) stall_after: Option<u64>,
+    pub(super) trickle: Option<std::time::Duration>,
 }
 
 impl Reply {
@@ -46,6 +48,8 @@ impl Reply {
             truncate_at: None,
             never_respond: false,
             raw: None,
+            stall_after: None,
+            trickle: None,
         }
     }
 
@@ -149,6 +153,20 @@ impl Reply {
     /// Announce the full length, send only the first `n` body bytes, then close the connection.
     pub fn truncate_at(mut self, n: u64) -> Self {
         self.truncate_at = Some(n);
+        self
+    }
+
+    /// Announce the full length, send only the first `n` body bytes, then send nothing more and
+    /// keep the connection open until the peer closes it (counted in `responses_aborted`).
+    pub fn stall_after(mut self, n: u64) -> Self {
+        self.stall_after = Some(n);
+        self
+    }
+
+    /// Write the body one byte at a time, `interval` apart (a slow but live backend). The wait is
+    /// the upstream's pacing, not a test's synchronisation.
+    pub fn trickle(mut self, interval: std::time::Duration) -> Self {
+        self.trickle = Some(interval);
         self
     }
 

@@ -182,12 +182,17 @@ async fn respond(
         conn.wait_gate(gate).await?;
     }
 
-    let limit = reply.truncate_at.unwrap_or(u64::MAX);
+    let limit = reply.truncate_at.or(reply.stall_after).unwrap_or(u64::MAX);
     let mut sent = 0u64;
     let mut pattern = Pattern::new();
     let total = body_src.len().min(limit);
     while sent < total {
-        let n = (total - sent).min(WRITE_CHUNK as u64) as usize;
+        let piece_max = if reply.trickle.is_some() {
+            1
+        } else {
+            WRITE_CHUNK as u64
+        };
+        let n = (total - sent).min(piece_max) as usize;
         let piece: &[u8] = match &body_src {
             Source::Bytes(b) => &b[sent as usize..sent as usize + n],
             Source::Generated(_) => pattern.slice(sent, n),
@@ -201,9 +206,16 @@ async fn respond(
             conn.write_all(piece).await?;
         }
         sent += n as u64;
+        if let Some(interval) = reply.trickle.filter(|_| sent < total) {
+            tokio::time::sleep(interval).await;
+        }
     }
     if reply.truncate_at.is_some() {
         return Ok(Next::Close);
+    }
+    if reply.stall_after.is_some() {
+        conn.wait_for_peer_close().await;
+        return Err(peer_gone());
     }
     if chunked && send_body {
         conn.write_all(b"0\r\n\r\n").await?;

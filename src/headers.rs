@@ -1,0 +1,239 @@
+//! Header policy at the edges that a hostile peer reaches first: the request's authority (Host,
+//! `:authority`, absolute-form targets) and the normalisation of upstream response heads before
+//! either front end sees them. The hop-by-hop list itself stays in `upstream`
+//! (`strip_hop_by_hop`), used in both directions.
+//!
+//! Enforces RFC 9112 §3.2 (one valid Host), §3.2.2 (absolute-form), RFC 9110 §7.2 (authority
+//! syntax, no userinfo), RFC 9113 §8.3.1 (`:authority` vs Host), RFC 9110 §8.6 / RFC 9112 §6.3
+//! (Content-Length), RFC 9110 §15.2 (1xx), RFC 9113 §8.2.2 (connection-specific fields).
+
+use http::header::{self, HeaderMap};
+use http::{StatusCode, Uri};
+
+use crate::error::ProxyError;
+
+/// The request's authority, validated: `:authority` (HTTP/2) or the absolute-form target's
+/// authority (HTTP/1.1), else `Host`.
+///
+/// - RFC 9112 §3.2: more than one Host field, or an invalid Host value → 400.
+/// - RFC 9110 §4.2.4 / RFC 9113 §8.3.1: userinfo in the target or `:authority` → 400 (a sender
+///   MUST NOT generate it; forwarding it would hand `user:pw@host` to the backend as a Host).
+/// - RFC 9112 §3.2.2: with an absolute-form target the target's authority is the one used and
+///   forwarded. The RFC lets an origin ignore a disagreeing Host; linkpush refuses it instead
+///   (400, as nginx does and as issue 11 asks), because a backend or cache that reads Host would
+///   otherwise act on a different host than the one linkpush routed and learned under.
+///   RFC 9113 §8.3.1 says the same for HTTP/2: a Host that differs from `:authority` SHOULD be
+///   treated as malformed.
+pub fn request_authority(uri: &Uri, headers: &HeaderMap) -> Result<String, ProxyError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host field"));
+    }
+    let host = match host {
+        Some(h) => {
+            let text = h
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("invalid Host"))?;
+            check_authority(text).map_err(ProxyError::BadRequest)?;
+            Some(text)
+        }
+        None => None,
+    };
+    if let Some(target) = uri.authority() {
+        check_authority(target.as_str()).map_err(ProxyError::BadRequest)?;
+        if let Some(host) = host
+            && !same_authority(host, target.as_str(), uri.scheme_str())
+        {
+            return Err(ProxyError::BadRequest(
+                "Host disagrees with the target's authority",
+            ));
+        }
+        return Ok(target.as_str().to_owned());
+    }
+    match host {
+        Some(h) if !h.is_empty() => Ok(h.to_owned()),
+        _ => Err(ProxyError::BadRequest("missing :authority or Host")),
+    }
+}
+
+/// RFC 3986 §3.2 authority without userinfo: `host [ ":" port ]`, host an IP-literal in
+/// brackets or a reg-name / IPv4 (unreserved, pct-encoded, sub-delims), port digits.
+pub fn check_authority(text: &str) -> Result<(), &'static str> {
+    if text.is_empty() {
+        return Err("empty authority");
+    }
+    if text.contains('@') {
+        return Err("userinfo in the authority");
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (literal, after) = rest.split_once(']').ok_or("unclosed IP literal")?;
+        if literal.is_empty()
+            || !literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err("invalid IP literal");
+        }
+        match after {
+            "" => ("", None),
+            _ => (
+                "",
+                Some(after.strip_prefix(':').ok_or("invalid authority")?),
+            ),
+        }
+    } else {
+        match text.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        }
+    };
+    let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b);
+    if !host.bytes().all(reg_name) || (host.is_empty() && !text.starts_with('[')) {
+        return Err("invalid characters in the host");
+    }
+    if let Some(port) = port
+        && (port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("invalid port");
+    }
+    Ok(())
+}
+
+/// Host and target authority name the same origin: hosts compared case-insensitively
+/// (RFC 3986 §6.2.2.1), an absent port equal to the scheme's default (RFC 3986 §6.2.3).
+fn same_authority(a: &str, b: &str, scheme: Option<&str>) -> bool {
+    let default = match scheme {
+        Some("https") => "443",
+        _ => "80",
+    };
+    let split = |s: &str| -> (String, String) {
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') => (h, p),
+            _ => (s, ""),
+        };
+        let port = if port.is_empty() { default } else { port };
+        (host.to_ascii_lowercase(), port.to_owned())
+    };
+    split(a) == split(b)
+}
+
+/// Normalises an upstream response head for either client protocol, or refuses it (502):
+///
+/// - RFC 9110 §15.2: a 1xx as the final response is only valid as a 101 to a request that asked
+///   to upgrade; anything else has no meaning to the client (and `:status 101` is forbidden on
+///   HTTP/2, RFC 9113 §8.6).
+/// - RFC 9112 §6.3 rule 5: several Content-Length fields with one value are that value (hyper
+///   already refused differing ones); the client gets a single field, since an HTTP/2 client
+///   treats a repeated one as malformed.
+/// - RFC 9110 §8.6: no Content-Length in a 1xx or 204 response.
+/// - RFC 9113 §8.2.2: no connection-specific field (Connection and the fields it names,
+///   Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade) and no TE in a response; a 101
+///   keeps Upgrade and Connection, which its front end needs.
+pub fn normalize_response(
+    status: StatusCode,
+    headers: &mut HeaderMap,
+    upgrade_requested: bool,
+) -> Result<(), ProxyError> {
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS && upgrade_requested;
+    if status.is_informational() && !switching {
+        return Err(ProxyError::UpstreamInvalid("final 1xx response"));
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        let first = first.clone();
+        if lengths.any(|v| v != first) {
+            return Err(ProxyError::UpstreamInvalid("conflicting Content-Length"));
+        }
+        headers.insert(header::CONTENT_LENGTH, first);
+    }
+    if status == StatusCode::NO_CONTENT || status.is_informational() {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    if switching {
+        return Ok(());
+    }
+    crate::upstream::strip_hop_by_hop(headers);
+    headers.remove(header::TE);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn with_host(uri: &str, hosts: &[&str]) -> Result<String, ProxyError> {
+        let uri: Uri = uri.parse().unwrap();
+        let mut h = HeaderMap::new();
+        for host in hosts {
+            h.append(header::HOST, HeaderValue::from_str(host).unwrap());
+        }
+        request_authority(&uri, &h)
+    }
+
+    #[test]
+    fn host_rules() {
+        assert_eq!(with_host("/", &["a.example"]).unwrap(), "a.example");
+        assert_eq!(with_host("/", &["[::1]:8443"]).unwrap(), "[::1]:8443");
+        assert_eq!(
+            with_host("/", &["xn--bcher-kva.example:80"]).unwrap(),
+            "xn--bcher-kva.example:80"
+        );
+        for bad in [
+            "a.example/../x?y",
+            "a.example#f",
+            "user:pw@evil.example",
+            "a b",
+            "a.example:80x",
+            "a.example:123456",
+            "[zz]",
+            "",
+            ":80",
+        ] {
+            assert!(with_host("/", &[bad]).is_err(), "{bad:?} accepted");
+        }
+        assert!(with_host("/", &["a.example", "a.example"]).is_err());
+        assert!(with_host("/", &[]).is_err());
+    }
+
+    #[test]
+    fn absolute_form_target_wins_and_must_agree() {
+        assert_eq!(
+            with_host("http://a.example/x", &[]).unwrap(),
+            "a.example",
+            "RFC 9112 §3.2.2"
+        );
+        assert_eq!(
+            with_host("http://A.example:80/x", &["a.example"]).unwrap(),
+            "A.example:80"
+        );
+        assert!(with_host("http://a.example/x", &["b.example"]).is_err());
+        assert!(with_host("http://user:pw@evil.example/", &["evil.example"]).is_err());
+    }
+
+    #[test]
+    fn response_normalisation() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::TE, HeaderValue::from_static("trailers"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-a"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        normalize_response(StatusCode::OK, &mut h, false).unwrap();
+        assert_eq!(h.get_all(header::CONTENT_LENGTH).iter().count(), 1);
+        assert_eq!(h.len(), 1, "{h:?}");
+
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
+        assert!(normalize_response(StatusCode::OK, &mut h, false).is_err());
+
+        let mut h = HeaderMap::new();
+        h.append(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(normalize_response(StatusCode::SWITCHING_PROTOCOLS, &mut h, false).is_err());
+        normalize_response(StatusCode::SWITCHING_PROTOCOLS, &mut h, true).unwrap();
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert!(normalize_response(StatusCode::CONTINUE, &mut h, true).is_err());
+    }
+}
