@@ -201,9 +201,14 @@ async fn the_access_line_is_flat_json_with_every_field_on_both_protocols() {
         ],
     )
     .await;
-    // A client that takes no push gets the learned link in a 103 instead.
+    // A navigation from a client that takes no push gets the learned link in a 103 instead.
     let mut no_push_client = h2_connect(proxy.addr, &no_push()).await;
-    let hinted = h2_get(&mut no_push_client, "/page?q=1", &[]).await;
+    let hinted = h2_get(
+        &mut no_push_client,
+        "/page?q=1",
+        &[("sec-fetch-mode", "navigate")],
+    )
+    .await;
     assert_eq!(h2.status, StatusCode::OK);
     assert_eq!(h2.pushed_paths(), ["/app.css"]);
     assert_eq!(h1.status, 200);
