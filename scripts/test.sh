@@ -35,6 +35,19 @@ if [ ${#optional[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/n
     || echo "could not install ${optional[*]}: the container test will be skipped" >&2
 fi
 
+# Chromium, for tests/chromium.rs (a real browser acting on learned 103s). Optional: where it
+# cannot be installed that test prints a SKIP line and is counted below as skipped, not passed.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: chromium"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } ||
+      echo "chromium could not be installed; tests/chromium.rs will be skipped" >&2
+  else
+    echo "chromium missing (sudo apt-get install chromium); tests/chromium.rs will be skipped" >&2
+  fi
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
@@ -45,6 +58,6 @@ set -e
 # whose output would otherwise end the log).
 # A test that cannot run here prints `SKIP: …` and returns: counted as skipped, not passed.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     /^SKIP: / { s++ }
+     /^SKIP: / { s++; print }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p - s, f, s }' "$log"
 exit "$status"

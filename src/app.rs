@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::front::h2::digest::Freshness;
 use crate::learn::LearnStore;
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
@@ -14,6 +15,8 @@ pub struct App {
     /// `None` when `learn.enabled = false`.
     pub learn: Option<Arc<LearnStore>>,
     pub metrics: Metrics,
+    /// Pushed assets' freshness and the clock of the cache digest cookie; survives reloads.
+    pub push_freshness: Arc<Freshness>,
 }
 
 impl App {
@@ -28,6 +31,7 @@ impl App {
             upstream,
             learn,
             metrics,
+            push_freshness: Arc::default(),
         }
     }
 
@@ -52,6 +56,7 @@ impl App {
             upstream,
             learn,
             metrics: self.metrics.clone(),
+            push_freshness: self.push_freshness.clone(),
         }
     }
 }

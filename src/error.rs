@@ -39,6 +39,10 @@ pub enum ProxyError {
     /// A response HTTP cannot carry on (RFC 9110 §15.2: an unsolicited final 1xx, …).
     #[error("invalid upstream response: {0}")]
     UpstreamInvalid(&'static str),
+    /// The client's connection held its whole `upstream.max_connections_per_client` share and
+    /// none of its slots freed in time: its own doing, not the upstream's.
+    #[error("client connection's upstream share stayed full for {0:?}")]
+    ClientShareTimeout(std::time::Duration),
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -49,7 +53,8 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::ClientGone(_)
             | ProxyError::ClientBody(_)
-            | ProxyError::NotImplemented(_) => Side::Client,
+            | ProxyError::NotImplemented(_)
+            | ProxyError::ClientShareTimeout(_) => Side::Client,
             ProxyError::UpstreamConnect(_)
             | ProxyError::UpstreamRequest(_)
             | ProxyError::UpstreamTimeout(_)
@@ -73,6 +78,7 @@ impl ProxyError {
             ProxyError::UpstreamSaturated(_) => "upstream_saturated",
             ProxyError::UpstreamReadTimeout(_) => "read_timeout",
             ProxyError::UpstreamInvalid(_) => "upstream_invalid",
+            ProxyError::ClientShareTimeout(_) => "client_share_timeout",
             ProxyError::Internal(_) => "internal",
         }
     }
@@ -99,7 +105,9 @@ impl From<&ProxyError> for Option<StatusCode> {
             // RFC 9110 §15.6.5: no timely response from the upstream.
             ProxyError::UpstreamTimeout(_)
             | ProxyError::UpstreamSaturated(_)
-            | ProxyError::UpstreamReadTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            | ProxyError::UpstreamReadTimeout(_)
+            // The same wait as for a pool slot, bounded by the same `response_timeout`.
+            | ProxyError::ClientShareTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         })
     }
@@ -133,6 +141,11 @@ mod tests {
                 ProxyError::UpstreamSaturated(Duration::from_secs(1)),
                 Some(504),
                 Side::Upstream,
+            ),
+            (
+                ProxyError::ClientShareTimeout(Duration::from_secs(1)),
+                Some(504),
+                Side::Client,
             ),
             (ProxyError::Internal("x"), Some(500), Side::Internal),
             (

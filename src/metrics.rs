@@ -112,6 +112,15 @@ pub const LEARNED_BYTES: Family = Family::gauge(
     "Bytes the learned-routes store accounts for (cleaned links, keys, overhead); at most learn.max_bytes.",
 );
 
+pub const CONNECTIONS_LIMITED_TOTAL: Family = Family::counter(
+    "linkpush_connections_limited_total",
+    "Times the accept loops paused because server.max_connections client connections were open.",
+);
+pub const UPSTREAM_CLIENT_LIMITED_TOTAL: Family = Family::counter(
+    "linkpush_upstream_client_limited_total",
+    "Upstream requests that waited because their client connection held its whole upstream.max_connections_per_client share.",
+);
+
 /// The upstream error kinds shown (at 0) before they first happen: `ProxyError::kind` values
 /// with `Side::Upstream` that answer the client 502/504.
 const UPSTREAM_ERROR_KINDS: [&str; 4] = [
@@ -210,6 +219,8 @@ struct Inner {
     learned_bytes: Gauge,
     tunnels_total: [Counter; 2],
     tunnels: [Gauge; 2],
+    connections_limited: Counter,
+    upstream_client_limited: Counter,
     pushed_bytes: Counter,
     hints: [Counter; 2],
     upstream_duration: Histogram,
@@ -243,6 +254,8 @@ impl Metrics {
             .map(|p| r.counter(&TUNNELS_TOTAL, &[("protocol", p.as_str())]));
         let tunnels = [Protocol::Http1, Protocol::Http2]
             .map(|p| r.gauge(&TUNNELS, &[("protocol", p.as_str())]));
+        let connections_limited = r.counter(&CONNECTIONS_LIMITED_TOTAL, &[]);
+        let upstream_client_limited = r.counter(&UPSTREAM_CLIENT_LIMITED_TOTAL, &[]);
         for kind in UPSTREAM_ERROR_KINDS {
             r.counter(&UPSTREAM_ERRORS_TOTAL, &[("kind", kind)]);
         }
@@ -287,6 +300,8 @@ impl Metrics {
                 learned_bytes,
                 tunnels_total,
                 tunnels,
+                connections_limited,
+                upstream_client_limited,
                 pushed_bytes,
                 hints,
                 upstream_duration,
@@ -353,6 +368,16 @@ impl Metrics {
     pub fn tunnel(&self, protocol: Protocol) -> ConnectionGuard {
         self.inner.tunnels_total[protocol as usize].inc();
         self.inner.tunnels[protocol as usize].hold()
+    }
+
+    /// An accept loop paused at `server.max_connections`.
+    pub fn connections_limited(&self) {
+        self.inner.connections_limited.inc();
+    }
+
+    /// An upstream request waited for its client connection's share.
+    pub fn upstream_client_limited(&self) {
+        self.inner.upstream_client_limited.inc();
     }
 
     pub fn learn_skipped(&self, reason: LearnSkip) {
@@ -458,6 +483,8 @@ mod tests {
             "linkpush_learn_skipped_total{reason=\"vary\"} 1",
             "linkpush_learn_skipped_total{reason=\"too_large\"} 0",
             "linkpush_learned_bytes 1234",
+            "linkpush_connections_limited_total 0",
+            "linkpush_upstream_client_limited_total 0",
             "# HELP linkpush_learned_bytes Bytes the learned-routes store accounts for (cleaned links, keys, overhead); at most learn.max_bytes.",
         ] {
             assert!(

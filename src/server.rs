@@ -112,7 +112,7 @@ impl Server {
             app: RwLock::new(Arc::new(App::new(config.clone(), metrics.clone()))),
             tls,
         });
-        let connections = Arc::new(Tracker::default());
+        let connections = Arc::new(Tracker::new(config.server.max_connections));
         let draining = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for l in listeners {
@@ -155,6 +155,12 @@ impl Server {
     /// inject a clock into it and read its accounted bytes.
     pub fn learn_store(&self) -> Option<std::sync::Arc<crate::learn::LearnStore>> {
         self.shared.app().learn.clone()
+    }
+
+    /// Moves the clock of the cache digest cookie forward (tests: an asset's max-age passes
+    /// without sleeping).
+    pub fn advance_digest_clock(&self, by: std::time::Duration) {
+        self.shared.app().push_freshness.clock.advance(by);
     }
 
     /// Applies a new configuration to new connections and swaps the certificate for new

@@ -27,9 +27,22 @@ use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 
+mod buffer;
+mod share;
+
+pub use buffer::Buffered;
+pub use share::ClientShare;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Any request body: a client's streamed body, or empty for promised requests.
 pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The most hyper reads ahead per upstream connection, and so the largest upstream response
+/// head accepted (a larger one is a 502, as Envoy's 60 KiB and nginx's `proxy_buffer_size`
+/// limits do). hyper's default, ~400 KiB per connection, let 128 never-read streams cost
+/// ~40 MB of read buffers (tests/fairness.rs); with this, a body chunk is at most 64 KiB, the
+/// default `upstream.buffer_size`, so read-ahead charges are the real bytes.
+const MAX_READ_BUFFER: usize = 64 * 1024;
 
 /// How many upstream 103s of one request are kept for the front end (a hostile upstream could
 /// send thousands; the first few carry all a browser would use).
@@ -109,6 +122,8 @@ pub struct ClientContext {
     pub peer: std::net::SocketAddr,
     /// "https" or "http": the scheme the client used to reach linkpush.
     pub scheme: &'static str,
+    /// This connection's share of the upstream pool and read-ahead memory.
+    pub upstream_share: ClientShare,
 }
 
 /// Rewrites the client's request head for the upstream (SPEC §3): hop-by-hop fields removed,
@@ -174,6 +189,7 @@ impl Upstream {
         connector.enforce_http(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.max_idle_per_host)
+            .http1_max_buf_size(MAX_READ_BUFFER)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .timer(hyper_util::rt::TokioTimer::new())
@@ -526,6 +542,7 @@ mod tests {
         let client = ClientContext {
             peer: "192.0.2.7:5000".parse().unwrap(),
             scheme: "https",
+            upstream_share: ClientShare::new(&crate::config::Config::default().upstream),
         };
         rewrite_request_headers(&mut h, "example.com:8443", &client);
         assert_eq!(h["cookie"], "a=1; b=2");

@@ -267,7 +267,9 @@ async fn a_hundred_concurrent_streams_on_one_connection() {
         );
     }
     let up = up.start().await;
-    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    // All 100 held at the upstream at once: more than the default share of one connection
+    // (`upstream.max_connections_per_client`, tests/fairness.rs).
+    let proxy = Proxy::start(up.addr(), |c| c.upstream.max_connections_per_client = 100).await;
     let mut client = h2_connect(proxy.addr, &no_push()).await;
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -709,13 +711,7 @@ fn hpack_get_root() -> Vec<u8> {
     out
 }
 
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
+use support::raw::h2_frame as frame;
 
 /// A bare HTTP/2 connection: preface and empty SETTINGS sent.
 async fn raw_h2(addr: SocketAddr) -> TcpStream {

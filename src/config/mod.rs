@@ -65,6 +65,11 @@ pub struct ServerConfig {
     pub shutdown_delay: Duration,
     /// A WebSocket tunnel with no bytes in either direction for this long is closed.
     pub tunnel_idle_timeout: Duration,
+    /// Client connections open at once; at the limit new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Bytes HTTP/2 may queue per stream beyond what the client's socket takes (h2's
+    /// `max_send_buffer_size`).
+    pub stream_send_buffer: usize,
     /// `None`: cleartext (HTTP/1.1 and h2c prior knowledge on the same port).
     pub tls: Option<TlsConfig>,
 }
@@ -89,6 +94,12 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     pub max_idle_per_host: usize,
     pub max_connections: usize,
+    /// How many of `max_connections` one client connection may hold (pushes included).
+    pub max_connections_per_client: usize,
+    /// How many bytes of one response are read ahead of the client.
+    pub buffer_size: u64,
+    /// How many bytes of responses one client connection may have read ahead in total.
+    pub buffer_per_client: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +111,8 @@ pub struct PushConfig {
     pub max_asset_bytes: u64,
     /// Lower-case header names, validated as `http::HeaderName`.
     pub request_headers: Vec<http::HeaderName>,
+    /// Skip pushes the client's cache digest cookie says it still has, and set that cookie.
+    pub cache_digest: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,6 +338,8 @@ mod tests {
                 shutdown_timeout: Duration::from_secs(10),
                 shutdown_delay: Duration::ZERO,
                 tunnel_idle_timeout: Duration::from_secs(300),
+                max_connections: 10_000,
+                stream_send_buffer: 16 * 1024,
                 tls: None,
             },
             upstream: UpstreamConfig {
@@ -335,6 +350,9 @@ mod tests {
                 read_timeout: Duration::from_secs(60),
                 max_idle_per_host: 64,
                 max_connections: 512,
+                max_connections_per_client: 32,
+                buffer_size: 64 * 1024,
+                buffer_per_client: 1024 * 1024,
             },
             push: PushConfig {
                 enabled: true,
@@ -348,6 +366,7 @@ mod tests {
                     "user-agent",
                     "cache-control",
                 ]),
+                cache_digest: true,
             },
             early_hints: EarlyHintsConfig {
                 enabled: true,

@@ -34,6 +34,10 @@ pub(super) struct RawServer {
     pub(super) shutdown_delay: String,
     #[serde(deserialize_with = "duration_text")]
     pub(super) tunnel_idle_timeout: String,
+    #[serde(deserialize_with = "integer")]
+    pub(super) max_connections: i64,
+    #[serde(deserialize_with = "size_text")]
+    pub(super) stream_send_buffer: String,
     pub(super) tls: Option<RawTls>,
 }
 
@@ -46,6 +50,8 @@ impl Default for RawServer {
             shutdown_timeout: "10s".to_owned(),
             shutdown_delay: "0s".to_owned(),
             tunnel_idle_timeout: "5m".to_owned(),
+            max_connections: 10_000,
+            stream_send_buffer: "16KiB".to_owned(),
             tls: None,
         }
     }
@@ -72,6 +78,13 @@ pub(super) struct RawUpstream {
     pub(super) max_idle_per_host: i64,
     #[serde(deserialize_with = "integer")]
     pub(super) max_connections: i64,
+    /// Absent: a sixteenth of `max_connections` (see `validate`).
+    #[serde(deserialize_with = "optional_integer")]
+    pub(super) max_connections_per_client: Option<i64>,
+    #[serde(deserialize_with = "size_text")]
+    pub(super) buffer_size: String,
+    #[serde(deserialize_with = "size_text")]
+    pub(super) buffer_per_client: String,
 }
 
 impl Default for RawUpstream {
@@ -83,6 +96,9 @@ impl Default for RawUpstream {
             read_timeout: "60s".to_owned(),
             max_idle_per_host: 64,
             max_connections: 512,
+            max_connections_per_client: None,
+            buffer_size: "64KiB".to_owned(),
+            buffer_per_client: "1MiB".to_owned(),
         }
     }
 }
@@ -101,6 +117,7 @@ pub(super) struct RawPush {
     pub(super) max_asset_bytes: String,
     #[serde(deserialize_with = "header_list")]
     pub(super) request_headers: Vec<String>,
+    pub(super) cache_digest: bool,
 }
 
 impl Default for RawPush {
@@ -119,6 +136,7 @@ impl Default for RawPush {
             ]
             .map(str::to_owned)
             .to_vec(),
+            cache_digest: true,
         }
     }
 }
@@ -226,6 +244,11 @@ fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         }
     }
     d.deserialize_i64(V)
+}
+
+/// [`integer`], for a key whose absence means a derived default.
+fn optional_integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    integer(d).map(Some)
 }
 
 /// A duration string; a bare number is refused here, because its unit would be a guess.

@@ -57,6 +57,12 @@ impl fmt::Display for Rendered<'_> {
             "tunnel_idle_timeout = {}",
             quote(&format_duration(server.tunnel_idle_timeout))
         )?;
+        writeln!(f, "max_connections = {}", server.max_connections)?;
+        writeln!(
+            f,
+            "stream_send_buffer = {}",
+            quote(&format_size(server.stream_send_buffer as u64))
+        )?;
         match &server.tls {
             Some(tls) => {
                 writeln!(f, "\n[server.tls]")?;
@@ -85,6 +91,21 @@ impl fmt::Display for Rendered<'_> {
         )?;
         writeln!(f, "max_idle_per_host = {}", upstream.max_idle_per_host)?;
         writeln!(f, "max_connections = {}", upstream.max_connections)?;
+        writeln!(
+            f,
+            "max_connections_per_client = {}",
+            upstream.max_connections_per_client
+        )?;
+        writeln!(
+            f,
+            "buffer_size = {}",
+            quote(&format_size(upstream.buffer_size))
+        )?;
+        writeln!(
+            f,
+            "buffer_per_client = {}",
+            quote(&format_size(upstream.buffer_per_client))
+        )?;
 
         writeln!(f, "\n[push]")?;
         writeln!(f, "enabled = {}", push.enabled)?;
@@ -106,6 +127,7 @@ impl fmt::Display for Rendered<'_> {
             .map(|h| quote(h.as_str()))
             .collect();
         writeln!(f, "request_headers = [{}]", headers.join(", "))?;
+        writeln!(f, "cache_digest = {}", push.cache_digest)?;
 
         writeln!(f, "\n[early_hints]")?;
         writeln!(f, "enabled = {}", early_hints.enabled)?;
@@ -204,6 +226,8 @@ idle_timeout = "1500ms"
 shutdown_timeout = "1h30m"
 shutdown_delay = "5s"
 tunnel_idle_timeout = "2h"
+max_connections = 1
+stream_send_buffer = "1KiB"
 [server.tls]
 cert = "certs/a \"quoted\" \\ name.pem"
 key = "/keys/k.pem"
@@ -214,6 +238,9 @@ response_timeout = "250us"
 read_timeout = "90s"
 max_idle_per_host = 0
 max_connections = 1
+max_connections_per_client = 1
+buffer_size = 1000
+buffer_per_client = "3MiB"
 [push]
 enabled = false
 lru_capacity = 1
@@ -221,6 +248,7 @@ max_pushes_per_response = 0
 max_concurrent_pushes = 0
 max_asset_bytes = 1000001
 request_headers = []
+cache_digest = false
 [early_hints]
 enabled = false
 http1 = true

@@ -35,6 +35,10 @@ const MAX_COUNT: i64 = (1 << 31) - 1;
 const MAX_LRU_CAPACITY: i64 = 65_536;
 /// The learned-routes LRU is allocated at its full capacity at start-up.
 const MAX_ROUTES: i64 = 1_000_000;
+/// Buffers are counted in u32 semaphore permits; far beyond any sensible setting anyway.
+const MAX_BUFFER: u64 = 1 << 30;
+/// h2 needs room for at least one full DATA frame's worth to make progress efficiently.
+const MIN_SEND_BUFFER: u64 = 1024;
 /// Far enough for any timeout or TTL, near enough that `Instant + d` cannot overflow anywhere.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -108,6 +112,12 @@ impl RawServer {
             shutdown_timeout: timeout("server.shutdown_timeout", &self.shutdown_timeout)?,
             shutdown_delay: delay("server.shutdown_delay", &self.shutdown_delay)?,
             tunnel_idle_timeout: timeout("server.tunnel_idle_timeout", &self.tunnel_idle_timeout)?,
+            max_connections: bounded("server.max_connections", self.max_connections, 1, MAX_COUNT)?,
+            stream_send_buffer: buffer_size(
+                "server.stream_send_buffer",
+                &self.stream_send_buffer,
+                MIN_SEND_BUFFER,
+            )? as usize,
             tls,
         })
     }
@@ -162,6 +172,33 @@ impl RawUpstream {
     fn validate(self) -> Result<UpstreamConfig, Invalid> {
         let (url, authority) =
             upstream_url(&self.url).map_err(|problem| invalid("upstream.url", problem))?;
+        let max_connections: usize = bounded(
+            "upstream.max_connections",
+            self.max_connections,
+            1,
+            MAX_COUNT,
+        )?;
+        // The default share: a sixteenth of the pool (32 of the default 512). Sixteen
+        // connections that never read are then needed to hold every slot, while a browser's page
+        // load never waits on it: small responses hold no slot once read ahead, and a page
+        // rarely has more than a few dozen large ones in flight. Each slot can also cost up to
+        // 64 KiB of upstream read buffer, so the share bounds memory per connection too.
+        let max_connections_per_client = match self.max_connections_per_client {
+            Some(n) if n > max_connections as i64 => {
+                return Err(invalid(
+                    "upstream.max_connections_per_client",
+                    format!("{n} is more than upstream.max_connections ({max_connections})"),
+                ));
+            }
+            Some(n) => bounded("upstream.max_connections_per_client", n, 1, MAX_COUNT)?,
+            None => (max_connections / 16).max(1),
+        };
+        let buffer_size = buffer_size("upstream.buffer_size", &self.buffer_size, 1)?;
+        let buffer_per_client = buffer_size_at_least(
+            "upstream.buffer_per_client",
+            &self.buffer_per_client,
+            buffer_size,
+        )?;
         Ok(UpstreamConfig {
             url,
             authority,
@@ -174,12 +211,10 @@ impl RawUpstream {
                 0,
                 MAX_COUNT,
             )?,
-            max_connections: bounded(
-                "upstream.max_connections",
-                self.max_connections,
-                1,
-                MAX_COUNT,
-            )?,
+            max_connections,
+            max_connections_per_client,
+            buffer_size,
+            buffer_per_client,
         })
     }
 }
@@ -283,6 +318,7 @@ impl RawPush {
             )?,
             max_asset_bytes,
             request_headers,
+            cache_digest: self.cache_digest,
         })
     }
 }
@@ -459,6 +495,39 @@ fn bounded<T: TryFrom<i64>>(key: &str, value: i64, min: i64, max: i64) -> Result
 fn non_zero(key: &str, value: i64, max: i64) -> Result<NonZeroUsize, Invalid> {
     let n: usize = bounded(key, value, 1, max)?;
     NonZeroUsize::new(n).ok_or_else(|| invalid(key, "expected a positive integer, got 0"))
+}
+
+/// A memory size between `min` and [`MAX_BUFFER`].
+fn buffer_size(key: &str, text: &str, min: u64) -> Result<u64, Invalid> {
+    let n = parse_size(text).map_err(|problem| invalid(key, problem))?;
+    if n < min {
+        return Err(invalid(
+            key,
+            format!("must be at least {}", super::units::format_size(min)),
+        ));
+    }
+    if n > MAX_BUFFER {
+        return Err(invalid(
+            key,
+            format!("must be at most {}", super::units::format_size(MAX_BUFFER)),
+        ));
+    }
+    Ok(n)
+}
+
+/// [`buffer_size`] that must hold at least one whole `upstream.buffer_size`.
+fn buffer_size_at_least(key: &str, text: &str, per_response: u64) -> Result<u64, Invalid> {
+    let n = buffer_size(key, text, 1)?;
+    if n < per_response {
+        return Err(invalid(
+            key,
+            format!(
+                "must be at least upstream.buffer_size ({})",
+                super::units::format_size(per_response)
+            ),
+        ));
+    }
+    Ok(n)
 }
 
 /// A duration that may be zero (a delay that can be turned off).

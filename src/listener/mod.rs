@@ -2,25 +2,30 @@
 //! ALPN dispatch (`h2` → HTTP/2, otherwise HTTP/1.1) or, in cleartext, preface detection (the
 //! HTTP/2 connection preface → h2c with prior knowledge, anything else → HTTP/1.1). The
 //! `Upgrade: h2c` dance is not supported (deprecated by RFC 9113 §3.1).
+//!
+//! Two bounds on what the process holds: `server.max_connections` (at the limit the loops stop
+//! accepting, so new connections wait in the kernel's listen backlog until one closes), and
+//! running out of file descriptors (EMFILE/ENFILE): the loop logs once, backs off and retries,
+//! never spinning on a listener that stays readable.
 
 pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
-use tracing::{debug, warn};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tracing::{debug, info, warn};
 
 use crate::app::App;
 use crate::front::{self, handshake_timeout};
-use crate::upstream::ClientContext;
+use crate::upstream::{ClientContext, ClientShare};
 
 /// RFC 9113 §3.4: the client connection preface.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -37,17 +42,59 @@ impl Shared {
     }
 }
 
-/// Counts live connections so shutdown can wait for them.
-#[derive(Default)]
+/// How long an accept loop waits after a failed accept (EMFILE and friends) before it tries
+/// again: the pending connection stays readable, so retrying at once would spin. Measured:
+/// descriptors freed → serving again within one back-off.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Counts live connections so shutdown can wait for them, and admits at most
+/// `server.max_connections` of them at once.
 pub struct Tracker {
     count: AtomicUsize,
     zero: Notify,
+    /// One permit per connection `server.max_connections` allows.
+    slots: Arc<Semaphore>,
+    /// Set while the accept loops are paused at the limit, so the pause is logged once.
+    limited: AtomicBool,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker::new(Semaphore::MAX_PERMITS)
+    }
 }
 
 impl Tracker {
+    pub fn new(max_connections: usize) -> Self {
+        Tracker {
+            count: AtomicUsize::new(0),
+            zero: Notify::new(),
+            slots: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+            limited: AtomicBool::new(false),
+        }
+    }
+
     pub fn enter(self: &Arc<Self>) -> TrackerGuard {
         self.count.fetch_add(1, Ordering::AcqRel);
-        TrackerGuard(self.clone())
+        TrackerGuard(self.clone(), None)
+    }
+
+    /// A slot for the next connection, waiting while `server.max_connections` are open.
+    async fn admit(&self, metrics: &crate::metrics::Metrics) -> Option<OwnedSemaphorePermit> {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            if self.limited.swap(false, Ordering::AcqRel) {
+                info!("below server.max_connections again");
+            }
+            return Some(slot);
+        }
+        metrics.connections_limited();
+        if !self.limited.swap(true, Ordering::AcqRel) {
+            warn!(
+                open = self.count(),
+                "server.max_connections reached; new connections wait in the backlog"
+            );
+        }
+        self.slots.clone().acquire_owned().await.ok()
     }
 
     pub fn count(&self) -> usize {
@@ -66,7 +113,8 @@ impl Tracker {
     }
 }
 
-pub struct TrackerGuard(Arc<Tracker>);
+/// One live connection; holds its `server.max_connections` slot.
+pub struct TrackerGuard(Arc<Tracker>, Option<OwnedSemaphorePermit>);
 
 impl Drop for TrackerGuard {
     fn drop(&mut self) {
@@ -98,13 +146,25 @@ pub async fn accept_loop(
     connections: Arc<Tracker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Set while accepts fail, so a run of EMFILE is one warning, not twenty a second.
+    let mut failing = false;
     loop {
+        // At the limit, stop accepting: new connections wait in the backlog (SPEC §2).
+        let metrics = shared.app().metrics.clone();
+        let slot = tokio::select! {
+            slot = connections.admit(&metrics) => slot,
+            _ = shutdown.changed() => return,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
+                    if std::mem::take(&mut failing) {
+                        info!("accepting connections again");
+                    }
                     // Without TCP_NODELAY a relayed 103 was measured ~40 ms late.
                     let _ = socket.set_nodelay(true);
-                    let guard = connections.enter();
+                    let mut guard = connections.enter();
+                    guard.1 = slot;
                     let shared = shared.clone();
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
@@ -113,9 +173,15 @@ pub async fn accept_loop(
                     });
                 }
                 Err(err) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    warn!(error = %err, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    // EMFILE and friends: back off instead of spinning, and say it once.
+                    if failing {
+                        debug!(error = %err, "accept failed");
+                    } else {
+                        warn!(error = %err, "accept failed; retrying every 50ms until it succeeds");
+                        failing = true;
+                    }
+                    drop(slot);
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
             _ = shutdown.changed() => return,
@@ -131,6 +197,7 @@ async fn serve_connection(
 ) {
     let app = shared.app();
     let deadline = handshake_timeout(app.config.server.idle_timeout);
+    let upstream_share = ClientShare::new(&app.config.upstream);
     match &shared.tls {
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
@@ -152,6 +219,7 @@ async fn serve_connection(
             let client = ClientContext {
                 peer,
                 scheme: "https",
+                upstream_share,
             };
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 front::h2::serve(app, stream, client, shutdown).await;
@@ -163,6 +231,7 @@ async fn serve_connection(
             let client = ClientContext {
                 peer,
                 scheme: "http",
+                upstream_share,
             };
             let (io, is_h2) = match tokio::time::timeout(deadline, sniff_preface(socket)).await {
                 Ok(Ok(sniffed)) => sniffed,

@@ -47,10 +47,12 @@ pub enum SkipReason {
     /// The promised asset's response may not be stored by the client (`no-store`, or a status
     /// that is not cacheable without explicit freshness): reset instead of pushed.
     NotCacheable,
+    /// The client's cache digest cookie says it still has a fresh copy (`push.cache_digest`).
+    Cached,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 7] = [
+    pub const ALL: [SkipReason; 8] = [
         SkipReason::Nopush,
         SkipReason::CrossOrigin,
         SkipReason::Duplicate,
@@ -58,6 +60,7 @@ impl SkipReason {
         SkipReason::Limit,
         SkipReason::Invalid,
         SkipReason::NotCacheable,
+        SkipReason::Cached,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +72,7 @@ impl SkipReason {
             SkipReason::Limit => "limit",
             SkipReason::Invalid => "invalid",
             SkipReason::NotCacheable => "not_cacheable",
+            SkipReason::Cached => "cached",
         }
     }
 }
@@ -369,7 +373,8 @@ mod tests {
                 "client_disabled",
                 "limit",
                 "invalid",
-                "not_cacheable"
+                "not_cacheable",
+                "cached"
             ]
         );
     }

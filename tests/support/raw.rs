@@ -131,3 +131,13 @@ impl RawConn {
             .is_err()
     }
 }
+
+/// One raw HTTP/2 frame (RFC 9113 §4.1): the 9-byte header, then `payload`. For frames a client
+/// library would refuse to send, or connections driven byte by byte.
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}

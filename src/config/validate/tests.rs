@@ -531,3 +531,59 @@ fn log_level_and_format() {
         }
     );
 }
+
+#[test]
+fn fairness_and_memory_limits() {
+    refused(&[
+        (
+            "server.max_connections = 0",
+            "server.max_connections: expected a positive integer, got 0",
+        ),
+        (
+            "server.stream_send_buffer = \"512B\"",
+            "server.stream_send_buffer: must be at least 1KiB",
+        ),
+        (
+            "server.stream_send_buffer = \"2GiB\"",
+            "server.stream_send_buffer: must be at most 1GiB",
+        ),
+        (
+            "upstream.max_connections_per_client = 0",
+            "upstream.max_connections_per_client: expected a positive integer, got 0",
+        ),
+        (
+            "[upstream]\nmax_connections = 8\nmax_connections_per_client = 9",
+            "upstream.max_connections_per_client: 9 is more than upstream.max_connections (8)",
+        ),
+        (
+            "upstream.buffer_size = 0",
+            "upstream.buffer_size: must be at least 1B",
+        ),
+        (
+            "[upstream]\nbuffer_size = \"128KiB\"\nbuffer_per_client = \"64KiB\"",
+            "upstream.buffer_per_client: must be at least upstream.buffer_size (128KiB)",
+        ),
+    ]);
+    // The share defaults to a sixteenth of the pool, at least 1.
+    let share = |text: &str| parse_ok(text).upstream.max_connections_per_client;
+    assert_eq!(share(""), 32);
+    assert_eq!(share("[upstream]\nmax_connections = 8"), 1);
+    assert_eq!(share("[upstream]\nmax_connections = 1000"), 62);
+    assert_eq!(
+        share("[upstream]\nmax_connections = 8\nmax_connections_per_client = 8"),
+        8
+    );
+    let config = parse_ok(
+        "[server]\nmax_connections = 3\nstream_send_buffer = \"1KiB\"\n\
+         [upstream]\nbuffer_size = 1\nbuffer_per_client = \"1GiB\"",
+    );
+    assert_eq!(
+        (
+            config.server.max_connections,
+            config.server.stream_send_buffer,
+            config.upstream.buffer_size,
+            config.upstream.buffer_per_client
+        ),
+        (3, 1024, 1, 1 << 30)
+    );
+}

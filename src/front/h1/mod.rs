@@ -227,13 +227,30 @@ async fn proxy(
         authority: &authority,
         path_and_query: path,
     };
+    if let Some(client_upgrade) = client_upgrade {
+        // A tunnel is relayed, not read ahead: it takes the raw upstream response, which
+        // carries hyper's upgrade handle and the pool slot the tunnel holds until it closes.
+        let response = app.upstream.send(upstream_req, None).await?;
+        // A 101 exists only for an upgrade request (`Upstream::send` refuses any other).
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(switch(app, client_upgrade, response));
+        }
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed_unsync(),
+        ));
+    }
     // The upstream's 103s are forwarded when `hints_on`, and learned with the final links
     // whenever learning is on, so the route's entry is the same whichever front end taught it.
     let mut early: Vec<HeaderValue> = Vec::new();
     let upstream_started = Instant::now();
     let response = if hints_on || app.learn.is_some() {
         let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
-        let upstream = app.upstream.send(upstream_req, Some(tx));
+        let upstream = app
+            .upstream
+            .send_for(&client.upstream_share, upstream_req, Some(tx));
         tokio::pin!(upstream);
         loop {
             tokio::select! {
@@ -249,16 +266,12 @@ async fn proxy(
             }
         }
     } else {
-        app.upstream.send(upstream_req, None).await
+        app.upstream
+            .send_for(&client.upstream_share, upstream_req, None)
+            .await
     };
     *upstream_time = Some(upstream_started.elapsed());
     let response = response?;
-    // A 101 exists only for an upgrade request (`Upstream::send` refuses any other).
-    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
-        (client_upgrade, response.status())
-    {
-        return Ok(switch(app, client_upgrade, response));
-    }
     let (mut parts, body) = response.into_parts();
     if app.learn.is_some() && may_push_final(&method, parts.status) {
         final_links(

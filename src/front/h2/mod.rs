@@ -11,6 +11,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::debug;
 
 mod body;
+pub mod digest;
 mod io;
 pub mod push;
 mod stream;
@@ -31,8 +32,6 @@ pub const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 /// takes it.
 const STREAM_WINDOW: u32 = 256 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
-/// Bytes h2 may buffer per stream on the way out.
-const SEND_BUFFER: usize = 256 * 1024;
 /// Rapid reset (CVE-2023-44487): streams reset by the client before we accepted them.
 const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// Streams we had to reset because the client misbehaved, before GOAWAY.
@@ -56,7 +55,9 @@ pub async fn serve<IO>(
         .header_table_size(4096)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_send_buffer_size(SEND_BUFFER)
+        // `server.stream_send_buffer`: with the read-ahead budget, what bounds one connection's
+        // memory when its client stops reading (README, "Memory per connection").
+        .max_send_buffer_size(server.stream_send_buffer)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
         // RFC 8441 §3: WebSocket over HTTP/2 (see `tunnel`).

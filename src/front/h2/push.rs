@@ -21,8 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::body::{SendError, send_body};
+use super::digest::ConnPushes;
 use crate::app::App;
 use crate::metrics::PushOutcome;
+use crate::push::digest::{self, Digest, Key};
 use crate::push::policy::{Preload, SkipReason};
 use crate::upstream::{ClientContext, rewrite_request_headers, strip_hop_by_hop};
 
@@ -43,6 +45,8 @@ pub struct PushState {
     /// To the connection task, which alone may queue a pushed stream's response HEADERS
     /// (see `front::h2::io` for why).
     heads: mpsc::UnboundedSender<PushedHead>,
+    /// What this connection promised, for the cache digest cookie.
+    pub digest: ConnPushes,
 }
 
 /// A pushed stream's response head, for the connection task to send.
@@ -68,6 +72,7 @@ impl PushState {
             open: AtomicUsize::new(0),
             peer_max_streams: AtomicUsize::new(usize::MAX),
             max_concurrent_pushes,
+            digest: ConnPushes::default(),
         }
     }
 
@@ -132,6 +137,8 @@ pub struct PushRequest<'a> {
     pub authority: &'a str,
     /// The configured `push.request_headers`, copied from the client's request.
     pub headers: &'a HeaderMap,
+    /// The client's cache digest cookie, decoded (`push.cache_digest`).
+    pub digest: Option<&'a Digest>,
 }
 
 /// Tallies what was pushed for one response, across its early (103, learned) and final links.
@@ -205,6 +212,18 @@ fn decide_and_promise(
     if req.state.was_pushed(&key) {
         return Decision::Skipped(SkipReason::Duplicate);
     }
+    // Rule 3 across connections: the client's cache digest says it still has a fresh copy.
+    let url_hash = req
+        .app
+        .config
+        .push
+        .cache_digest
+        .then(|| digest::url_hash(&key));
+    if let (Some(hash), Some(cached)) = (url_hash, req.digest)
+        && cached.contains(Key::from_hash(hash))
+    {
+        return Decision::Skipped(SkipReason::Cached);
+    }
     // Rule 4, and the client's concurrency limit.
     if log.made >= max_per_response {
         return Decision::Skipped(SkipReason::Limit);
@@ -226,6 +245,11 @@ fn decide_and_promise(
     };
     match respond.push_request(promised) {
         Ok(pushed) => {
+            if let Some(hash) = url_hash {
+                let origin = &key[..key.len() - preload.path.len()];
+                let now = req.app.push_freshness.clock.now();
+                req.state.digest.promised(origin, hash, now);
+            }
             req.state.remember(key);
             log.made += 1;
             log.promised.push(preload.path.clone());
@@ -233,8 +257,10 @@ fn decide_and_promise(
             let fetch = fetch_request(req, &preload.path);
             let app = req.app.clone();
             let heads = req.state.heads.clone();
+            // Pushes count against the connection's share of the upstream like its requests.
+            let share = req.client.upstream_share.clone();
             tokio::spawn(async move {
-                let outcome = run(app.clone(), pushed, fetch, heads).await;
+                let outcome = run(app.clone(), pushed, fetch, heads, url_hash, share).await;
                 app.metrics.push(outcome);
                 drop(slot);
             });
@@ -277,13 +303,15 @@ async fn run(
     mut pushed: SendPushedResponse<Bytes>,
     fetch: Option<Request<crate::upstream::RequestBody>>,
     heads: mpsc::UnboundedSender<PushedHead>,
+    url_hash: Option<u64>,
+    share: crate::upstream::ClientShare,
 ) -> PushOutcome {
     let Some(fetch) = fetch else {
         pushed.send_reset(h2::Reason::CANCEL);
         return PushOutcome::Failed;
     };
     let max = app.config.push.max_asset_bytes;
-    let upstream = app.upstream.send(fetch, None);
+    let upstream = app.upstream.send_for(&share, fetch, None);
     tokio::pin!(upstream);
     let response = tokio::select! {
         res = &mut upstream => res,
@@ -316,6 +344,9 @@ async fn run(
     if too_large {
         pushed.send_reset(h2::Reason::CANCEL);
         return PushOutcome::Failed;
+    }
+    if let Some(hash) = url_hash {
+        app.push_freshness.record(hash, &parts.headers);
     }
     strip_hop_by_hop(&mut parts.headers);
     let mut head = Response::new(());

@@ -30,6 +30,7 @@ use crate::front::{
 };
 use crate::learn::{self, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
+use crate::push::digest::Digest;
 use crate::push::policy::{Preload, SkipReason};
 use crate::push::target::RequestBase;
 use crate::upstream::{
@@ -49,12 +50,15 @@ pub(super) struct Stream {
     upstream_time: Option<std::time::Duration>,
     /// The Link fields of the upstream's 103s for this request, learned with the final ones.
     early: Vec<HeaderValue>,
+    /// Some preload of this response was considered for push: its HEADERS may carry the cache
+    /// digest cookie.
+    considered_push: bool,
 }
 
 /// What waiting for the upstream's answer ended with.
 enum Waited {
     Hints(Informational),
-    Upstream(Result<Response<crate::upstream::UpstreamBody>, ProxyError>),
+    Upstream(Result<Response<crate::upstream::Buffered>, ProxyError>),
     ClientGone,
 }
 
@@ -69,6 +73,8 @@ struct Head {
     learned_hints_ok: bool,
     /// RFC 9111 §3.5: a response to a request with credentials is learned only if `public`.
     authorization: bool,
+    /// The client's cache digest cookie (`push.cache_digest`), when it could matter.
+    digest: Option<Digest>,
 }
 
 impl Head {
@@ -92,6 +98,7 @@ impl Stream {
             hints: EarlyHints::default(),
             upstream_time: None,
             early: Vec::new(),
+            considered_push: false,
         }
     }
 
@@ -149,7 +156,15 @@ impl Stream {
                 push_headers.append(name.clone(), value.clone());
             }
         }
+        // Decoded once per request, only when a push could follow.
+        let digest = (self.app.config.push.cache_digest
+            && self.app.config.push.enabled
+            && self.push.is_enabled()
+            && req.method() == Method::GET)
+            .then(|| super::digest::incoming(req.headers(), &self.app.push_freshness.clock))
+            .flatten();
         Ok(Head {
+            digest,
             method: req.method().clone(),
             scheme,
             authority,
@@ -186,9 +201,10 @@ impl Stream {
         }
 
         let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
+        let share = self.client.upstream_share.clone();
         let upstream_started = Instant::now();
         let response = {
-            let upstream = app.upstream.send(upstream_req, Some(tx));
+            let upstream = app.upstream.send_for(&share, upstream_req, Some(tx));
             tokio::pin!(upstream);
             loop {
                 // 103s first: one that arrived before the final response is acted on first. A
@@ -247,6 +263,9 @@ impl Stream {
         let mut head_out = Response::new(());
         *head_out.status_mut() = status;
         *head_out.headers_mut() = parts.headers;
+        if let Some(cookie) = self.digest_cookie(&head) {
+            head_out.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         let end = body.is_end_stream() || head.method == Method::HEAD;
         let mut send = respond
             .send_response(head_out, end)
@@ -324,8 +343,27 @@ impl Stream {
             scheme: head.scheme,
             authority: &head.authority,
             headers: &head.push_headers,
+            digest: head.digest.as_ref(),
         };
+        self.considered_push |= !preloads.is_empty();
         promise_all(&req, respond, preloads, &mut self.log)
+    }
+
+    /// The cache digest cookie for this response's HEADERS (`push.cache_digest`): set on a
+    /// response whose preloads were considered for push, when this connection promised
+    /// something the client's cookie does not hold yet. It goes out with the HEADERS, before
+    /// the pushed assets are fetched; see `front::h2::digest` for where lifetimes come from.
+    fn digest_cookie(&self, head: &Head) -> Option<HeaderValue> {
+        if !self.app.config.push.cache_digest || !self.considered_push {
+            return None;
+        }
+        let origin = format!("{}://{}", head.scheme, head.authority.to_ascii_lowercase());
+        self.push.digest.cookie(
+            &self.app.push_freshness,
+            &origin,
+            head.digest.as_ref(),
+            head.scheme == "https",
+        )
     }
 
     /// An upstream 103 (RFC 8297 §2 lets an intermediary push on it): push its links, and
@@ -426,7 +464,9 @@ fn coming<'a>(
         .filter(|(_, d)| {
             matches!(
                 d,
-                Decision::Promised | Decision::Repeated | Decision::Skipped(SkipReason::Duplicate)
+                Decision::Promised
+                    | Decision::Repeated
+                    | Decision::Skipped(SkipReason::Duplicate | SkipReason::Cached)
             )
         })
         .map(|(p, _)| &p.hint)

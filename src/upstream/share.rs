@@ -1,0 +1,124 @@
+//! What one client connection may hold of the upstream (issue 11, "the pool shared fairly"): at
+//! most `upstream.max_connections_per_client` of the pool's `max_connections` slots, pushes
+//! included, and at most `upstream.buffer_per_client` bytes of responses read ahead of the client.
+//!
+//! Without a share, a few connections that open many streams and never read (INITIAL_WINDOW_SIZE
+//! 0) held every slot: 4 connections × 128 streams took all 512, and a well-behaved client got
+//! 504s. With a share, such a connection's extra streams wait for its own slots (then 504 after
+//! `response_timeout`); nobody else's requests wait behind them. Small responses do not hold a
+//! slot at all once read ahead whole (see `buffer`).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use super::buffer::Buffered;
+use super::{Informational, RequestBody, Upstream};
+use crate::config::UpstreamConfig;
+use crate::error::ProxyError;
+
+/// One client connection's share of the upstream. Cheap to clone; every stream and push of the
+/// connection holds a clone.
+#[derive(Clone)]
+pub struct ClientShare {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `upstream.max_connections_per_client` permits; one held per upstream request until its
+    /// body is read to the end (or dropped).
+    slots: Arc<Semaphore>,
+    per_client: usize,
+    /// `upstream.buffer_per_client` permits, one per byte read ahead and not yet taken by the
+    /// client's stream.
+    budget: Arc<Semaphore>,
+    budget_total: u32,
+    /// `upstream.buffer_size`: how far one response is read ahead.
+    buffer_size: u32,
+}
+
+/// Semaphores count permits in `u32` for `acquire_many`; the config caps sizes below that.
+fn permits(bytes: u64) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+impl ClientShare {
+    pub fn new(config: &UpstreamConfig) -> Self {
+        let budget = permits(config.buffer_per_client);
+        ClientShare {
+            inner: Arc::new(Inner {
+                slots: Arc::new(Semaphore::new(config.max_connections_per_client)),
+                per_client: config.max_connections_per_client,
+                budget: Arc::new(Semaphore::new(budget as usize)),
+                budget_total: budget,
+                buffer_size: permits(config.buffer_size),
+            }),
+        }
+    }
+
+    /// Upstream slots this connection holds right now.
+    pub fn slots_held(&self) -> usize {
+        self.inner.per_client - self.inner.slots.available_permits()
+    }
+
+    pub(super) fn budget(&self) -> Arc<Semaphore> {
+        self.inner.budget.clone()
+    }
+
+    pub(super) fn buffer_size(&self) -> u32 {
+        self.inner.buffer_size
+    }
+
+    pub(super) fn budget_total(&self) -> u32 {
+        self.inner.budget_total
+    }
+}
+
+impl fmt::Debug for ClientShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientShare")
+            .field("slots_held", &self.slots_held())
+            .field("per_client", &self.inner.per_client)
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// [`Upstream::send`] on behalf of a client connection: first one of the connection's own
+    /// slots (waiting at most `response_timeout`, then 504), then the pool's, then the response
+    /// body is read ahead (see `buffer`) so a small one frees both slots at once.
+    ///
+    /// Each of the two waits is bounded by `response_timeout`: the connection's own share first,
+    /// so a connection at its limit waits on itself without holding a pool slot meanwhile.
+    pub async fn send_for(
+        &self,
+        share: &ClientShare,
+        req: Request<RequestBody>,
+        informational: Option<mpsc::Sender<Informational>>,
+    ) -> Result<Response<Buffered>, ProxyError> {
+        let slot = self.client_slot(share).await?;
+        let response = self.send(req, informational).await?;
+        let (parts, body) = response.into_parts();
+        Ok(Response::from_parts(
+            parts,
+            Buffered::read_ahead(body, slot, share),
+        ))
+    }
+
+    async fn client_slot(&self, share: &ClientShare) -> Result<OwnedSemaphorePermit, ProxyError> {
+        let slots = &share.inner.slots;
+        if let Ok(slot) = slots.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        self.metrics.upstream_client_limited();
+        let wait: Duration = self.response_timeout;
+        match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(slot),
+            Ok(Err(_)) => Err(ProxyError::Internal("client share closed")),
+            Err(_) => Err(ProxyError::ClientShareTimeout(wait)),
+        }
+    }
+}
