@@ -9,6 +9,8 @@ command -v nghttp >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # nghttpd: an independent HTTP/2 server the test-support selftests check our clients against.
 command -v nghttpd >/dev/null 2>&1 || need+=(nghttp2-server)
+# promtool: tests/metrics.rs checks a real /metrics scrape with `promtool check metrics`.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${need[*]}"

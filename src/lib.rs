@@ -17,6 +17,7 @@ pub mod headers;
 pub mod healthcheck;
 pub mod learn;
 pub mod listener;
+pub mod log_writer;
 pub mod metrics;
 pub mod push;
 pub mod server;

@@ -138,7 +138,10 @@ struct Logging {
     level: String,
 }
 
-fn init_tracing(config: &Config) -> Logging {
+/// Both layers write through the writer thread of `linkpush::log_writer`: never blocking a
+/// request on stderr, dropping (and counting) lines rather. Keep the guard until exit: dropping
+/// it writes what is queued.
+fn init_tracing(config: &Config) -> (Logging, linkpush::log_writer::WorkerGuard) {
     use std::io::IsTerminal as _;
     use tracing_subscriber::filter::filter_fn;
     use tracing_subscriber::prelude::*;
@@ -154,25 +157,31 @@ fn init_tracing(config: &Config) -> Logging {
         let json = json.clone();
         filter_fn(move |meta| meta.is_span() || json.load(Ordering::Relaxed) == want_json)
     };
+    let (writer, guard) =
+        linkpush::log_writer::non_blocking(std::io::stderr(), linkpush::log_writer::QUEUE_LINES);
     let text_layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_writer(writer.clone())
         .with_filter(writes(false));
+    // One flat object per line: the event's fields beside `timestamp`, `level`, `target` (not
+    // nested under `fields`), which is what log pipelines index.
     let json_layer = tracing_subscriber::fmt::layer()
         .json()
-        .with_writer(std::io::stderr)
+        .flatten_event(true)
+        .with_writer(writer)
         .with_filter(writes(true));
     let _ = tracing_subscriber::registry()
         .with(text_layer)
         .with(json_layer)
         .with(filter)
         .try_init();
-    Logging {
+    let logging = Logging {
         set_filter: Box::new(move |filter| handle.reload(filter)),
         json,
         from_env: from_env.is_some(),
         level: config.log.level.clone(),
-    }
+    };
+    (logging, guard)
 }
 
 impl Logging {
@@ -215,7 +224,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let logging = init_tracing(&config);
+    let (logging, _log_guard) = init_tracing(&config);
     log_ignored_env();
     runtime()?.block_on(async {
         let server = Server::start(config).await?;
@@ -293,6 +302,7 @@ fn reload(server: &Server, path: &std::path::Path, logging: &mut Logging) {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(err) => {
+            server.record_reload(false);
             error!(error = %err, "reload failed; keeping the running configuration");
             return;
         }

@@ -123,16 +123,6 @@ impl Server {
                 shutdown_rx.clone(),
             )));
         }
-        // The exporter holds histogram samples until upkeep drains them: without this, memory
-        // would grow with every request when nothing scrapes /metrics.
-        let upkeep = metrics.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut every = tokio::time::interval(crate::metrics::UPKEEP_INTERVAL);
-            loop {
-                every.tick().await;
-                upkeep.upkeep();
-            }
-        }));
         if let Some(l) = admin {
             tasks.push(tokio::spawn(crate::admin::serve(
                 l,
@@ -176,8 +166,21 @@ impl Server {
     /// Applies a new configuration to new connections and swaps the certificate for new
     /// handshakes. Listen addresses are bound once, and TLS is on or off for the life of the
     /// process: changes to those are kept for the next start and returned, so that the caller
-    /// names them in a warning. On error nothing changes.
+    /// names them in a warning. On error nothing changes. Counted in
+    /// `linkpush_config_reloads_total{result}`.
     pub fn reload(&self, config: Config) -> Result<Reloaded, ReloadError> {
+        let result = self.apply(config);
+        self.record_reload(result.is_ok());
+        result
+    }
+
+    /// Counts a reload in `linkpush_config_reloads_total{result}`; `main` calls it with `false`
+    /// when the new file does not even load.
+    pub fn record_reload(&self, applied: bool) {
+        self.shared.app().metrics.config_reload(applied);
+    }
+
+    fn apply(&self, config: Config) -> Result<Reloaded, ReloadError> {
         let current = self.shared.app();
         let mut needs_restart = Vec::new();
         if config.server.listen != current.config.server.listen {

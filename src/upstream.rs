@@ -171,7 +171,7 @@ pub type Informational = Vec<HeaderValue>;
 /// The pooled client. Cheap to clone.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, RequestBody>,
+    client: Client<CountingConnector, RequestBody>,
     /// The upstream's `host:port`.
     authority: http::uri::Authority,
     limit: Arc<Semaphore>,
@@ -194,7 +194,10 @@ impl Upstream {
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .set_host(false)
-            .build(connector);
+            .build(CountingConnector {
+                inner: connector,
+                metrics: metrics.clone(),
+            });
         Upstream {
             client,
             authority: config.authority.clone(),
@@ -259,8 +262,16 @@ impl Upstream {
             match tokio::time::timeout_at(deadline, self.limit.clone().acquire_owned()).await {
                 Ok(Ok(p)) => p,
                 Ok(Err(_)) => return Err(ProxyError::Internal("upstream limiter closed")),
-                Err(_) => return Err(ProxyError::UpstreamSaturated(self.response_timeout)),
+                Err(_) => {
+                    let err = ProxyError::UpstreamSaturated(self.response_timeout);
+                    self.metrics.upstream_error(err.kind());
+                    return Err(err);
+                }
             };
+        let permit = Held {
+            _permit: permit,
+            _in_use: self.metrics.upstream_in_use(),
+        };
         // The head is the first bytes `read_timeout` waits for.
         let head_deadline = deadline.min(tokio::time::Instant::now() + self.read_timeout);
         let result = tokio::time::timeout_at(head_deadline, self.client.request(req)).await;
@@ -314,17 +325,24 @@ impl Upstream {
 pub struct UpstreamBody {
     /// `None` once the body failed on a read timeout.
     inner: Option<Incoming>,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<Held>,
     read_timeout: Duration,
     /// Armed when a poll found no data, reset whenever a frame arrives; allocated on first use.
     waiting: Option<(bool, Pin<Box<tokio::time::Sleep>>)>,
     metrics: Metrics,
 }
 
+/// A `max_connections` slot, counted in `linkpush_upstream_connections{state="in_use"}` until
+/// dropped.
+pub struct Held {
+    _permit: OwnedSemaphorePermit,
+    _in_use: crate::metrics::GaugeGuard,
+}
+
 impl UpstreamBody {
     /// The connection-limit permit, for a tunnel that keeps the upstream connection after a
     /// 101 (the body of which is empty).
-    pub fn take_permit(&mut self) -> Option<OwnedSemaphorePermit> {
+    pub fn take_permit(&mut self) -> Option<Held> {
         self.permit.take()
     }
 }
@@ -385,6 +403,91 @@ impl Body for UpstreamBody {
         self.inner
             .as_ref()
             .map_or_else(SizeHint::default, Body::size_hint)
+    }
+}
+
+/// The HTTP connector, counting each open connection in
+/// `linkpush_upstream_connections` (the pool itself exposes no counts).
+#[derive(Clone)]
+pub struct CountingConnector {
+    inner: HttpConnector,
+    metrics: Metrics,
+}
+
+impl tower_service::Service<http::Uri> for CountingConnector {
+    type Response = Counted;
+    type Error = <HttpConnector as tower_service::Service<http::Uri>>::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Counted, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let io = connecting.await?;
+            Ok(Counted {
+                io,
+                _open: metrics.upstream_connection_open(),
+            })
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream connection, counted as open until hyper drops it.
+    pub struct Counted {
+        #[pin]
+        io: hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+        _open: crate::metrics::GaugeGuard,
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for Counted {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.io.connected()
+    }
+}
+
+impl hyper::rt::Read for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
     }
 }
 

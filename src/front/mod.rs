@@ -86,6 +86,10 @@ pub struct EarlyHints {
     sent: Vec<(HeaderValue, usize)>,
     /// What each 103 sent came from, for the access log.
     pub sources: Vec<&'static str>,
+    /// The set last admitted, until [`EarlyHints::sent`] confirms it went out.
+    admitted: Vec<HeaderValue>,
+    /// The links of every 103 sent, for the access log.
+    links: Vec<HeaderValue>,
 }
 
 impl EarlyHints {
@@ -107,6 +111,8 @@ impl EarlyHints {
                 fresh.push(hint.clone());
             }
         }
+        self.admitted.clear();
+        self.admitted.extend_from_slice(&fresh);
         fresh
     }
 
@@ -119,6 +125,33 @@ impl EarlyHints {
     pub fn sent(&mut self, source: crate::metrics::HintSource, metrics: &crate::metrics::Metrics) {
         metrics.early_hint(source);
         self.sources.push(source.as_str());
+        self.links.append(&mut self.admitted);
+    }
+
+    /// The targets of the links sent in 103s, comma-separated, for the access log.
+    pub fn hinted_paths(&self) -> impl std::fmt::Display + '_ {
+        LinkTargets(&self.links)
+    }
+}
+
+/// `</a.css>; rel=preload, </b.js>; …` → `/a.css,/b.js`: the URI-references of link values.
+struct LinkTargets<'a>(&'a [HeaderValue]);
+
+impl std::fmt::Display for LinkTargets<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, value) in self.0.iter().enumerate() {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            // Hint values are built by `RouteLinks`: `<target>` comes first.
+            let target = text
+                .split_once('<')
+                .and_then(|(_, rest)| rest.split_once('>'))
+                .map_or(text.as_ref(), |(target, _)| target);
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(target)?;
+        }
+        Ok(())
     }
 }
 
@@ -166,36 +199,135 @@ pub fn final_links(
     links
 }
 
-/// One access-log line per request (SPEC §7).
+/// `X-Request-Id`: kept from the client when sane, else generated; forwarded upstream and logged.
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// The longest client `X-Request-Id` kept (a UUID is 36; some tracers use 64).
+const MAX_REQUEST_ID: usize = 128;
+
+/// The request's id, also set on `headers` for the upstream: the client's single `X-Request-Id`
+/// when it is 1–128 visible ASCII characters (it lands in logs verbatim, so no spaces, no
+/// control characters, bounded), else a new one.
+pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    let mut given = headers.get_all(&X_REQUEST_ID).iter();
+    if let (Some(id), None) = (given.next(), given.next()) {
+        let bytes = id.as_bytes();
+        if !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID
+            && bytes.iter().all(|b| b.is_ascii_graphic())
+        {
+            return id.clone();
+        }
+    }
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+/// 16 hex characters, unique within the process: a counter through a bijective mixer
+/// (SplitMix64's finaliser), seeded per process so ids differ across restarts. No syscall,
+/// no lock: one atomic add.
+fn new_request_id() -> HeaderValue {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, RandomState};
+        // RandomState's keys come from the OS once per process.
+        RandomState::new().hash_one(std::process::id())
+    });
+    let mut z = seed.wrapping_add(
+        NEXT.fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((z >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    // 16 hex digits are always a valid field value.
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// What the access log needs from a request head, taken before the head is handed on.
+pub struct RequestInfo {
+    pub method: Method,
+    /// Path and query, as the upstream sees it.
+    pub path: String,
+    pub host: String,
+    pub user_agent: Option<HeaderValue>,
+    pub request_id: HeaderValue,
+    pub started: std::time::Instant,
+}
+
+impl RequestInfo {
+    /// Reads the head and sets its `X-Request-Id` (see [`request_id`]).
+    pub fn take<B>(req: &mut http::Request<B>) -> Self {
+        let started = std::time::Instant::now();
+        let request_id = request_id(req.headers_mut());
+        RequestInfo {
+            method: req.method().clone(),
+            path: request_target(req.uri()),
+            host: request_authority(req.uri(), req.headers()).unwrap_or_default(),
+            user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+            request_id,
+            started,
+        }
+    }
+}
+
+/// A duration in milliseconds rounded to 0.1 ms: `52.1`, not `52.093545999999996`. (The
+/// nearest double to a tenth prints as that tenth.)
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+/// One access-log line per request (SPEC §7), the same fields on both protocols.
 pub struct AccessLog<'a> {
     pub protocol: &'static str,
-    pub method: &'a Method,
-    pub path: &'a str,
+    pub client: std::net::SocketAddr,
+    pub request: &'a RequestInfo,
     pub status: u16,
+    /// Response body bytes handed to the connection, also when the response was cut short.
     pub bytes: u64,
-    pub started: std::time::Instant,
+    /// From sending the upstream request to its response head (or failure); `None` when no
+    /// upstream request was sent.
+    pub upstream: Option<std::time::Duration>,
     pub pushed: &'a [String],
     /// How many of `pushed` were pushed from learned links, before the upstream answered.
     pub pushed_learned: usize,
-    /// The source (`upstream`, `learned`) of each 103 sent.
-    pub hinted: &'a [&'static str],
+    /// The 103s sent: their links and sources.
+    pub hints: &'a EarlyHints,
+    /// `ProxyError::kind` (or a body-phase kind: `upstream_body`, `client_gone`, …).
     pub error: Option<&'static str>,
 }
 
 impl AccessLog<'_> {
     pub fn emit(&self) {
+        let r = self.request;
+        let user_agent = r.user_agent.as_ref().and_then(|v| v.to_str().ok());
         tracing::info!(
             target: "linkpush::access",
             protocol = self.protocol,
-            method = %self.method,
-            path = self.path,
+            client = %self.client,
+            host = r.host.as_str(),
+            method = %r.method,
+            path = r.path.as_str(),
             status = self.status,
             bytes = self.bytes,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = millis(r.started.elapsed()),
+            upstream_ms = self.upstream.map(millis),
+            user_agent = user_agent.unwrap_or(""),
+            request_id = r.request_id.to_str().unwrap_or(""),
             pushed = %self.pushed.join(","),
             pushed_learned = self.pushed_learned,
-            hinted = %self.hinted.join(","),
-            error = self.error.unwrap_or(""),
+            hinted = %self.hints.hinted_paths(),
+            hint_sources = %self.hints.sources.join(","),
+            error = self.error,
         );
     }
 }
@@ -239,6 +371,65 @@ mod tests {
             1,
             "another rel"
         );
+    }
+
+    #[test]
+    fn hinted_paths_are_the_targets_of_the_103s_sent() {
+        let metrics = crate::metrics::Metrics::new();
+        let mut hints = EarlyHints::default();
+        let a = [
+            HeaderValue::from_static("</a.css>; rel=preload; as=style"),
+            HeaderValue::from_static("<https://cdn.example/b.js>; rel=preload; as=script"),
+        ];
+        assert!(!hints.admit(&a).is_empty());
+        hints.sent(crate::metrics::HintSource::Learned, &metrics);
+        // Admitted but never sent (the 103 failed): not logged.
+        assert!(
+            !hints
+                .admit(&[HeaderValue::from_static("</c.css>; rel=preload")])
+                .is_empty()
+        );
+        assert_eq!(
+            hints.hinted_paths().to_string(),
+            "/a.css,https://cdn.example/b.js"
+        );
+        assert_eq!(hints.sources, ["learned"]);
+    }
+
+    #[test]
+    fn a_sane_request_id_is_kept_and_others_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, "abc-123_XYZ".parse().unwrap());
+        assert_eq!(request_id(&mut h), "abc-123_XYZ");
+        assert_eq!(h[X_REQUEST_ID], "abc-123_XYZ");
+        for bad in ["", "has space", &"x".repeat(129)] {
+            let mut h = HeaderMap::new();
+            h.insert(X_REQUEST_ID, bad.parse().unwrap());
+            let id = request_id(&mut h);
+            assert_eq!(id.len(), 16, "{bad:?} → {id:?}");
+            assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+            assert_eq!(h.get_all(X_REQUEST_ID).iter().collect::<Vec<_>>(), [&id]);
+        }
+        let mut two = HeaderMap::new();
+        two.append(X_REQUEST_ID, "a".parse().unwrap());
+        two.append(X_REQUEST_ID, "b".parse().unwrap());
+        let id = request_id(&mut two);
+        assert_eq!(two.get_all(X_REQUEST_ID).iter().count(), 1);
+        assert_ne!(id, "a");
+    }
+
+    #[test]
+    fn generated_request_ids_differ() {
+        let ids: std::collections::HashSet<_> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+    }
+
+    #[test]
+    fn milliseconds_are_rounded_to_a_tenth() {
+        use std::time::Duration;
+        assert_eq!(millis(Duration::from_nanos(52_093_545)).to_string(), "52.1");
+        assert_eq!(millis(Duration::from_micros(3)).to_string(), "0");
+        assert_eq!(millis(Duration::from_millis(1500)).to_string(), "1500");
     }
 
     #[test]

@@ -15,7 +15,6 @@ use http::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -173,7 +172,7 @@ pub async fn relay_h1(
     idle: Duration,
     client: OnUpgrade,
     upstream: OnUpgrade,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<crate::upstream::Held>,
 ) {
     let _permit = permit;
     let (client, upstream) = match tokio::try_join!(client, upstream) {

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -32,7 +32,9 @@ use super::tunnel;
 use self::io::{Interim, InterimIo};
 use crate::app::App;
 use crate::error::{ProxyError, error_body};
-use crate::front::{AccessLog, EarlyHints, final_links, may_push_final, wants_learned_hints};
+use crate::front::{
+    AccessLog, EarlyHints, RequestInfo, final_links, may_push_final, wants_learned_hints,
+};
 use crate::learn::{self, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::target::RequestBase;
@@ -98,16 +100,28 @@ async fn handle(
     app: Arc<App>,
     client: ClientContext,
     interim: Arc<Interim>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = crate::front::request_target(req.uri());
+    let info = RequestInfo::take(&mut req);
     let mut hints = EarlyHints::default();
-    let response = match proxy(&app, &client, &interim, &mut hints, req, &path).await {
+    let mut upstream = None;
+    let mut error = None;
+    let path = info.path.as_str();
+    let proxied = proxy(
+        &app,
+        &client,
+        &interim,
+        &mut hints,
+        &mut upstream,
+        req,
+        path,
+    )
+    .await;
+    let response = match proxied {
         Ok(res) => res,
         Err(err) => {
             crate::front::report_error(&app.metrics, &err);
+            error = Some(err.kind());
             let status = err.status().unwrap_or(http::StatusCode::BAD_REQUEST);
             let body = error_body(status);
             let mut res = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
@@ -130,11 +144,12 @@ async fn handle(
         inner: body,
         bytes: 0,
         line: Some(LogLine {
-            method,
-            path,
+            info,
+            client: client.peer,
             status,
-            started,
-            hinted: hints.sources,
+            upstream,
+            hints,
+            error,
         }),
     };
     Ok(Response::from_parts(parts, logged.boxed_unsync()))
@@ -145,6 +160,7 @@ async fn proxy(
     client: &ClientContext,
     interim: &Interim,
     hints: &mut EarlyHints,
+    upstream_time: &mut Option<Duration>,
     mut req: Request<Incoming>,
     path: &str,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -229,6 +245,7 @@ async fn proxy(
     // The upstream's 103s are forwarded when `hints_on`, and learned with the final links
     // whenever learning is on, so the route's entry is the same whichever front end taught it.
     let mut early: Vec<HeaderValue> = Vec::new();
+    let upstream_started = Instant::now();
     let response = if hints_on || app.learn.is_some() {
         let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
         let upstream = app
@@ -245,14 +262,16 @@ async fn proxy(
                     }
                     early.extend(fields);
                 }
-                res = &mut upstream => break res?,
+                res = &mut upstream => break res,
             }
         }
     } else {
         app.upstream
             .send_for(&client.upstream_share, upstream_req, None)
-            .await?
+            .await
     };
+    *upstream_time = Some(upstream_started.elapsed());
+    let response = response?;
     let (mut parts, body) = response.into_parts();
     if app.learn.is_some() && may_push_final(&method, parts.status) {
         final_links(
@@ -315,11 +334,13 @@ fn send_early_hints<'a>(
 }
 
 struct LogLine {
-    method: Method,
-    path: String,
+    info: RequestInfo,
+    client: std::net::SocketAddr,
     status: u16,
-    started: Instant,
-    hinted: Vec<&'static str>,
+    upstream: Option<Duration>,
+    hints: EarlyHints,
+    /// The error that made this response (an upstream failure's 502/504), if any.
+    error: Option<&'static str>,
 }
 
 /// Counts the bytes of a response body and writes the access-log line when it ends or is dropped.
@@ -334,15 +355,15 @@ impl Logged {
         if let Some(line) = self.line.take() {
             AccessLog {
                 protocol: "http1",
-                method: &line.method,
-                path: &line.path,
+                client: line.client,
+                request: &line.info,
                 status: line.status,
                 bytes: self.bytes,
-                started: line.started,
+                upstream: line.upstream,
                 pushed: &[],
                 pushed_learned: 0,
-                hinted: &line.hinted,
-                error,
+                hints: &line.hints,
+                error: line.error.or(error),
             }
             .emit();
         }

@@ -54,13 +54,33 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    let mut sent = 0;
+    send_body_counted(stream, body, limit, stall, &mut sent).await?;
+    Ok(sent)
+}
+
+/// [`send_body`], adding to `sent` the body bytes handed to h2 as they go, so a response cut
+/// short still reports what was sent (the access log's `bytes`). Every byte counted fit the
+/// client's window; a reset that follows may still discard a tail h2 had not yet written.
+pub async fn send_body_counted<B>(
+    stream: &mut SendStream<Bytes>,
+    body: B,
+    limit: Option<u64>,
+    stall: Duration,
+    sent: &mut u64,
+) -> Result<(), SendError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let mut body = pin!(body);
-    let mut sent: u64 = 0;
+    // Bytes read from the body, for `limit`; `sent` lags it by the chunk in flight.
+    let mut seen: u64 = 0;
     if body.is_end_stream() {
         stream
             .send_data(Bytes::new(), true)
             .map_err(SendError::from_h2)?;
-        return Ok(0);
+        return Ok(());
     }
     loop {
         // Wait for the upstream's next frame, but notice a client reset meanwhile so a slow
@@ -80,19 +100,19 @@ where
                 stream
                     .send_data(Bytes::new(), true)
                     .map_err(SendError::from_h2)?;
-                return Ok(sent);
+                return Ok(());
             }
             Some(Err(e)) => return Err(SendError::Upstream(e.into())),
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
-                    sent += data.len() as u64;
-                    if let Some(max) = limit.filter(|max| sent > *max) {
+                    seen += data.len() as u64;
+                    if let Some(max) = limit.filter(|max| seen > *max) {
                         return Err(SendError::TooLarge(max));
                     }
                     let end = body.is_end_stream();
-                    send_chunk(stream, data, end, stall).await?;
+                    send_chunk(stream, data, end, stall, sent).await?;
                     if end {
-                        return Ok(sent);
+                        return Ok(());
                     }
                 }
                 Err(frame) => {
@@ -100,7 +120,7 @@ where
                         let mut trailers = trailers;
                         crate::upstream::strip_hop_by_hop(&mut trailers);
                         stream.send_trailers(trailers).map_err(SendError::from_h2)?;
-                        return Ok(sent);
+                        return Ok(());
                     }
                 }
             },
@@ -114,6 +134,7 @@ async fn send_chunk(
     mut data: Bytes,
     end: bool,
     stall: Duration,
+    sent: &mut u64,
 ) -> Result<(), SendError> {
     if data.is_empty() {
         return stream.send_data(data, end).map_err(SendError::from_h2);
@@ -153,6 +174,7 @@ async fn send_chunk(
         stream
             .send_data(chunk, end && data.is_empty())
             .map_err(SendError::from_h2)?;
+        *sent += n as u64;
     }
     Ok(())
 }

@@ -21,11 +21,13 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::body::{H2RequestBody, SendError, send_body};
+use super::body::{H2RequestBody, SendError, send_body_counted};
 use super::push::{Decision, PushLog, PushRequest, PushState, promise_all};
 use crate::app::App;
 use crate::error::{ProxyError, error_body};
-use crate::front::{AccessLog, EarlyHints, final_links, may_push_final, wants_learned_hints};
+use crate::front::{
+    AccessLog, EarlyHints, RequestInfo, final_links, may_push_final, wants_learned_hints,
+};
 use crate::learn::{self, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::digest::Digest;
@@ -44,6 +46,8 @@ pub(super) struct Stream {
     /// How many of `log`'s pushes came from learned links, for the access log.
     learned_pushes: usize,
     hints: EarlyHints,
+    /// Upstream request to response head (or failure), for the access log.
+    upstream_time: Option<std::time::Duration>,
     /// The Link fields of the upstream's 103s for this request, learned with the final ones.
     early: Vec<HeaderValue>,
     /// Some preload of this response was considered for push: its HEADERS may carry the cache
@@ -92,34 +96,37 @@ impl Stream {
             log: PushLog::default(),
             learned_pushes: 0,
             hints: EarlyHints::default(),
+            upstream_time: None,
             early: Vec::new(),
             considered_push: false,
         }
     }
 
-    pub(super) async fn run(mut self, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
-        let started = Instant::now();
-        let method = req.method().clone();
-        let path = crate::front::request_target(req.uri());
-        let (status, bytes, error) = match self.proxy(req, &path, &mut respond).await {
+    pub(super) async fn run(
+        mut self,
+        mut req: Request<RecvStream>,
+        mut respond: SendResponse<Bytes>,
+    ) {
+        let info = RequestInfo::take(&mut req);
+        let (status, bytes, error) = match self.proxy(req, &info.path, &mut respond).await {
             Ok((status, bytes, error)) => (status, bytes, error),
             Err(err) => {
-                let status = self.send_error(&mut respond, &err);
-                (status, 0, Some(err.kind()))
+                let (status, bytes) = self.send_error(&mut respond, &err);
+                (status, bytes, Some(err.kind()))
             }
         };
         self.app.metrics.request(Protocol::Http2, status);
         if self.app.config.log.access_log {
             AccessLog {
                 protocol: "h2",
-                method: &method,
-                path: &path,
+                client: self.client.peer,
+                request: &info,
                 status,
                 bytes,
-                started,
+                upstream: self.upstream_time,
                 pushed: &self.log.promised,
                 pushed_learned: self.learned_pushes,
-                hinted: &self.hints.sources,
+                hints: &self.hints,
                 error,
             }
             .emit();
@@ -195,6 +202,7 @@ impl Stream {
 
         let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
         let share = self.client.upstream_share.clone();
+        let upstream_started = Instant::now();
         let response = {
             let upstream = app.upstream.send_for(&share, upstream_req, Some(tx));
             tokio::pin!(upstream);
@@ -222,6 +230,7 @@ impl Stream {
                 }
             }
         };
+        self.upstream_time = Some(upstream_started.elapsed());
         while let Ok(links) = rx.try_recv() {
             self.on_upstream_hints(respond, &head, &links);
         }
@@ -265,23 +274,24 @@ impl Stream {
             return Ok((status.as_u16(), 0, None));
         }
         let stall = app.config.server.idle_timeout;
-        match send_body(&mut send, body, None, stall).await {
-            Ok(n) => Ok((status.as_u16(), n, None)),
+        // Counted as it goes: a response cut short logs what was really sent.
+        let mut sent = 0;
+        let error = match send_body_counted(&mut send, body, None, stall, &mut sent).await {
+            Ok(()) => None,
             Err(SendError::Upstream(err)) => {
                 // SPEC §3: a truncated upstream body is never ended as if complete.
                 debug!(error = %err, "upstream body failed; resetting stream");
                 send.send_reset(h2::Reason::INTERNAL_ERROR);
-                Ok((status.as_u16(), 0, Some("upstream_body")))
+                Some("upstream_body")
             }
             Err(SendError::Stalled(_)) => {
                 send.send_reset(h2::Reason::CANCEL);
-                Ok((status.as_u16(), 0, Some("client_stalled")))
+                Some("client_stalled")
             }
-            Err(SendError::ClientReset(_)) | Err(SendError::H2(_)) => {
-                Ok((status.as_u16(), 0, Some("client_gone")))
-            }
-            Err(SendError::TooLarge(_)) => Ok((status.as_u16(), 0, Some("too_large"))),
-        }
+            Err(SendError::ClientReset(_)) | Err(SendError::H2(_)) => Some("client_gone"),
+            Err(SendError::TooLarge(_)) => Some("too_large"),
+        };
+        Ok((status.as_u16(), sent, error))
     }
 
     fn upstream_request(
@@ -417,11 +427,12 @@ impl Stream {
         }
     }
 
-    /// Sends the short plain-text error response; returns the status for logs and metrics.
-    fn send_error(&self, respond: &mut SendResponse<Bytes>, err: &ProxyError) -> u16 {
+    /// Sends the short plain-text error response; returns the status and the body bytes sent,
+    /// for logs and metrics.
+    fn send_error(&self, respond: &mut SendResponse<Bytes>, err: &ProxyError) -> (u16, u64) {
         crate::front::report_error(&self.app.metrics, err);
         let Some(status) = err.status() else {
-            return 499;
+            return (499, 0);
         };
         let body = error_body(status);
         let mut res = Response::new(());
@@ -432,10 +443,12 @@ impl Stream {
         );
         res.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        if let Ok(mut send) = respond.send_response(res, false) {
-            let _ = send.send_data(body, true);
-        }
-        status.as_u16()
+        let len = body.len() as u64;
+        let sent = match respond.send_response(res, false) {
+            Ok(mut send) => send.send_data(body, true).map_or(0, |()| len),
+            Err(_) => 0,
+        };
+        (status.as_u16(), sent)
     }
 }
 
