@@ -469,7 +469,18 @@ fn kubernetes_waits_longer_than_linkpush_drains() {
         .expect("terminationGracePeriodSeconds");
 
     let grace = Duration::from_secs(grace.try_into().expect("positive"));
-    assert!(grace > image.config.server.shutdown_timeout, "{grace:?}");
+    // SIGTERM first keeps accepting for shutdown_delay, then drains for up to shutdown_timeout.
+    let delay = list(&container(pod_spec(&deployment), "linkpush")["env"], "env")
+        .iter()
+        .find(|e| str_of(&e["name"], "name") == "LINKPUSH_SERVER_SHUTDOWN_DELAY")
+        .map_or(image.config.server.shutdown_delay, |e| {
+            linkpush::config::parse_duration(str_of(&e["value"], "value")).expect("a duration")
+        });
+    assert!(delay > Duration::ZERO, "a rollout needs a shutdown delay");
+    assert!(
+        grace > delay + image.config.server.shutdown_timeout,
+        "{grace:?} vs {delay:?} + drain"
+    );
 }
 
 #[test]
