@@ -52,6 +52,9 @@ pub enum UserError {
 
     /// Invalid status code for informational response (must be 1xx)
     InvalidInformationalStatusCode,
+
+    /// Tries to send a push promise after a GOAWAY was sent or received
+    GoingAway,
 }
 
 // ===== impl SendError =====
@@ -101,6 +104,7 @@ impl fmt::Display for UserError {
             SendSettingsWhilePending => "sending SETTINGS before received previous ACK",
             PeerDisabledServerPush => "sending PUSH_PROMISE to peer who disabled server push",
             InvalidInformationalStatusCode => "invalid informational status code",
+            GoingAway => "sending PUSH_PROMISE after GOAWAY",
         })
     }
 }

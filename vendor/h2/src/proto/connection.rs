@@ -449,18 +449,21 @@ where
     }
 
     fn go_away_now(&mut self, e: Reason) {
+        self.streams.send_go_away_now();
         let last_processed_id = self.streams.last_processed_id();
         let frame = frame::GoAway::new(last_processed_id, e);
         self.go_away.go_away_now(frame);
     }
 
     fn go_away_now_data(&mut self, e: Reason, data: Bytes) {
+        self.streams.send_go_away_now();
         let last_processed_id = self.streams.last_processed_id();
         let frame = frame::GoAway::with_debug_data(last_processed_id, e, data);
         self.go_away.go_away_now(frame);
     }
 
     fn go_away_from_user(&mut self, e: Reason) {
+        self.streams.send_go_away_now();
         let last_processed_id = self.streams.last_processed_id();
         let frame = frame::GoAway::new(last_processed_id, e);
         self.go_away.go_away_from_user(frame);

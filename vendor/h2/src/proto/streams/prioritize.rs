@@ -9,6 +9,7 @@ use crate::codec::UserError::*;
 use bytes::buf::Take;
 use std::{
     cmp::{self, Ordering},
+    collections::VecDeque,
     fmt, io, mem,
     task::Waker,
 };
@@ -25,7 +26,30 @@ use std::{
 #[derive(Debug)]
 pub(super) struct Prioritize {
     /// Queue of streams waiting for socket capacity to send a frame.
+    ///
+    /// Patch (linkpush): only streams that are not server-pushed are queued
+    /// here; pushed streams wait in `pending_send_pushed`, which is served
+    /// only when this queue is empty (see `PATCHES.md`, "pushed streams
+    /// yield").
     pending_send: store::Queue<stream::NextSend>,
+
+    /// Server-pushed streams waiting for socket capacity to send a frame.
+    /// A stream only ever lives in one of the two queues (its id decides),
+    /// so they can share the `NextSend` links.
+    pending_send_pushed: store::Queue<stream::NextSend>,
+
+    /// PUSH_PROMISE frames not yet written, in the order their promised
+    /// stream ids were reserved.
+    ///
+    /// Patch (linkpush): RFC 9113 §5.1.1 requires every new stream id to be
+    /// higher than all the ids the sender has opened or reserved, so the
+    /// PUSH_PROMISE frames must reach the wire in promised-id order. They
+    /// used to be queued on the parent stream, whose turn in the round robin
+    /// decides when they are written, so promises made on different parents
+    /// went out of order. Ids are reserved and queued here under the same
+    /// lock, so this queue is in id order, and it is drained before any
+    /// stream frame.
+    pending_push_promises: VecDeque<frame::PushPromise>,
 
     /// Queue of streams waiting for window capacity to produce data.
     pending_capacity: store::Queue<stream::NextSendCapacity>,
@@ -95,6 +119,8 @@ impl Prioritize {
 
         Prioritize {
             pending_send: store::Queue::new(),
+            pending_send_pushed: store::Queue::new(),
+            pending_push_promises: VecDeque::new(),
             pending_capacity: store::Queue::new(),
             pending_open: store::Queue::new(),
             flow,
@@ -128,7 +154,7 @@ impl Prioritize {
         if stream.is_send_ready() {
             tracing::trace!(?stream.id, "schedule_send");
             // Queue the stream
-            self.pending_send.push(stream);
+            self.push_pending_send(stream);
 
             // Notify the connection.
             if let Some(task) = task.take() {
@@ -139,6 +165,57 @@ impl Prioritize {
 
     pub fn queue_open(&mut self, stream: &mut store::Ptr) {
         self.pending_open.push(stream);
+    }
+
+    /// Queues a PUSH_PROMISE on the connection-level, promised-id ordered
+    /// queue (see `pending_push_promises`).
+    pub fn queue_push_promise(&mut self, frame: frame::PushPromise, task: &mut Option<Waker>) {
+        debug_assert!(self
+            .pending_push_promises
+            .back()
+            .map_or(true, |last| last.promised_id() < frame.promised_id()));
+        self.pending_push_promises.push_back(frame);
+        if let Some(task) = task.take() {
+            task.wake();
+        }
+    }
+
+    /// Whether `stream` is server-pushed, and so waits behind the streams
+    /// the client opened (RFC 9113 §5.1.1: even ids are server-initiated).
+    fn is_pushed(stream: &store::Ptr) -> bool {
+        stream.id.is_server_initiated()
+    }
+
+    fn push_pending_send(&mut self, stream: &mut store::Ptr) {
+        if Self::is_pushed(stream) {
+            self.pending_send_pushed.push(stream);
+        } else {
+            self.pending_send.push(stream);
+        }
+    }
+
+    fn push_front_pending_send(&mut self, stream: &mut store::Ptr) {
+        if Self::is_pushed(stream) {
+            self.pending_send_pushed.push_front(stream);
+        } else {
+            self.pending_send.push_front(stream);
+        }
+    }
+
+    /// The next stream with a frame to send: the client's own streams
+    /// first, pushed streams only when none of those has a frame ready.
+    ///
+    /// This is RFC 9218's urgency reduced to two levels, with pushes one
+    /// step less urgent than any request (RFC 9218 §4.1 leaves the urgency
+    /// of pushed responses to the server): a pushed response only uses
+    /// write capacity the requests do not need at that moment, and a
+    /// pushed response's frames never overtake its parent response's
+    /// frames that are already queued.
+    fn pop_pending_send<'s>(&mut self, store: &'s mut Store) -> Option<store::Ptr<'s>> {
+        if !self.pending_send.is_empty() {
+            return self.pending_send.pop(store);
+        }
+        self.pending_send_pushed.pop(store)
     }
 
     /// Send a data frame
@@ -501,7 +578,7 @@ impl Prioritize {
             //
             // debug_assert!(!stream.pending_send.is_empty());
 
-            self.pending_send.push(stream);
+            self.push_pending_send(stream);
         }
     }
 
@@ -530,8 +607,15 @@ impl Prioritize {
             }
 
             if let Some(mut stream) = self.pop_pending_open(store, counts) {
-                self.pending_send.push_front(&mut stream);
+                self.push_front_pending_send(&mut stream);
                 self.try_assign_capacity(&mut stream);
+            }
+
+            // Promises first, in promised-id order (see `pending_push_promises`).
+            if let Some(frame) = self.pop_push_promise(buffer, store, counts) {
+                tracing::trace!(?frame, "writing");
+                dst.buffer(frame.into()).expect("invalid frame");
+                continue;
             }
 
             match self.pop_frame(buffer, store, max_frame_len, counts) {
@@ -660,7 +744,7 @@ impl Prioritize {
         // If needed, schedule the sender
         if stream.send_flow.available() > 0 {
             debug_assert!(!stream.pending_send.is_empty());
-            self.pending_send.push(stream);
+            self.push_pending_send(stream);
         }
     }
 
@@ -684,7 +768,8 @@ impl Prioritize {
     }
 
     pub fn clear_pending_send(&mut self, store: &mut Store, counts: &mut Counts) {
-        while let Some(mut stream) = self.pending_send.pop(store) {
+        self.pending_push_promises.clear();
+        while let Some(mut stream) = self.pop_pending_send(store) {
             let is_pending_reset = stream.is_pending_reset_expiration();
             if let Some(reason) = stream.state.get_scheduled_reset() {
                 stream.set_reset(reason, Initiator::Library);
@@ -698,6 +783,49 @@ impl Prioritize {
             let is_pending_reset = stream.is_pending_reset_expiration();
             counts.transition_after(stream, is_pending_reset);
         }
+    }
+
+    /// The next PUSH_PROMISE to write, if any, making its promised stream
+    /// schedulable. A promise whose parent stream was reset before it could
+    /// be written is dropped (RFC 9113 §6.6: PUSH_PROMISE only on an open or
+    /// half-closed (remote) stream), and its promised stream is reset
+    /// locally without a frame: the peer never learned its id.
+    fn pop_push_promise<B>(
+        &mut self,
+        buffer: &mut Buffer<Frame<B>>,
+        store: &mut Store,
+        counts: &mut Counts,
+    ) -> Option<frame::PushPromise> {
+        while let Some(pp) = self.pending_push_promises.pop_front() {
+            let parent_open = store
+                .find_mut(&pp.stream_id())
+                .map_or(false, |parent| !parent.state.is_reset());
+            let mut pushed = match store.find_mut(&pp.promised_id()) {
+                Some(pushed) => pushed,
+                None => continue,
+            };
+            pushed.is_pending_push = false;
+            if !parent_open {
+                tracing::trace!(?pp, "parent reset; dropping PUSH_PROMISE");
+                let is_pending_reset = pushed.is_pending_reset_expiration();
+                self.clear_queue(buffer, &mut pushed);
+                self.reclaim_all_capacity(&mut pushed, counts);
+                pushed.set_reset(Reason::CANCEL, Initiator::Library);
+                counts.transition_after(pushed, is_pending_reset);
+                continue;
+            }
+            // Transition stream from pending_push to pending_open if possible
+            if !pushed.pending_send.is_empty() {
+                if counts.can_inc_num_send_streams() {
+                    counts.inc_num_send_streams(&mut pushed);
+                    self.push_pending_send(&mut pushed);
+                } else {
+                    self.queue_open(&mut pushed);
+                }
+            }
+            return Some(pp);
+        }
+        None
     }
 
     fn pop_frame<B>(
@@ -714,7 +842,7 @@ impl Prioritize {
         let _e = span.enter();
 
         loop {
-            let mut stream = self.pending_send.pop(store)?;
+            let mut stream = self.pop_pending_send(store)?;
             let span = tracing::trace_span!("popped", ?stream.id, ?stream.state);
             let _e = span.enter();
 
@@ -741,7 +869,7 @@ impl Prioritize {
                             stream.pending_send.push_front(buffer, frame.into());
                             self.clear_queue(buffer, &mut stream);
                             self.reclaim_all_capacity(&mut stream, counts);
-                            self.pending_send.push(&mut stream);
+                            self.push_pending_send(&mut stream);
                             continue;
                         }
                     }
@@ -845,7 +973,7 @@ impl Prioritize {
                     if !pushed.pending_send.is_empty() {
                         if counts.can_inc_num_send_streams() {
                             counts.inc_num_send_streams(&mut pushed);
-                            self.pending_send.push(&mut pushed);
+                            self.push_pending_send(&mut pushed);
                         } else {
                             self.queue_open(&mut pushed);
                         }
@@ -891,7 +1019,7 @@ impl Prioritize {
                 // the next frame. i.e. don't requeue it if the next
                 // frame is a data frame and the stream does not have
                 // any more capacity.
-                self.pending_send.push(&mut stream);
+                self.push_pending_send(&mut stream);
             }
 
             counts.transition_after(stream, is_pending_reset);

@@ -28,6 +28,11 @@ pub(super) struct Send {
     /// > the identified last stream.
     max_stream_id: StreamId,
 
+    /// Patch (linkpush): a GOAWAY was sent or received. RFC 9113 §6.8: the
+    /// connection is closing, so no new stream may be reserved with
+    /// PUSH_PROMISE.
+    is_going_away: bool,
+
     /// Initial window size of locally initiated streams
     init_window_sz: WindowSize,
 
@@ -53,6 +58,7 @@ impl Send {
         Send {
             init_window_sz: config.remote_init_window_sz,
             max_stream_id: StreamId::MAX,
+            is_going_away: false,
             next_stream_id: Ok(config.local_next_stream_id),
             prioritize: Prioritize::new(config),
             is_push_enabled: true,
@@ -72,6 +78,9 @@ impl Send {
     }
 
     pub fn reserve_local(&mut self) -> Result<StreamId, UserError> {
+        if self.is_going_away {
+            return Err(UserError::GoingAway);
+        }
         let stream_id = self.ensure_next_stream_id()?;
         self.next_stream_id = stream_id.next_id();
         Ok(stream_id)
@@ -96,11 +105,9 @@ impl Send {
         Ok(())
     }
 
-    pub fn send_push_promise<B>(
+    pub fn send_push_promise(
         &mut self,
         frame: frame::PushPromise,
-        buffer: &mut Buffer<Frame<B>>,
-        stream: &mut store::Ptr,
         task: &mut Option<Waker>,
     ) -> Result<(), UserError> {
         if !self.is_push_enabled {
@@ -115,9 +122,10 @@ impl Send {
 
         Self::check_headers(frame.fields())?;
 
-        // Queue the frame for sending
-        self.prioritize
-            .queue_frame(frame.into(), buffer, stream, task);
+        // Queue the frame for sending, on the connection's promised-id
+        // ordered queue rather than the parent stream's (see
+        // `Prioritize::pending_push_promises`).
+        self.prioritize.queue_push_promise(frame, task);
 
         Ok(())
     }
@@ -481,7 +489,13 @@ impl Send {
         }
 
         self.max_stream_id = last_stream_id;
+        self.is_going_away = true;
         Ok(())
+    }
+
+    /// A GOAWAY was sent: no more promises (RFC 9113 §6.8).
+    pub(super) fn send_go_away(&mut self) {
+        self.is_going_away = true;
     }
 
     pub fn handle_error<B>(

@@ -449,6 +449,14 @@ impl<B> DynStreams<'_, B> {
     pub fn send_go_away(&mut self, last_processed_id: StreamId) {
         let mut me = self.inner.lock().unwrap();
         me.actions.recv.go_away(last_processed_id);
+        me.actions.send.send_go_away();
+    }
+
+    /// A GOAWAY frame is about to be sent without changing which streams are
+    /// processed (the connection closes): no more promises (RFC 9113 §6.8).
+    pub fn send_go_away_now(&mut self) {
+        let mut me = self.inner.lock().unwrap();
+        me.actions.send.send_go_away();
     }
 }
 
@@ -709,7 +717,13 @@ impl Inner {
             }
         };
 
-        if stream.is_pending_open {
+        // A stream we opened that waits in `pending_open` is idle to the peer
+        // (its HEADERS were not sent), so a RST_STREAM on it is a connection
+        // error (RFC 9113 §5.1). A pushed stream is different: its
+        // PUSH_PROMISE was written before it could enter `pending_open`, so
+        // to the peer it is "reserved (remote)", where RST_STREAM is allowed
+        // (RFC 9113 §5.1, §8.4.2: that is how a client refuses a push).
+        if stream.is_pending_open && !stream.id.is_server_initiated() {
             proto_err!(conn: "recv_reset: received frame on idle stream {:?}", id);
             return Err(Error::library_go_away(Reason::PROTOCOL_ERROR));
         }
@@ -746,7 +760,9 @@ impl Inner {
             // The remote may send window updates for streams that the local now
             // considers closed. It's ok...
             if let Some(mut stream) = self.store.find_mut(&id) {
-                if stream.is_pending_open {
+                // As in `recv_reset`: WINDOW_UPDATE is allowed on a pushed
+                // stream the peer knows as "reserved (remote)" (RFC 9113 §5.1).
+                if stream.is_pending_open && !stream.id.is_server_initiated() {
                     proto_err!(conn: "recv_window_update: received frame on idle stream {:?}", id);
                     return Err(Error::library_go_away(Reason::PROTOCOL_ERROR));
                 }
@@ -1328,9 +1344,6 @@ impl<B> StreamRef<B> {
         let mut me = self.opaque.inner.lock().unwrap();
         let me = &mut *me;
 
-        let mut send_buffer = self.send_buffer.inner.lock().unwrap();
-        let send_buffer = &mut *send_buffer;
-
         let actions = &mut me.actions;
         let promised_id = actions.send.reserve_local()?;
 
@@ -1349,13 +1362,11 @@ impl<B> StreamRef<B> {
         };
 
         let pushed = {
-            let mut stream = me.store.resolve(self.opaque.key);
+            let stream = me.store.resolve(self.opaque.key);
 
             let frame = crate::server::Peer::convert_push_message(stream.id, promised_id, request)?;
 
-            actions
-                .send
-                .send_push_promise(frame, send_buffer, &mut stream, &mut actions.task)
+            actions.send.send_push_promise(frame, &mut actions.task)
         };
 
         if let Err(err) = pushed {
