@@ -281,3 +281,53 @@ async fn no_push_promise_after_receiving_goaway() {
     let err = r1.push_request(req).expect_err("push after the client's GOAWAY");
     assert!(err.to_string().contains("GOAWAY"), "{err}");
 }
+
+/// Patch 5: after a graceful GOAWAY, the connection does not close while a promised stream is
+/// unfinished (it used to close as soon as the promising stream ended: the client was left
+/// with a reserved stream that got neither HEADERS nor RST_STREAM).
+#[tokio::test]
+async fn graceful_shutdown_waits_for_promised_streams() {
+    let mut client = preface(&[]);
+    client.extend(get(1));
+    let (mut c, mut conn, mut responds) = accept(client, 1).await;
+    let mut r1 = responds.pop().unwrap();
+    let mut p2 = promise(&mut r1, "/late.css");
+    r1.send_response(Response::new(()), true).unwrap();
+    drop(r1);
+    conn.graceful_shutdown();
+    drive(conn);
+
+    // The page ends, the first GOAWAY (last id 2^31-1) comes with a PING; answering it makes
+    // the server send its final GOAWAY, after which it closes once nothing is left.
+    let mut ping = None;
+    let mut page_done = false;
+    while ping.is_none() || !page_done {
+        let f = read_frame(&mut c).await.expect("page and PING before close");
+        page_done |= f.kind == HEADERS && f.stream == 1 && f.flags & END_STREAM != 0;
+        if f.kind == PING {
+            ping = Some(f.payload);
+        }
+    }
+    let ping = ping.unwrap();
+    c.write_all(&frame(PING, ACK, 0, &ping)).await.unwrap();
+    let mut last_goaway = None;
+    while last_goaway != Some(1) {
+        let f = read_frame(&mut c).await.expect("final GOAWAY before close");
+        if f.kind == GOAWAY {
+            last_goaway = Some(u32::from_be_bytes(f.payload[..4].try_into().unwrap()));
+        }
+    }
+
+    // The promised stream still gets its response, then the connection closes.
+    let sent = p2.send_response(Response::new(()), true);
+    let mut rest = Vec::new();
+    while let Some(f) = read_frame(&mut c).await {
+        rest.push(f);
+    }
+    assert!(sent.is_ok(), "{sent:?}");
+    assert!(
+        rest.iter()
+            .any(|f| f.kind == HEADERS && f.stream == 2 && f.flags & END_STREAM != 0),
+        "promised stream 2 left open at close: {rest:?}"
+    );
+}

@@ -814,8 +814,12 @@ impl Prioritize {
                 counts.transition_after(pushed, is_pending_reset);
                 continue;
             }
-            // Transition stream from pending_push to pending_open if possible
-            if !pushed.pending_send.is_empty() {
+            if pushed.state.is_scheduled_reset() {
+                // Every handle was dropped before the promise went out: the
+                // implicit RST_STREAM can follow it now.
+                self.push_pending_send(&mut pushed);
+            } else if !pushed.pending_send.is_empty() {
+                // Transition stream from pending_push to pending_open if possible
                 if counts.can_inc_num_send_streams() {
                     counts.inc_num_send_streams(&mut pushed);
                     self.push_pending_send(&mut pushed);

@@ -461,6 +461,26 @@ impl<B> DynStreams<'_, B> {
 }
 
 impl Inner {
+    /// Patch (linkpush): whether a stream this server promised is still
+    /// unfinished. Such a stream is not counted as active until its HEADERS
+    /// are sent (RFC 9113 §5.1.2: reserved streams do not count toward
+    /// MAX_CONCURRENT_STREAMS), but the peer waits for it all the same: a
+    /// connection that closes on idle after GOAWAY must not close while one
+    /// is reserved, waiting for its PUSH_PROMISE to be written, or waiting in
+    /// `pending_open` (RFC 9113 §6.8: streams the sender of GOAWAY may still
+    /// complete are completed).
+    fn has_promised_streams(&mut self) -> bool {
+        if !self.counts.peer().is_server() {
+            return false;
+        }
+        let mut promised = false;
+        self.store.for_each(|stream| {
+            promised |= stream.id.is_server_initiated()
+                && (!stream.state.is_closed() || stream.is_pending_push);
+        });
+        promised
+    }
+
     fn new(peer: peer::Dyn, config: Config) -> Arc<Mutex<Self>> {
         Arc::new(Mutex::new(Inner {
             counts: Counts::new(peer, &config),
@@ -1156,8 +1176,8 @@ where
     }
 
     pub fn has_streams(&self) -> bool {
-        let me = self.inner.lock().unwrap();
-        me.counts.has_streams()
+        let mut me = self.inner.lock().unwrap();
+        me.counts.has_streams() || me.has_promised_streams()
     }
 
     pub fn has_streams_or_other_references(&self) -> bool {
