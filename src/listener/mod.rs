@@ -37,7 +37,8 @@ impl Shared {
     }
 }
 
-/// Counts live connections so shutdown can wait for them.
+/// Counts live work so shutdown and idle timers can wait for it: the server's connections, and
+/// each HTTP/2 connection's client and pushed streams (`front::h2`).
 #[derive(Default)]
 pub struct Tracker {
     count: AtomicUsize,
@@ -54,7 +55,7 @@ impl Tracker {
         self.count.load(Ordering::Acquire)
     }
 
-    /// Resolves once no connection is left.
+    /// Resolves once nothing is left.
     pub async fn drained(&self) {
         loop {
             let notified = self.zero.notified();

@@ -331,3 +331,43 @@ async fn graceful_shutdown_waits_for_promised_streams() {
         "promised stream 2 left open at close: {rest:?}"
     );
 }
+
+/// Patch 3: a client stream whose DATA waits for flow-control window still holds the pushes
+/// back; they follow once the client opens the window and the page is sent.
+#[tokio::test]
+async fn pushed_responses_wait_while_a_client_stream_waits_for_window() {
+    const INITIAL_WINDOW_SIZE: u16 = 0x4;
+    let mut client = preface(&[(INITIAL_WINDOW_SIZE, 3)]);
+    client.extend(get(1));
+    let (mut c, conn, mut responds) = accept(client, 1).await;
+    let mut r1 = responds.pop().unwrap();
+    let mut pushed = promise(&mut r1, "/style.css");
+    let mut s1 = r1.send_response(Response::new(()), false).unwrap();
+    s1.reserve_capacity(10);
+    s1.send_data(Bytes::from_static(b"0123456789"), true).unwrap();
+    let mut ps = pushed.send_response(Response::new(()), false).unwrap();
+    ps.send_data(Bytes::from_static(b"css"), true).unwrap();
+    drive(conn);
+
+    let mut frames = read_until(&mut c, |f| f.kind == DATA && f.stream == 1).await;
+    c.write_all(&frame(PING, 0, 0, b"blocked?")).await.unwrap();
+    frames.extend(read_until(&mut c, |f| f.kind == PING && f.flags & ACK != 0).await);
+    assert!(
+        frames.iter().all(|f| f.stream != 2),
+        "pushed stream sent while the page waits for window: {frames:?}"
+    );
+
+    c.write_all(&frame(WINDOW_UPDATE, 0, 1, &100u32.to_be_bytes()))
+        .await
+        .unwrap();
+    let rest = read_until(&mut c, |f| f.stream == 2 && f.flags & END_STREAM != 0).await;
+    let page_end = rest
+        .iter()
+        .position(|f| f.stream == 1 && f.flags & END_STREAM != 0)
+        .expect("page completes");
+    let pushed_head = rest
+        .iter()
+        .position(|f| f.kind == HEADERS && f.stream == 2)
+        .expect("pushed response follows");
+    assert!(page_end < pushed_head, "{rest:?}");
+}

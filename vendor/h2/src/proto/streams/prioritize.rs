@@ -211,11 +211,33 @@ impl Prioritize {
     /// write capacity the requests do not need at that moment, and a
     /// pushed response's frames never overtake its parent response's
     /// frames that are already queued.
+    ///
+    /// A client stream whose DATA waits for flow-control window still holds
+    /// the pushes back: the window is the client's to open, and a pushed
+    /// response sent meanwhile would take connection window and bandwidth
+    /// the response it belongs to is about to need (and arrive, out of
+    /// order, before the rest of it).
     fn pop_pending_send<'s>(&mut self, store: &'s mut Store) -> Option<store::Ptr<'s>> {
         if !self.pending_send.is_empty() {
             return self.pending_send.pop(store);
         }
+        if self.pending_send_pushed.is_empty() || Self::client_streams_have_data(store) {
+            return None;
+        }
         self.pending_send_pushed.pop(store)
+    }
+
+    /// Whether a stream that is not server-pushed has frames or DATA
+    /// buffered (queued, or waiting for window). Only asked when a pushed
+    /// stream is next; the scan is bounded by the concurrency limits.
+    fn client_streams_have_data(store: &mut Store) -> bool {
+        let mut waiting = false;
+        store.for_each(|stream| {
+            waiting |= !stream.id.is_server_initiated()
+                && !stream.state.is_reset()
+                && (stream.buffered_send_data > 0 || !stream.pending_send.is_empty());
+        });
+        waiting
     }
 
     /// Send a data frame
@@ -769,7 +791,16 @@ impl Prioritize {
 
     pub fn clear_pending_send(&mut self, store: &mut Store, counts: &mut Counts) {
         self.pending_push_promises.clear();
-        while let Some(mut stream) = self.pop_pending_send(store) {
+        loop {
+            let next = if !self.pending_send.is_empty() {
+                self.pending_send.pop(store)
+            } else {
+                self.pending_send_pushed.pop(store)
+            };
+            let mut stream = match next {
+                Some(stream) => stream,
+                None => break,
+            };
             let is_pending_reset = stream.is_pending_reset_expiration();
             if let Some(reason) = stream.state.get_scheduled_reset() {
                 stream.set_reset(reason, Initiator::Library);
