@@ -182,7 +182,8 @@ impl Server {
         let _ = self.shutdown.send(true);
         // At `shutdown_timeout` each HTTP/2 connection resets the streams still running and
         // gets CLOSE_GRACE to write those RST_STREAMs before the process exits.
-        let timeout = self.shared.app().config.server.shutdown_timeout + crate::front::h2::CLOSE_GRACE;
+        let timeout =
+            self.shared.app().config.server.shutdown_timeout + crate::front::h2::CLOSE_GRACE;
         let drained = tokio::time::timeout(timeout, self.connections.drained())
             .await
             .is_ok();

@@ -675,8 +675,15 @@ fn h2spec_binary() -> Option<std::path::PathBuf> {
             .iter()
             .map(|dir| root.join(dir).join("tools/h2spec/build.sh"))
             .find(|p| p.exists())?;
-        let out = std::process::Command::new("bash").arg(&build).output().ok()?;
-        let path = String::from_utf8_lossy(&out.stdout).lines().last()?.trim().to_string();
+        let out = std::process::Command::new("bash")
+            .arg(&build)
+            .output()
+            .ok()?;
+        let path = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()?
+            .trim()
+            .to_string();
         let path = std::path::PathBuf::from(path);
         (out.status.success() && path.exists()).then_some(path)
     })
@@ -692,7 +699,9 @@ const H2C_BAD_PREFACE_CASE: &str = "Sends invalid connection preface";
 /// asserts every case passes. Returns the summary line.
 async fn h2spec_run(tls: bool, push: bool) {
     let Some(h2spec) = h2spec_binary() else {
-        eprintln!("SKIP h2spec (tls={tls}, push={push}): h2spec is not available (set H2SPEC or provide ../shared/tools/h2spec/build.sh)");
+        eprintln!(
+            "SKIP h2spec (tls={tls}, push={push}): h2spec is not available (set H2SPEC or provide ../shared/tools/h2spec/build.sh)"
+        );
         return;
     };
     // h2spec requests `/`: a page with preload links, so with push on every h2spec request gets

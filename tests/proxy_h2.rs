@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use h2::client::{ResponseFuture, SendRequest};
 use http::{Method, Request, StatusCode};
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, proxy::*, raw_h2::*, upstream::*};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -666,100 +666,6 @@ async fn reset_streams_leave_no_upstream_work_behind() {
         h2_get(&mut client, "/slow", &[]).await.status,
         StatusCode::OK
     );
-}
-
-/// HPACK: a literal field with incremental indexing, new name (RFC 7541 §6.2.1).
-fn hpack_literal_indexed(name: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x40];
-    hpack_string(&mut out, name);
-    hpack_string(&mut out, value);
-    out
-}
-
-/// HPACK: a literal field without indexing, new name (RFC 7541 §6.2.2).
-fn hpack_literal(name: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x00];
-    hpack_string(&mut out, name);
-    hpack_string(&mut out, value);
-    out
-}
-
-/// RFC 7541 §5.1 (7-bit prefix, no Huffman) and §5.2.
-fn hpack_string(out: &mut Vec<u8>, s: &[u8]) {
-    let mut n = s.len();
-    if n < 127 {
-        out.push(n as u8);
-    } else {
-        out.push(127);
-        n -= 127;
-        while n >= 128 {
-            out.push((n % 128) as u8 | 0x80);
-            n /= 128;
-        }
-        out.push(n as u8);
-    }
-    out.extend_from_slice(s);
-}
-
-/// `GET http://localhost/` as HPACK: static-table indices 2 (:method GET), 6 (:scheme http),
-/// 4 (:path /), and :authority (index 1) as a literal.
-fn hpack_get_root() -> Vec<u8> {
-    let mut out = vec![0x82, 0x86, 0x84, 0x41];
-    hpack_string(&mut out, b"localhost");
-    out
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// A bare HTTP/2 connection: preface and empty SETTINGS sent.
-async fn raw_h2(addr: SocketAddr) -> TcpStream {
-    let mut tcp = bounded("connect", TcpStream::connect(addr))
-        .await
-        .expect("connect");
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend_from_slice(&frame(0x4, 0, 0, &[]));
-    tcp.write_all(&hello).await.expect("preface");
-    tcp
-}
-
-/// Reads frames until one matches `done` or the server closes; the frames (type, flags,
-/// stream) and whether the connection closed.
-async fn read_frames_until(
-    tcp: &mut TcpStream,
-    done: impl Fn(u8, u8, u32) -> bool,
-) -> (Vec<(u8, u8, u32)>, bool) {
-    let mut frames = Vec::new();
-    let mut buf = Vec::new();
-    let closed = bounded("a reaction from the server", async {
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            let n = tcp.read(&mut chunk).await.unwrap_or(0);
-            if n == 0 {
-                return true;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            while buf.len() >= 9 {
-                let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
-                if buf.len() < 9 + len {
-                    break;
-                }
-                let f: Vec<u8> = buf.drain(..9 + len).collect();
-                let stream = u32::from_be_bytes([f[5], f[6], f[7], f[8]]) & 0x7fff_ffff;
-                frames.push((f[3], f[4], stream));
-                if done(f[3], f[4], stream) {
-                    return false;
-                }
-            }
-        }
-    })
-    .await;
-    (frames, closed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

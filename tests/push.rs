@@ -4,13 +4,13 @@
 
 mod support;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{Method, Request};
 use support::client::*;
 use support::proxy::*;
+use support::raw_h2::*;
 use support::upstream::*;
+use tokio::io::AsyncWriteExt;
 
 fn page(links: &[&str]) -> Reply {
     links
@@ -560,33 +560,45 @@ async fn failed_and_oversized_assets_are_reset_not_pushed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_reset_drops_the_asset_fetch_at_once() {
-    let never = Gate::new();
     let up = Upstream::new()
         .route("/", page(&["</slow.css>; rel=preload"]))
-        .route("/slow.css", asset("late").hold(never.clone()))
+        .route("/slow.css", asset("late").hold(Gate::new()))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
     let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
 
-    let req = Request::get("/").body(()).unwrap();
-    let ex = h2_request_refusing(&mut client, req, Bytes::new(), |_| true).await;
-    assert_eq!(ex.status, 200);
+    // Drive the h2 client by hand: accept the promise, and reset the pushed stream only once
+    // its fetch is known to be waiting at the upstream.
+    let sender = client.sender().clone();
+    let mut sender = bounded("a stream slot", sender.ready())
+        .await
+        .expect("ready");
+    let req = Request::get("http://localhost/").body(()).unwrap();
+    let (mut response, _) = sender.send_request(req, true).expect("send request");
+    let mut promises = response.push_promises();
+    let promise = bounded("the PUSH_PROMISE", promises.push_promise())
+        .await
+        .expect("a promise")
+        .expect("a valid promise");
+    assert!(
+        up.wait_for_requests("/slow.css", 1, TIMEOUT).await,
+        "the asset fetch never reached the upstream"
+    );
+    assert_eq!(up.responses_aborted(), 0);
+    // Dropping the pushed response makes h2 send RST_STREAM CANCEL.
+    drop(promise);
 
     proxy
         .metrics_when("the cancelled push to be counted", |m| {
             sample(m, "linkpush_pushes_total{outcome=\"cancelled\"}") == 1.0
         })
         .await;
-    // The fetch was dropped: either before it reached the upstream, or the held upstream
-    // response was abandoned (its connection closed) as soon as the client refused the push.
     assert!(
-        up.wait_until(TIMEOUT, |u| u.requests_for("/slow.css").is_empty()
-            || u.responses_aborted() >= 1)
-            .await,
+        up.wait_until(TIMEOUT, |u| u.responses_aborted() >= 1).await,
         "upstream fetch still open after the client reset the pushed stream"
     );
-    assert!(!never.opened());
+    drop(response);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -746,5 +758,191 @@ async fn pushes_respect_max_concurrent_pushes() {
         vec!["/h0", "/h1"],
         "two open pushes at most"
     );
-    let _ = Duration::ZERO;
+}
+
+// ===== Many pages at once, shutdown, GOAWAY (issue 8; vendor/h2/PATCHES.md) =====
+
+/// An upstream with `n` pages `/p{i}`, each preloading two assets of its own.
+async fn pages_with_preloads(n: usize) -> RunningUpstream {
+    let mut up = Upstream::new().fallback(asset("asset"));
+    for i in 0..n {
+        let links = [
+            format!("</p{i}/a.css>; rel=preload; as=style"),
+            format!("</p{i}/b.js>; rel=preload; as=script"),
+        ];
+        let refs: Vec<&str> = links.iter().map(String::as_str).collect();
+        up = up.route(&format!("/p{i}"), page(&refs));
+    }
+    up.start().await
+}
+
+/// RFC 9113 §5.1.1 on the wire: promised ids strictly increasing; every promised stream ended
+/// (END_STREAM or RST_STREAM). With `pages_first` (pushes from the final Link fields, so the
+/// page's HEADERS are queued before any pushed response exists), each pushed response's HEADERS
+/// come after its page's HEADERS; learned pushes may precede a page still waiting for its
+/// upstream (docs/push-lifecycle.md).
+fn assert_push_wire_order(frames: &[Frame], pages_first: bool) {
+    assert!(
+        frames.iter().all(|f| f.kind != "GOAWAY"),
+        "GOAWAY: {frames:?}"
+    );
+    let promises: Vec<(u32, u32)> = frames
+        .iter()
+        .filter(|f| f.kind == "PUSH_PROMISE")
+        .map(|f| (f.stream_id, f.promised_stream_id.expect("promised id")))
+        .collect();
+    assert!(!promises.is_empty(), "no pushes: {frames:?}");
+    let ids: Vec<u32> = promises.iter().map(|(_, id)| *id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "promised ids out of order: {ids:?}"
+    );
+    let first_headers = |id: u32| {
+        frames
+            .iter()
+            .position(|f| f.kind == "HEADERS" && f.stream_id == id)
+    };
+    for (parent, id) in &promises {
+        assert!(
+            frames
+                .iter()
+                .any(|f| f.stream_id == *id && (f.end_stream() || f.kind == "RST_STREAM")),
+            "promised stream {id} never ended"
+        );
+        if let (true, Some(pushed_at)) = (pages_first, first_headers(*id)) {
+            let page_at = first_headers(*parent).expect("page HEADERS");
+            assert!(
+                page_at < pushed_at,
+                "pushed {id} HEADERS before page {parent} HEADERS"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_pages_at_once_promise_in_id_order_and_every_push_ends() {
+    let up = pages_with_preloads(20).await;
+    let proxy = Proxy::start(up.addr(), |c| c.push.max_concurrent_pushes = 64).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+    let paths: Vec<String> = (0..20).map(|i| format!("/p{i}")).collect();
+
+    let pages = h2_get_many(&mut client, &paths).await;
+
+    for (i, ex) in pages.iter().enumerate() {
+        assert_eq!(ex.status, 200, "/p{i}");
+        assert_eq!(
+            sorted(ex.pushed_paths()),
+            vec![
+                format!("/p{i}/a.css").as_str(),
+                format!("/p{i}/b.js").as_str()
+            ]
+        );
+        assert!(
+            ex.pushes.iter().all(|p| p.completed()),
+            "/p{i}: {:?}",
+            ex.pushes
+        );
+    }
+    assert_push_wire_order(&client.frames(), true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nghttp_loads_twelve_pages_at_once_repeatedly() {
+    let up = pages_with_preloads(12).await;
+    let proxy = Proxy::start_tls(up.addr(), |c| c.push.max_concurrent_pushes = 64).await;
+    let urls: Vec<String> = (0..12)
+        .map(|i| format!("https://127.0.0.1:{}/p{i}", proxy.addr.port()))
+        .collect();
+    let mut args = vec!["-nv"];
+    args.extend(urls.iter().map(String::as_str));
+    for run in 0..3 {
+        let out = nghttp(&args).await;
+        assert!(out.status.success(), "run {run}: {}", out.stderr);
+        assert!(
+            out.frames.iter().all(|f| f.invalid.is_none()),
+            "run {run}: nghttp rejected a frame: {:?}",
+            out.frames.iter().find(|f| f.invalid.is_some())
+        );
+        // nghttp ends with its own GOAWAY NO_ERROR; any other error code is a failure.
+        assert!(
+            !out.stdout
+                .lines()
+                .any(|l| l.contains("error_code=") && !l.contains("NO_ERROR")),
+            "run {run}:\n{}",
+            out.stdout
+        );
+        assert_eq!(out.promised_paths().len(), 24, "run {run}");
+        // From the second run on, the pages' links are learned and pushed before the page.
+        assert_push_wire_order(&out.frames, run == 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_goaway_mid_page_stops_the_promises() {
+    let gate = Gate::new();
+    let up = Upstream::new()
+        .route(
+            "/held",
+            page(&["</late.css>; rel=preload"]).hold(gate.clone()),
+        )
+        .fallback(asset("asset"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut tcp = raw_h2(proxy.addr).await;
+    tcp.write_all(&frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &hpack_get("/held"),
+    ))
+    .await
+    .unwrap();
+    assert!(up.wait_for_requests("/held", 1, TIMEOUT).await);
+    // GOAWAY (last stream 0: we take no pushed streams), then a PING: its ACK means the proxy
+    // has read the GOAWAY before the page's upstream answers.
+    let mut goaway = 0u32.to_be_bytes().to_vec();
+    goaway.extend_from_slice(&0u32.to_be_bytes());
+    let mut out = frame(GOAWAY, 0, 0, &goaway);
+    out.extend(frame(PING, 0, 0, b"goaway?!"));
+    tcp.write_all(&out).await.unwrap();
+    let (frames, closed) = read_frames_until(&mut tcp, |t, f, _| t == PING && f & ACK != 0).await;
+    assert!(!closed, "{frames:?}");
+    gate.open();
+
+    let (frames, _) = read_frames_until(&mut tcp, |t, f, s| {
+        s == 1 && f & END_STREAM != 0 && (t == DATA || t == HEADERS)
+    })
+    .await;
+    assert!(
+        frames.iter().any(|(t, _, s)| *t == HEADERS && *s == 1),
+        "the page still arrives: {frames:?}"
+    );
+    assert!(
+        frames.iter().all(|(t, _, _)| *t != PUSH_PROMISE),
+        "PUSH_PROMISE after the client's GOAWAY: {frames:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_stream_client_refusing_every_push_keeps_its_connection() {
+    let up = pages_with_preloads(10).await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let opts = H2Options {
+        max_concurrent_streams: Some(100),
+        ..H2Options::default()
+    };
+    let mut client = h2_connect(proxy.addr, &opts).await;
+    for i in 0..10 {
+        let req = Request::get(format!("/p{i}")).body(()).unwrap();
+        let ex = h2_request_refusing(&mut client, req, Bytes::new(), |_| true).await;
+        assert_eq!(ex.status, 200, "page load {i}");
+        assert_eq!(ex.pushes.len(), 2, "page load {i}");
+    }
+    let frames = client.frames();
+    assert!(
+        frames.iter().all(|f| f.kind != "GOAWAY"),
+        "connection killed: {frames:?}"
+    );
+    assert_eq!(h2_get(&mut client, "/p0", &[]).await.status, 200);
 }

@@ -14,4 +14,5 @@
 pub mod client;
 pub mod proxy;
 pub mod raw;
+pub mod raw_h2;
 pub mod upstream;
