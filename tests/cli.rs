@@ -505,6 +505,76 @@ async fn sigterm_drains_the_in_flight_request_then_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_pushes_of_in_flight_pages_finish_then_exits_0() {
+    let pages = Gate::new();
+    let assets = Gate::new();
+    let mut up = Upstream::new().fallback(Reply::ok("asset").hold(assets.clone()));
+    // Pages are held only until the client has sent all five requests.
+    for i in 0..5 {
+        up = up.route(
+            &format!("/p{i}"),
+            Reply::html("<p>page</p>")
+                .link(&format!("</p{i}/a.css>; rel=preload; as=style"))
+                .link(&format!("</p{i}/b.js>; rel=preload; as=script"))
+                .hold(pages.clone()),
+        );
+    }
+    let up = up.start().await;
+    let mut proxy = Running::start(up.addr(), "").await;
+    let addr = proxy.addr;
+    let mut client = h2_connect(addr, &H2Options::default()).await;
+    let tap = client.tap();
+    let loads = tokio::spawn(async move {
+        let paths: Vec<String> = (0..5).map(|i| format!("/p{i}")).collect();
+        let pages = h2_get_many(&mut client, &paths).await;
+        (pages, client.frames())
+    });
+    for i in 0..5 {
+        assert!(up.wait_for_requests(&format!("/p{i}"), 1, TIMEOUT).await);
+    }
+
+    // The pages are answered and their pushes promised; the pushed responses wait for the
+    // upstream. Then SIGTERM: no new promises (RFC 9113 §6.8), but the promised streams must
+    // still be completed before the connection closes.
+    pages.open();
+    for i in 0..5 {
+        let id = 2 * i + 1;
+        tap.wait_for(&format!("page stream {id} to end"), |f| {
+            f.stream_id == id && f.end_stream()
+        })
+        .await;
+    }
+    assert_eq!(
+        tap.frames()
+            .iter()
+            .filter(|f| f.kind == "PUSH_PROMISE")
+            .count(),
+        10
+    );
+    proxy.signal("TERM");
+    tap.wait_for("the final GOAWAY", |f| {
+        f.kind == "GOAWAY" && f.last_stream_id != Some(0x7fff_ffff)
+    })
+    .await;
+    assets.open();
+
+    let (pages, frames) = bounded("the page loads", loads).await.expect("loads");
+    let promised: Vec<u32> = frames.iter().filter_map(|f| f.promised_stream_id).collect();
+    assert_eq!(promised.len(), 10, "{frames:?}");
+    for id in promised {
+        assert!(
+            frames.iter().any(|f| f.stream_id == id && f.end_stream()),
+            "promised stream {id} left open: {frames:?}"
+        );
+    }
+    for ex in &pages {
+        assert!(ex.pushes.iter().all(|p| p.completed()), "{:?}", ex.pushes);
+    }
+    let status = proxy.exited().await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_when_idle_exits_0() {
     let up = Upstream::new().start().await;
     let mut proxy = Running::start(up.addr(), "").await;

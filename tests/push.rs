@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{Method, Request};
 use support::client::*;
@@ -945,4 +947,50 @@ async fn a_hundred_stream_client_refusing_every_push_keeps_its_connection() {
         "connection killed: {frames:?}"
     );
     assert_eq!(h2_get(&mut client, "/p0", &[]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_still_running_at_the_shutdown_deadline_are_reset_before_the_close() {
+    let never = Gate::new();
+    let up = Upstream::new()
+        .route(
+            "/",
+            page(&["</a.css>; rel=preload", "</b.js>; rel=preload"]),
+        )
+        .fallback(asset("never").hold(never.clone()))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |c| {
+        c.server.shutdown_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let addr = proxy.addr;
+    let page = tokio::spawn(async move {
+        let mut client = h2_connect(addr, &H2Options::default()).await;
+        let ex = h2_get(&mut client, "/", &[]).await;
+        (ex, client.frames())
+    });
+    assert!(up.wait_for_requests("/a.css", 1, TIMEOUT).await);
+    assert!(up.wait_for_requests("/b.js", 1, TIMEOUT).await);
+
+    assert!(
+        proxy.shutdown().await,
+        "drained (streams reset at the deadline)"
+    );
+
+    let (ex, frames) = bounded("the page", page).await.expect("page task");
+    assert_eq!(ex.status, 200);
+    assert_eq!(sorted(ex.pushed_paths()), vec!["/a.css", "/b.js"]);
+    for p in &ex.pushes {
+        assert_eq!(p.reset(), Some(h2::Reason::CANCEL), "{p:?}");
+        assert!(
+            frames.iter().any(|f| f.kind == "RST_STREAM"
+                && f.stream_id == p.stream_id
+                && f.error_code == Some(0x8)),
+            "no RST_STREAM CANCEL for {}: {frames:?}",
+            p.stream_id
+        );
+    }
+    assert!(frames.iter().any(|f| f.kind == "GOAWAY"), "{frames:?}");
+    assert!(!never.opened());
 }
