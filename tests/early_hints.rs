@@ -16,19 +16,6 @@ const PAGE_LINKS: [&str; 3] = [
     "</f.woff2>; rel=preload; as=font; crossorigin; type=\"font/woff2\"; x-custom=1",
 ];
 
-fn page(links: &[&str]) -> Reply {
-    links
-        .iter()
-        .fold(Reply::html("<html>page</html>"), |r, l| r.link(l))
-}
-
-fn browser() -> H2Options {
-    H2Options {
-        enable_push: false,
-        ..H2Options::default()
-    }
-}
-
 /// A frame on the page's stream that is a HEADERS (the 103, while the final response is held).
 fn is_headers_on(stream_id: u32) -> impl Fn(&Frame) -> bool {
     move |f| f.kind == "HEADERS" && f.stream_id == stream_id
@@ -63,7 +50,7 @@ async fn an_upstream_103_reaches_the_client_before_the_final_response() {
     let up = Upstream::new()
         .route(
             "/",
-            page(&["</a.css>; rel=preload"])
+            Reply::page(&["</a.css>; rel=preload"])
                 .early_hints(&PAGE_LINKS)
                 .hold(gate.clone()),
         )
@@ -71,7 +58,7 @@ async fn an_upstream_103_reaches_the_client_before_the_final_response() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let client = h2_connect(proxy.addr, &browser()).await;
+    let client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let (tap, task) = get_in_background(client, "/", &[]);
     tap.wait_for("the forwarded 103", is_headers_on(1)).await;
@@ -120,7 +107,7 @@ async fn links_of_an_upstream_103_are_pushed_before_the_final_response() {
     let up = Upstream::new()
         .route(
             "/",
-            page(&PAGE_LINKS)
+            Reply::page(&PAGE_LINKS)
                 .early_hints(&PAGE_LINKS)
                 .hold(gate.clone()),
         )
@@ -181,14 +168,14 @@ async fn identical_103s_are_sent_once() {
     let up = Upstream::new()
         .route(
             "/",
-            page(&[])
+            Reply::page(&[])
                 .early_hints(&["</a.css>; rel=preload"])
                 .early_hints(&["</a.css>; rel=preload"]),
         )
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let ex = h2_get(&mut client, "/", &[]).await;
     assert_eq!(ex.informational.len(), 1, "{:?}", ex.informational);
 }
@@ -198,19 +185,19 @@ async fn learned_setup(
     tweak: impl FnOnce(&mut linkpush::Config),
 ) -> (RunningUpstream, Proxy, Gate) {
     let up = Upstream::new()
-        .route("/", page(&PAGE_LINKS))
+        .route("/", Reply::page(&PAGE_LINKS))
         .fallback(Reply::ok("asset"))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), tweak).await;
-    let mut first = h2_connect(proxy.addr, &browser()).await;
+    let mut first = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let learning = h2_get(&mut first, "/", &[]).await;
     assert!(
         learning.informational.is_empty(),
         "nothing is known before the first answer"
     );
     let gate = Gate::new();
-    up.set_route("/", page(&PAGE_LINKS).hold(gate.clone()));
+    up.set_route("/", Reply::page(&PAGE_LINKS).hold(gate.clone()));
     (up, proxy, gate)
 }
 
@@ -250,7 +237,7 @@ async fn a_learned_route_is_pushed_before_the_upstream_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learned_route_gets_a_103_before_the_upstream_answers() {
     let (up, proxy, gate) = learned_setup(|_| {}).await;
-    let client = h2_connect(proxy.addr, &browser()).await;
+    let client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let (tap, task) = get_in_background(client, "/", &[("sec-fetch-mode", "navigate")]);
     tap.wait_for("the learned 103", is_headers_on(1)).await;
@@ -274,14 +261,14 @@ async fn a_learned_route_gets_a_103_before_the_upstream_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_links_replace_the_learned_ones() {
     let up = Upstream::new()
-        .route("/", page(&["</old.css>; rel=preload"]))
+        .route("/", Reply::page(&["</old.css>; rel=preload"]))
         .fallback(Reply::ok("asset"))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     h2_get(&mut client, "/", &[]).await;
-    up.set_route("/", page(&["</new.css>; rel=preload"]));
+    up.set_route("/", Reply::page(&["</new.css>; rel=preload"]));
 
     let second = h2_get(&mut client, "/", &[]).await;
     assert_eq!(
@@ -305,17 +292,20 @@ async fn changed_links_replace_the_learned_ones() {
     assert!(up.requests_for("/old.css").is_empty());
 
     // An answer without links forgets the route.
-    up.set_route("/", page(&[]));
+    up.set_route("/", Reply::page(&[]));
     h2_get(&mut client, "/", &[]).await;
     assert!(h2_get(&mut client, "/", &[]).await.informational.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learned_routes_expire_after_the_ttl() {
-    let up = Upstream::new().route("/", page(&PAGE_LINKS)).start().await;
+    let up = Upstream::new()
+        .route("/", Reply::page(&PAGE_LINKS))
+        .start()
+        .await;
     let ttl = Duration::from_millis(50);
     let proxy = Proxy::start(up.addr(), |c| c.learn.ttl = ttl).await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     h2_get(&mut client, "/", &[]).await;
     // Letting time pass is the point here, not synchronisation.
     tokio::time::sleep(ttl * 3).await;
@@ -333,15 +323,15 @@ async fn learned_routes_expire_after_the_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_learned_store_is_bounded_by_routes() {
     let up = Upstream::new()
-        .route("/a", page(&["</a.css>; rel=preload"]))
-        .route("/b", page(&["</b.css>; rel=preload"]))
+        .route("/a", Reply::page(&["</a.css>; rel=preload"]))
+        .route("/b", Reply::page(&["</b.css>; rel=preload"]))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |c| {
         c.learn.routes = std::num::NonZeroUsize::new(1).unwrap()
     })
     .await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     h2_get(&mut client, "/a", &[]).await;
     h2_get(&mut client, "/b", &[]).await;
     assert!(
@@ -363,9 +353,12 @@ async fn the_learned_store_is_bounded_by_routes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_navigation_requests_get_no_learned_103() {
-    let up = Upstream::new().route("/", page(&PAGE_LINKS)).start().await;
+    let up = Upstream::new()
+        .route("/", Reply::page(&PAGE_LINKS))
+        .start()
+        .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     h2_get(&mut client, "/", &[]).await;
     let cors = h2_get(&mut client, "/", &[("sec-fetch-mode", "cors")]).await;
     assert!(cors.informational.is_empty());
@@ -376,12 +369,12 @@ async fn non_navigation_requests_get_no_learned_103() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_hints_disabled_sends_no_103() {
     let up = Upstream::new()
-        .route("/", page(&PAGE_LINKS).early_hints(&PAGE_LINKS))
+        .route("/", Reply::page(&PAGE_LINKS).early_hints(&PAGE_LINKS))
         .fallback(Reply::ok("x"))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |c| c.early_hints.enabled = false).await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     for _ in 0..2 {
         let ex = h2_get(&mut client, "/", &[]).await;
         assert_eq!(ex.status, 200);
@@ -395,12 +388,12 @@ async fn early_hints_disabled_sends_no_103() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learning_disabled_acts_only_on_what_the_upstream_says() {
     let up = Upstream::new()
-        .route("/", page(&PAGE_LINKS))
+        .route("/", Reply::page(&PAGE_LINKS))
         .fallback(Reply::ok("x"))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |c| c.learn.enabled = false).await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     for _ in 0..3 {
         assert!(h2_get(&mut client, "/", &[]).await.informational.is_empty());
     }
@@ -414,7 +407,10 @@ async fn learning_disabled_acts_only_on_what_the_upstream_says() {
 /// curl, an independent HTTP/2 client, sees the learned 103 before the 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_sees_the_learned_early_hints() {
-    let up = Upstream::new().route("/", page(&PAGE_LINKS)).start().await;
+    let up = Upstream::new()
+        .route("/", Reply::page(&PAGE_LINKS))
+        .start()
+        .await;
     let proxy = Proxy::start_tls(up.addr(), |_| {}).await;
     let url = format!("https://127.0.0.1:{}/", proxy.addr.port());
     let first = curl(&["-sk", "-v", "--http2", "-o", "/dev/null", &url]).await;
@@ -436,10 +432,10 @@ async fn curl_sees_the_learned_early_hints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_clients_get_103s_only_when_enabled() {
     let up = Upstream::new()
-        .route("/", page(&PAGE_LINKS))
+        .route("/", Reply::page(&PAGE_LINKS))
         .route(
             "/hinted",
-            page(&[]).early_hints(&["</u.css>; rel=preload; as=style"]),
+            Reply::page(&[]).early_hints(&["</u.css>; rel=preload; as=style"]),
         )
         .start()
         .await;

@@ -8,13 +8,6 @@ use std::time::Duration;
 use http::StatusCode;
 use support::{client::*, proxy::*, upstream::*};
 
-fn no_push() -> H2Options {
-    H2Options {
-        enable_push: false,
-        ..H2Options::default()
-    }
-}
-
 fn has_line(metrics: &str, line: &str) -> bool {
     metrics.lines().any(|l| l == line)
 }
@@ -110,7 +103,7 @@ async fn healthz_is_503_while_draining() {
 async fn requests_are_counted_by_protocol_and_status() {
     let up = Upstream::new().route("/", Reply::ok("x")).start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     assert_eq!(h2_get(&mut client, "/", &[]).await.status, StatusCode::OK);
     assert_eq!(h2_get(&mut client, "/", &[]).await.status, StatusCode::OK);
@@ -156,7 +149,7 @@ async fn connections_gauge_follows_open_connections() {
     assert_line(&before, "linkpush_connections{protocol=\"http1\"} 0");
     assert_line(&before, "# TYPE linkpush_connections gauge");
 
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     assert_eq!(h2_get(&mut client, "/", &[]).await.status, StatusCode::OK);
     let open = proxy.metrics().await;
     drop(client);
@@ -204,8 +197,8 @@ async fn upstream_errors_are_counted_by_kind() {
         c.upstream.response_timeout = Duration::from_millis(300);
     })
     .await;
-    let mut a = h2_connect(unreachable.addr, &no_push()).await;
-    let mut b = h2_connect(slow.addr, &no_push()).await;
+    let mut a = h2_connect(unreachable.addr, &H2Options::no_push()).await;
+    let mut b = h2_connect(slow.addr, &H2Options::no_push()).await;
 
     assert_eq!(
         h2_get(&mut a, "/", &[]).await.status,
@@ -254,7 +247,7 @@ async fn upstream_errors_are_counted_by_kind() {
 async fn every_metric_name_has_the_linkpush_prefix() {
     let up = Upstream::new().route("/", Reply::ok("x")).start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     assert_eq!(h2_get(&mut client, "/", &[]).await.status, StatusCode::OK);
 
     let text = metrics_once(

@@ -20,17 +20,10 @@ use tokio::net::TcpStream;
 /// HTTP/2 window (64 KiB), and bodies many windows long.
 const SIZES: [u64; 5] = [0, 1, 64 * 1024 + 1, 1024 * 1024, 5 * 1024 * 1024];
 
-fn no_push() -> H2Options {
-    H2Options {
-        enable_push: false,
-        ..H2Options::default()
-    }
-}
-
 fn no_push_tls() -> H2Options {
     H2Options {
         tls: true,
-        ..no_push()
+        ..H2Options::no_push()
     }
 }
 
@@ -123,7 +116,7 @@ fn has_goaway(frames: &[Frame]) -> bool {
 async fn post_bodies_of_every_size_reach_the_upstream_and_come_back_intact() {
     let up = Upstream::new().route("/echo", Reply::echo()).start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     for (i, size) in SIZES.iter().enumerate() {
         let data = noise(*size as usize, i as u64 + 1);
@@ -146,7 +139,7 @@ async fn post_bodies_of_every_size_reach_the_upstream_and_come_back_intact() {
 async fn post_body_without_content_length_is_streamed_intact() {
     let up = Upstream::new().route("/echo", Reply::echo()).start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let data = noise(1024 * 1024 + 3, 7);
     let req = Request::post("/echo").body(()).expect("request");
 
@@ -167,7 +160,7 @@ async fn get_bodies_of_every_size_arrive_intact() {
     }
     let up = up.start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     for size in SIZES {
         let ex = h2_get(&mut client, &format!("/gen/{size}"), &[]).await;
@@ -188,7 +181,7 @@ async fn chunked_upstream_body_arrives_intact() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let ex = h2_get(&mut client, "/chunked", &[]).await;
 
@@ -205,7 +198,7 @@ async fn head_returns_the_headers_and_no_body() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let req = Request::head("/big").body(()).expect("request");
     let ex = h2_request(&mut client, req, Bytes::new()).await;
@@ -268,7 +261,7 @@ async fn a_hundred_concurrent_streams_on_one_connection() {
     }
     let up = up.start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..100 {
@@ -329,7 +322,7 @@ async fn connection_specific_response_fields_never_reach_the_client() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let ex = h2_get(&mut client, "/", &[]).await;
 
@@ -357,7 +350,7 @@ async fn connection_specific_response_fields_never_reach_the_client() {
 async fn te_trailers_is_forwarded_to_the_upstream() {
     let up = Upstream::new().route("/", Reply::ok("x")).start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let ex = h2_get(&mut client, "/", &[("te", "trailers")]).await;
 
@@ -371,7 +364,7 @@ async fn forwarding_fields_and_joined_cookies_reach_the_upstream() {
     let proxy = Proxy::start(up.addr(), |_| {}).await;
     let opts = H2Options {
         authority: "example.test:8443".to_owned(),
-        ..no_push()
+        ..H2Options::no_push()
     };
     let mut client = h2_connect(proxy.addr, &opts).await;
 
@@ -441,7 +434,7 @@ async fn forwarding_fields_over_tls_say_https() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_is_502_with_a_short_text_body() {
     let proxy = Proxy::start(Upstream::closed_port(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let first = h2_get(&mut client, "/", &[]).await;
     let second = h2_get(&mut client, "/again", &[]).await;
@@ -471,7 +464,7 @@ async fn upstream_without_response_headers_in_time_is_504() {
         c.upstream.response_timeout = Duration::from_millis(300);
     })
     .await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let never = h2_get(&mut client, "/never", &[]).await;
     let held = h2_get(&mut client, "/held", &[]).await;
@@ -500,7 +493,7 @@ async fn truncated_upstream_body_resets_the_stream_and_the_connection_lives_on()
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let cut = h2_get(&mut client, "/cut", &[]).await;
     let next = h2_get(&mut client, "/ok", &[]).await;
@@ -539,7 +532,7 @@ async fn a_client_reset_while_the_upstream_thinks_drops_the_upstream_request() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let response = start_get(&mut client, "/slow").await;
     assert!(up.wait_for_requests("/slow", 1, TIMEOUT).await);
 
@@ -585,7 +578,7 @@ async fn closed_after_sending(addr: SocketAddr, bytes: &[u8]) -> bool {
 async fn garbage_connections_are_closed_and_other_connections_keep_working() {
     let up = Upstream::new().route("/", Reply::ok("fine")).start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut before = h2_connect(proxy.addr, &no_push()).await;
+    let mut before = h2_connect(proxy.addr, &H2Options::no_push()).await;
     assert_eq!(h2_get(&mut before, "/", &[]).await.status, StatusCode::OK);
 
     let random = noise(4096, 42);
@@ -595,7 +588,7 @@ async fn garbage_connections_are_closed_and_other_connections_keep_working() {
     assert!(closed_after_sending(proxy.addr, &random).await);
     assert!(closed_after_sending(proxy.addr, &preface_then_garbage).await);
 
-    let mut after = h2_connect(proxy.addr, &no_push()).await;
+    let mut after = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let old = h2_get(&mut before, "/", &[]).await;
     let new = h2_get(&mut after, "/", &[]).await;
     assert_eq!(
@@ -618,7 +611,7 @@ async fn a_client_gone_while_the_upstream_thinks_drops_the_upstream_request() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let _response = start_get(&mut client, "/slow").await;
     assert!(up.wait_for_requests("/slow", 1, TIMEOUT).await);
 
@@ -643,7 +636,7 @@ async fn reset_streams_leave_no_upstream_work_behind() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |c| c.server.max_concurrent_streams = 10).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     for i in 0..50 {
         let response = start_get(&mut client, "/slow").await;
@@ -692,7 +685,7 @@ async fn an_hpack_bomb_is_refused_without_reaching_the_upstream() {
         "{frames:?}"
     );
     assert!(up.requests().is_empty(), "the bomb was forwarded");
-    let mut other = h2_connect(proxy.addr, &no_push()).await;
+    let mut other = h2_connect(proxy.addr, &H2Options::no_push()).await;
     assert_eq!(h2_get(&mut other, "/", &[]).await.status, StatusCode::OK);
 }
 
@@ -747,7 +740,7 @@ async fn a_continuation_flood_closes_the_connection() {
     assert!(closed);
     assert!(sent < 32 * 1024 * 1024, "the whole 32 MiB flood was read");
     assert!(up.requests().is_empty());
-    let mut other = h2_connect(proxy.addr, &no_push()).await;
+    let mut other = h2_connect(proxy.addr, &H2Options::no_push()).await;
     assert_eq!(h2_get(&mut other, "/", &[]).await.status, StatusCode::OK);
 }
 
@@ -757,7 +750,7 @@ async fn a_continuation_flood_closes_the_connection() {
 async fn settings_advertise_the_configured_max_concurrent_streams() {
     let up = Upstream::new().route("/", Reply::ok("x")).start().await;
     let proxy = Proxy::start(up.addr(), |c| c.server.max_concurrent_streams = 77).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     // A request makes sure the server's SETTINGS arrived.
     assert_eq!(h2_get(&mut client, "/", &[]).await.status, StatusCode::OK);
@@ -865,7 +858,7 @@ async fn an_open_stream_keeps_the_connection_from_idling_out() {
         .await;
     let idle = Duration::from_millis(300);
     let proxy = Proxy::start(up.addr(), |c| c.server.idle_timeout = idle).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let response = start_get(&mut client, "/slow").await;
     assert!(up.wait_for_requests("/slow", 1, TIMEOUT).await);
@@ -974,7 +967,7 @@ async fn shutdown_sends_goaway_and_lets_the_in_flight_request_finish() {
     .await;
     let addr = proxy.addr;
     let admin = proxy.admin.expect("admin listener");
-    let mut client = h2_connect(addr, &no_push()).await;
+    let mut client = h2_connect(addr, &H2Options::no_push()).await;
     let response = start_get(&mut client, "/slow").await;
     assert!(up.wait_for_requests("/slow", 1, TIMEOUT).await);
 
@@ -1012,7 +1005,7 @@ async fn shutdown_sends_goaway_and_lets_the_in_flight_request_finish() {
 async fn shutdown_of_an_idle_proxy_returns_true_at_once() {
     let up = Upstream::new().route("/", Reply::ok("x")).start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     assert_eq!(h2_get(&mut client, "/", &[]).await.status, StatusCode::OK);
 
     let drained = bounded("shutdown", proxy.shutdown()).await;
@@ -1031,7 +1024,7 @@ async fn method_and_query_are_forwarded_as_sent() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let put = h2_request(
         &mut client,

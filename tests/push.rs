@@ -14,12 +14,6 @@ use support::raw_h2::*;
 use support::upstream::*;
 use tokio::io::AsyncWriteExt;
 
-fn page(links: &[&str]) -> Reply {
-    links
-        .iter()
-        .fold(Reply::html("<html>page</html>"), |r, l| r.link(l))
-}
-
 fn asset(body: &str) -> Reply {
     Reply::ok(body.to_owned()).header("content-type", "text/plain")
 }
@@ -52,7 +46,7 @@ async fn pushes_exactly_the_same_origin_preloads_before_the_page_headers() {
     let up = Upstream::new()
         .route(
             "/dir/page",
-            page(&[
+            Reply::page(&[
                 "</a.css>; rel=preload; as=style",
                 "</b.js>; rel=preload; as=script; nopush",
                 "</prefetch.js>; rel=prefetch",
@@ -95,7 +89,7 @@ async fn pushes_exactly_the_same_origin_preloads_before_the_page_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promised_requests_carry_only_the_configured_headers() {
     let up = Upstream::new()
-        .route("/", page(&["</app.css>; rel=preload; as=style"]))
+        .route("/", Reply::page(&["</app.css>; rel=preload; as=style"]))
         .route(
             "/app.css",
             Reply::ok("body{}")
@@ -150,7 +144,7 @@ async fn promised_requests_carry_only_the_configured_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_request_headers_may_include_cookie() {
     let up = Upstream::new()
-        .route("/", page(&["</app.css>; rel=preload"]))
+        .route("/", Reply::page(&["</app.css>; rel=preload"]))
         .fallback(asset("x"))
         .start()
         .await;
@@ -177,7 +171,7 @@ async fn pushed_bodies_are_byte_identical_to_the_upstream() {
         .map(|n| format!("</g{n}>; rel=preload"))
         .collect();
     let link_refs: Vec<&str> = links.iter().map(String::as_str).collect();
-    let mut up = Upstream::new().route("/", page(&link_refs));
+    let mut up = Upstream::new().route("/", Reply::page(&link_refs));
     for n in sizes {
         up = up.route(&format!("/g{n}"), Reply::generated(n));
     }
@@ -203,11 +197,11 @@ async fn a_connection_never_gets_the_same_asset_twice_but_a_new_one_does() {
     let up = Upstream::new()
         .route(
             "/",
-            page(&["</app.css>; rel=preload", "</app.js>; rel=preload"]),
+            Reply::page(&["</app.css>; rel=preload", "</app.js>; rel=preload"]),
         )
         .route(
             "/other",
-            page(&["</app.css>; rel=preload", "</new.js>; rel=preload"]),
+            Reply::page(&["</app.css>; rel=preload", "</new.js>; rel=preload"]),
         )
         .fallback(asset("x"))
         .start()
@@ -245,14 +239,14 @@ async fn the_pushed_url_memory_is_a_bounded_lru() {
     let up = Upstream::new()
         .route(
             "/p1",
-            page(&[
+            Reply::page(&[
                 "</a>; rel=preload",
                 "</b>; rel=preload",
                 "</c>; rel=preload",
             ]),
         )
-        .route("/p2", page(&["</a>; rel=preload"]))
-        .route("/p3", page(&["</c>; rel=preload"]))
+        .route("/p2", Reply::page(&["</a>; rel=preload"]))
+        .route("/p3", Reply::page(&["</c>; rel=preload"]))
         .fallback(asset("x"))
         .start()
         .await;
@@ -283,7 +277,7 @@ async fn at_most_max_pushes_per_response() {
         "</4>; rel=preload",
     ];
     let up = Upstream::new()
-        .route("/", page(&links))
+        .route("/", Reply::page(&links))
         .fallback(asset("x"))
         .start()
         .await;
@@ -306,7 +300,7 @@ async fn a_client_that_disabled_push_gets_no_promise_and_a_normal_response() {
     let up = Upstream::new()
         .route(
             "/",
-            page(&["</a.css>; rel=preload", "</b.js>; rel=preload"]),
+            Reply::page(&["</a.css>; rel=preload", "</b.js>; rel=preload"]),
         )
         .fallback(asset("x"))
         .start()
@@ -359,7 +353,7 @@ async fn a_one_stream_client_refusing_every_push_keeps_its_connection() {
             .map(|j| format!("</p{i}/a{j}.css>; rel=preload"))
             .collect();
         let refs: Vec<&str> = links.iter().map(String::as_str).collect();
-        up = up.route(&format!("/p{i}"), page(&refs));
+        up = up.route(&format!("/p{i}"), Reply::page(&refs));
     }
     let up = up.start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
@@ -413,7 +407,7 @@ async fn hostile_links_never_reach_outside_the_site() {
         "</../../inside>; rel=preload",
     ];
     let up = Upstream::new()
-        .route("/site/page", page(&hostile))
+        .route("/site/page", Reply::page(&hostile))
         .fallback(asset("x"))
         .start()
         .await;
@@ -452,10 +446,12 @@ async fn hostile_links_never_reach_outside_the_site() {
 async fn only_final_2xx_answers_to_get_push() {
     let links = ["</a.css>; rel=preload"];
     let up = Upstream::new()
-        .route("/ok", page(&links))
+        .route("/ok", Reply::page(&links))
         .route(
             "/204",
-            page(&links).body(Vec::<u8>::new()).header("x-s", "1"),
+            Reply::page(&links)
+                .body(Vec::<u8>::new())
+                .header("x-s", "1"),
         )
         .fallback(asset("x"))
         .start()
@@ -505,7 +501,7 @@ async fn failed_and_oversized_assets_are_reset_not_pushed() {
     let up = Upstream::new()
         .route(
             "/",
-            page(&[
+            Reply::page(&[
                 "</missing.css>; rel=preload",
                 "</broken.js>; rel=preload",
                 "</big.bin>; rel=preload",
@@ -563,7 +559,7 @@ async fn failed_and_oversized_assets_are_reset_not_pushed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_reset_drops_the_asset_fetch_at_once() {
     let up = Upstream::new()
-        .route("/", page(&["</slow.css>; rel=preload"]))
+        .route("/", Reply::page(&["</slow.css>; rel=preload"]))
         .route("/slow.css", asset("late").hold(Gate::new()))
         .start()
         .await;
@@ -606,7 +602,7 @@ async fn a_client_reset_drops_the_asset_fetch_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_disabled_in_config_pushes_nothing() {
     let up = Upstream::new()
-        .route("/", page(&["</a.css>; rel=preload"]))
+        .route("/", Reply::page(&["</a.css>; rel=preload"]))
         .fallback(asset("x"))
         .start()
         .await;
@@ -621,7 +617,7 @@ async fn push_disabled_in_config_pushes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_over_tls_use_the_https_scheme() {
     let up = Upstream::new()
-        .route("/", page(&["</a.css>; rel=preload"]))
+        .route("/", Reply::page(&["</a.css>; rel=preload"]))
         .fallback(asset("x"))
         .start()
         .await;
@@ -647,7 +643,7 @@ async fn push_metrics_are_exact() {
     let up = Upstream::new()
         .route(
             "/",
-            page(&[
+            Reply::page(&[
                 "</a.css>; rel=preload",
                 "</b.js>; rel=preload",
                 "</n.js>; rel=preload; nopush",
@@ -691,7 +687,7 @@ async fn nghttp_sees_the_promises_before_the_page() {
     let up = Upstream::new()
         .route(
             "/",
-            page(&[
+            Reply::page(&[
                 "</a.css>; rel=preload; as=style",
                 "</b.js>; rel=preload; as=script",
                 "</n.js>; rel=preload; nopush",
@@ -741,7 +737,7 @@ async fn pushes_respect_max_concurrent_pushes() {
     let links: Vec<String> = (0..6).map(|i| format!("</h{i}>; rel=preload")).collect();
     let refs: Vec<&str> = links.iter().map(String::as_str).collect();
     let gate = Gate::new();
-    let mut up = Upstream::new().route("/", page(&refs));
+    let mut up = Upstream::new().route("/", Reply::page(&refs));
     for i in 0..6 {
         up = up.route(&format!("/h{i}"), asset("x").hold(gate.clone()));
     }
@@ -773,7 +769,7 @@ async fn pages_with_preloads(n: usize) -> RunningUpstream {
             format!("</p{i}/b.js>; rel=preload; as=script"),
         ];
         let refs: Vec<&str> = links.iter().map(String::as_str).collect();
-        up = up.route(&format!("/p{i}"), page(&refs));
+        up = up.route(&format!("/p{i}"), Reply::page(&refs));
     }
     up.start().await
 }
@@ -885,7 +881,7 @@ async fn a_client_goaway_mid_page_stops_the_promises() {
     let up = Upstream::new()
         .route(
             "/held",
-            page(&["</late.css>; rel=preload"]).hold(gate.clone()),
+            Reply::page(&["</late.css>; rel=preload"]).hold(gate.clone()),
         )
         .fallback(asset("asset"))
         .start()
@@ -955,7 +951,7 @@ async fn pushes_still_running_at_the_shutdown_deadline_are_reset_before_the_clos
     let up = Upstream::new()
         .route(
             "/",
-            page(&["</a.css>; rel=preload", "</b.js>; rel=preload"]),
+            Reply::page(&["</a.css>; rel=preload", "</b.js>; rel=preload"]),
         )
         .fallback(asset("never").hold(never.clone()))
         .start()

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 mod exchange;
 mod h2;
+mod head;
 mod request;
 mod tls;
 mod tools;

@@ -2,20 +2,18 @@
 //! response and its body, and every push promise with its pushed response, all concurrently and
 //! every wait bounded.
 
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use h2::RecvStream;
-use h2::client::{PushedResponseFuture, ResponseFuture, SendRequest};
+use h2::client::{PushedResponseFuture, SendRequest};
 use http::{HeaderMap, Request, Response, StatusCode};
 use tokio::task::JoinHandle;
 
 use super::bounded;
 use super::exchange::{Exchange, Pushed, events_on_stream};
 use super::h2::H2Client;
+use super::head::{Head, next_head};
 use super::wire::WireLog;
 
 /// GET `path` with these extra request headers; accepts every push.
@@ -226,30 +224,6 @@ enum Step {
     Promise(Option<Result<h2::client::PushPromise, h2::Error>>),
     Head(Head),
     Data(Option<Result<Bytes, h2::Error>>),
-}
-
-enum Head {
-    Informational(Response<()>),
-    Final(Result<Response<RecvStream>, h2::Error>),
-}
-
-/// The next 1xx or the final response; pending forever once the final response was taken.
-async fn next_head(head: &mut Option<ResponseFuture>) -> Head {
-    let Some(response) = head.as_mut() else {
-        return std::future::pending().await;
-    };
-    poll_fn(|cx| {
-        // 1xx responses sit in the same queue ahead of the final one, so draining them first
-        // keeps their order.
-        if let Poll::Ready(Some(info)) = response.poll_informational(cx) {
-            return Poll::Ready(match info {
-                Ok(r) => Head::Informational(r),
-                Err(e) => Head::Final(Err(e)),
-            });
-        }
-        Pin::new(&mut *response).poll(cx).map(Head::Final)
-    })
-    .await
 }
 
 async fn next_data(recv: &mut Option<RecvStream>) -> Option<Result<Bytes, h2::Error>> {
