@@ -212,32 +212,16 @@ impl Prioritize {
     /// pushed response's frames never overtake its parent response's
     /// frames that are already queued.
     ///
-    /// A client stream whose DATA waits for flow-control window still holds
-    /// the pushes back: the window is the client's to open, and a pushed
-    /// response sent meanwhile would take connection window and bandwidth
-    /// the response it belongs to is about to need (and arrive, out of
-    /// order, before the rest of it).
+    /// A client stream whose DATA waits for flow-control window is not in
+    /// `pending_send` and does not hold the pushes back: connection capacity
+    /// is assigned in request order, so a pushed stream may hold the very
+    /// capacity that stream waits for, and holding the push would deadlock
+    /// the connection window.
     fn pop_pending_send<'s>(&mut self, store: &'s mut Store) -> Option<store::Ptr<'s>> {
         if !self.pending_send.is_empty() {
             return self.pending_send.pop(store);
         }
-        if self.pending_send_pushed.is_empty() || Self::client_streams_have_data(store) {
-            return None;
-        }
         self.pending_send_pushed.pop(store)
-    }
-
-    /// Whether a stream that is not server-pushed has frames or DATA
-    /// buffered (queued, or waiting for window). Only asked when a pushed
-    /// stream is next; the scan is bounded by the concurrency limits.
-    fn client_streams_have_data(store: &mut Store) -> bool {
-        let mut waiting = false;
-        store.for_each(|stream| {
-            waiting |= !stream.id.is_server_initiated()
-                && !stream.state.is_reset()
-                && (stream.buffered_send_data > 0 || !stream.pending_send.is_empty());
-        });
-        waiting
     }
 
     /// Send a data frame
