@@ -34,16 +34,20 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
+/// The test client's response-head reader (one copy, in tests/support).
+#[path = "../tests/support/client/head.rs"]
+mod head;
+use head::{Head, next_head};
+
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::{Bytes, BytesMut};
 use h2::RecvStream;
-use h2::client::{PushPromise, PushPromises, ResponseFuture, SendRequest};
+use h2::client::{PushPromise, PushPromises, SendRequest};
 use http::{HeaderMap, Request, Response, StatusCode};
 use linkpush::{Config, Server, TlsSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1087,29 +1091,6 @@ fn preload_paths(headers: &HeaderMap) -> Vec<String> {
         }
     }
     out
-}
-
-enum Head {
-    Informational(Response<()>),
-    Final(Result<Response<RecvStream>, h2::Error>),
-}
-
-/// The next 1xx or the final response; pending forever once the final response was taken.
-async fn next_head(head: &mut Option<ResponseFuture>) -> Head {
-    let Some(response) = head.as_mut() else {
-        return std::future::pending().await;
-    };
-    std::future::poll_fn(|cx| {
-        // 1xx responses sit in the stream's queue ahead of the final one.
-        if let Poll::Ready(Some(info)) = response.poll_informational(cx) {
-            return Poll::Ready(match info {
-                Ok(r) => Head::Informational(r),
-                Err(e) => Head::Final(Err(e)),
-            });
-        }
-        Pin::new(&mut *response).poll(cx).map(Head::Final)
-    })
-    .await
 }
 
 async fn next_promise(

@@ -48,11 +48,33 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# h2spec (RFC 9113 conformance), run by tests/cli.rs `h2spec_*` against the built binary. Built
+# offline from ../shared/tools/h2spec (beside the clone in CI). Without it those tests are
+# skipped, loudly.
+h2spec_build=""
+for dir in ../shared ../../shared; do
+  if [ -f "$dir/tools/h2spec/build.sh" ]; then h2spec_build="$dir/tools/h2spec/build.sh"; break; fi
+done
+if [ -z "${H2SPEC:-}" ]; then
+  if [ -n "$h2spec_build" ] && h2spec_bin=$(bash "$h2spec_build" | tail -1) && [ -x "$h2spec_bin" ]; then
+    export H2SPEC="$h2spec_bin"
+  else
+    echo "################################################################################" >&2
+    echo "SKIP h2spec: ../shared/tools/h2spec/build.sh missing or failed; the h2spec_* tests will not run" >&2
+    echo "################################################################################" >&2
+  fi
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
 cargo test --locked --all-targets "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The vendored h2 (vendor/h2/PATCHES.md): its unit and doc tests and the patches' regression
+# tests. The HPACK fixture tests need h2's fixtures/, which the crates.io package leaves out.
+cargo test --locked --manifest-path vendor/h2/Cargo.toml -- --skip hpack::test::fixture 2>&1 | tee -a "$log"
+h2_status=${PIPESTATUS[0]}
+[ "$status" = 0 ] && status=$h2_status
 set -e
 # One closing line for the whole run (the last binaries cargo runs are benchmark smoke checks,
 # whose output would otherwise end the log).

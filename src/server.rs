@@ -236,7 +236,10 @@ impl Server {
     pub async fn shutdown(self) -> bool {
         self.draining.store(true, Ordering::Release);
         let _ = self.shutdown.send(true);
-        let timeout = self.shared.app().config.server.shutdown_timeout;
+        // At `shutdown_timeout` each HTTP/2 connection resets the streams still running and
+        // gets CLOSE_GRACE to write those RST_STREAMs before the process exits.
+        let timeout =
+            self.shared.app().config.server.shutdown_timeout + crate::front::h2::CLOSE_GRACE;
         let drained = tokio::time::timeout(timeout, self.connections.drained())
             .await
             .is_ok();

@@ -551,6 +551,76 @@ async fn sigterm_drains_the_in_flight_request_then_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_pushes_of_in_flight_pages_finish_then_exits_0() {
+    let pages = Gate::new();
+    let assets = Gate::new();
+    let mut up = Upstream::new().fallback(Reply::ok("asset").hold(assets.clone()));
+    // Pages are held only until the client has sent all five requests.
+    for i in 0..5 {
+        up = up.route(
+            &format!("/p{i}"),
+            Reply::html("<p>page</p>")
+                .link(&format!("</p{i}/a.css>; rel=preload; as=style"))
+                .link(&format!("</p{i}/b.js>; rel=preload; as=script"))
+                .hold(pages.clone()),
+        );
+    }
+    let up = up.start().await;
+    let mut proxy = Running::start(up.addr(), "").await;
+    let addr = proxy.addr;
+    let mut client = h2_connect(addr, &H2Options::default()).await;
+    let tap = client.tap();
+    let loads = tokio::spawn(async move {
+        let paths: Vec<String> = (0..5).map(|i| format!("/p{i}")).collect();
+        let pages = h2_get_many(&mut client, &paths).await;
+        (pages, client.frames())
+    });
+    for i in 0..5 {
+        assert!(up.wait_for_requests(&format!("/p{i}"), 1, TIMEOUT).await);
+    }
+
+    // The pages are answered and their pushes promised; the pushed responses wait for the
+    // upstream. Then SIGTERM: no new promises (RFC 9113 §6.8), but the promised streams must
+    // still be completed before the connection closes.
+    pages.open();
+    for i in 0..5 {
+        let id = 2 * i + 1;
+        tap.wait_for(&format!("page stream {id} to end"), |f| {
+            f.stream_id == id && f.end_stream()
+        })
+        .await;
+    }
+    assert_eq!(
+        tap.frames()
+            .iter()
+            .filter(|f| f.kind == "PUSH_PROMISE")
+            .count(),
+        10
+    );
+    proxy.signal("TERM");
+    tap.wait_for("the final GOAWAY", |f| {
+        f.kind == "GOAWAY" && f.last_stream_id != Some(0x7fff_ffff)
+    })
+    .await;
+    assets.open();
+
+    let (pages, frames) = bounded("the page loads", loads).await.expect("loads");
+    let promised: Vec<u32> = frames.iter().filter_map(|f| f.promised_stream_id).collect();
+    assert_eq!(promised.len(), 10, "{frames:?}");
+    for id in promised {
+        assert!(
+            frames.iter().any(|f| f.stream_id == id && f.end_stream()),
+            "promised stream {id} left open: {frames:?}"
+        );
+    }
+    for ex in &pages {
+        assert!(ex.pushes.iter().all(|p| p.completed()), "{:?}", ex.pushes);
+    }
+    let status = proxy.exited().await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_when_idle_exits_0() {
     let up = Upstream::new().start().await;
     let mut proxy = Running::start(up.addr(), "").await;
@@ -1133,4 +1203,135 @@ async fn healthcheck_queries_a_wildcard_admin_bind_on_loopback() {
 
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains(&loopback), "{}", stderr(&out));
+}
+
+// ===== h2spec (RFC 9113 / RFC 7541 conformance) =====
+
+/// The h2spec binary: `$H2SPEC` (scripts/test.sh builds it and sets this), else built with
+/// `shared/tools/h2spec/build.sh` beside the repository. `None` when neither is available; the
+/// caller then prints a SKIP line (scripts/test.sh prints its own, louder one).
+fn h2spec_binary() -> Option<std::path::PathBuf> {
+    static BIN: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("H2SPEC") {
+            return Some(path.into());
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // `../shared` in CI; `../../shared` from a worktree under wt/.
+        let build = ["../shared", "../../shared"]
+            .iter()
+            .map(|dir| root.join(dir).join("tools/h2spec/build.sh"))
+            .find(|p| p.exists())?;
+        let out = std::process::Command::new("bash")
+            .arg(&build)
+            .output()
+            .ok()?;
+        let path = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()?
+            .trim()
+            .to_string();
+        let path = std::path::PathBuf::from(path);
+        (out.status.success() && path.exists()).then_some(path)
+    })
+    .clone()
+}
+
+/// The only case allowed to fail, on h2c only: it sends an invalid connection preface to the
+/// cleartext port, which serves HTTP/1.1 and h2c (prior knowledge) side by side, so the bytes
+/// are answered as a malformed HTTP/1.1 request (400, close) instead of an HTTP/2 GOAWAY.
+const H2C_BAD_PREFACE_CASE: &str = "Sends invalid connection preface";
+
+/// Runs all of h2spec against the built binary in front of a page with preload links, and
+/// asserts every case passes. Returns the summary line.
+async fn h2spec_run(tls: bool, push: bool) {
+    let Some(h2spec) = h2spec_binary() else {
+        // Straight to stderr, past the harness's capture: scripts/test.sh counts `SKIP:` lines
+        // as skipped, not passed.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP: h2spec (tls={tls}, push={push}): h2spec is not available (set H2SPEC or provide ../shared/tools/h2spec/build.sh)"
+        );
+        return;
+    };
+    // h2spec requests `/`: a page with preload links, so with push on every h2spec request gets
+    // PUSH_PROMISEs. The pushed assets' upstream never answers: pushed HEADERS/DATA would be
+    // read by h2spec as the answer to its own request (it reads the first HEADERS/DATA on any
+    // stream), and a learned push may legitimately precede its page while the page's upstream
+    // has not answered (docs/push-lifecycle.md). Pushed responses are checked by tests/push.rs.
+    let up = Upstream::new()
+        .route(
+            "/",
+            Reply::html("<!doctype html><title>h2spec</title><p>a page with preloads</p>")
+                .link("</h2spec/a.css>; rel=preload; as=style")
+                .link("</h2spec/b.js>; rel=preload; as=script"),
+        )
+        .fallback(Reply::ok("never").hold(Gate::new()))
+        .start()
+        .await;
+    let dir = TempDir::new("h2spec");
+    let mut extra = format!("[push]\nenabled = {push}\n");
+    if tls {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+            .expect("generate certificate");
+        let (cert_path, key_path) = (dir.path.join("cert.pem"), dir.path.join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+        extra.push_str(&format!(
+            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert_path.display(),
+            key_path.display()
+        ));
+    }
+    let proxy = Running::start(up.addr(), &extra).await;
+    let mut cmd = tokio::process::Command::new(&h2spec);
+    cmd.args(["-h", "127.0.0.1", "-p", &proxy.addr.port().to_string()]);
+    if tls {
+        cmd.args(["-t", "-k"]);
+    }
+    let out = bounded("h2spec", cmd.kill_on_drop(true).output())
+        .await
+        .expect("run h2spec");
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let summary = report
+        .lines()
+        .rev()
+        .find(|l| l.contains(" tests, "))
+        .unwrap_or_else(|| panic!("no h2spec summary:\n{report}\n{}", stderr(&out)))
+        .trim()
+        .to_string();
+    let failed: Vec<&str> = report
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("× "))
+        .collect();
+    let allowed = |case: &&str| !tls && case.ends_with(H2C_BAD_PREFACE_CASE);
+    let unexpected: Vec<&&str> = failed.iter().filter(|c| !allowed(c)).collect();
+    println!("h2spec tls={tls} push={push}: {summary}; failed: {failed:?}");
+    assert!(
+        summary.starts_with("146 tests,") && unexpected.is_empty(),
+        "h2spec tls={tls} push={push}: {summary}, unexpected failures {unexpected:?}\n{report}\n{}",
+        proxy.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2spec_tls_push_on() {
+    h2spec_run(true, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2spec_tls_push_off() {
+    h2spec_run(true, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2spec_h2c_push_on() {
+    h2spec_run(false, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2spec_h2c_push_off() {
+    h2spec_run(false, false).await;
 }

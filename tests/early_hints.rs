@@ -19,21 +19,8 @@ const PAGE_LINKS: [&str; 3] = [
     "</f.woff2>; rel=preload; as=font; crossorigin; type=\"font/woff2\"; x-custom=1",
 ];
 
-fn page(links: &[&str]) -> Reply {
-    links
-        .iter()
-        .fold(Reply::html("<html>page</html>"), |r, l| r.link(l))
-}
-
 /// What a browser sends on a navigation (Fetch Metadata): only navigations get learned 103s.
 const NAVIGATE: &[(&str, &str)] = &[("sec-fetch-mode", "navigate")];
-
-fn browser() -> H2Options {
-    H2Options {
-        enable_push: false,
-        ..H2Options::default()
-    }
-}
 
 /// A frame on the page's stream that is a HEADERS (the 103, while the final response is held).
 fn is_headers_on(stream_id: u32) -> impl Fn(&Frame) -> bool {
@@ -69,7 +56,7 @@ async fn an_upstream_103_reaches_the_client_before_the_final_response() {
     let up = Upstream::new()
         .route(
             "/",
-            page(&["</a.css>; rel=preload"])
+            Reply::page(&["</a.css>; rel=preload"])
                 .early_hints(&PAGE_LINKS)
                 .hold(gate.clone()),
         )
@@ -77,7 +64,7 @@ async fn an_upstream_103_reaches_the_client_before_the_final_response() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let client = h2_connect(proxy.addr, &browser()).await;
+    let client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let (tap, task) = get_in_background(client, "/", &[]);
     tap.wait_for("the forwarded 103", is_headers_on(1)).await;
@@ -126,7 +113,7 @@ async fn links_of_an_upstream_103_are_pushed_before_the_final_response() {
     let up = Upstream::new()
         .route(
             "/",
-            page(&PAGE_LINKS)
+            Reply::page(&PAGE_LINKS)
                 .early_hints(&PAGE_LINKS)
                 .hold(gate.clone()),
         )
@@ -187,14 +174,14 @@ async fn identical_103s_are_sent_once() {
     let up = Upstream::new()
         .route(
             "/",
-            page(&[])
+            Reply::page(&[])
                 .early_hints(&["</a.css>; rel=preload"])
                 .early_hints(&["</a.css>; rel=preload"]),
         )
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let ex = h2_get(&mut client, "/", &[]).await;
     assert_eq!(ex.informational.len(), 1, "{:?}", ex.informational);
 }
@@ -204,19 +191,19 @@ async fn learned_setup(
     tweak: impl FnOnce(&mut linkpush::Config),
 ) -> (RunningUpstream, Proxy, Gate) {
     let up = Upstream::new()
-        .route("/", page(&PAGE_LINKS))
+        .route("/", Reply::page(&PAGE_LINKS))
         .fallback(Reply::ok("asset"))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), tweak).await;
-    let mut first = h2_connect(proxy.addr, &browser()).await;
+    let mut first = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let learning = h2_get(&mut first, "/", NAVIGATE).await;
     assert!(
         learning.informational.is_empty(),
         "nothing is known before the first answer"
     );
     let gate = Gate::new();
-    up.set_route("/", page(&PAGE_LINKS).hold(gate.clone()));
+    up.set_route("/", Reply::page(&PAGE_LINKS).hold(gate.clone()));
     (up, proxy, gate)
 }
 
@@ -256,7 +243,7 @@ async fn a_learned_route_is_pushed_before_the_upstream_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learned_route_gets_a_103_before_the_upstream_answers() {
     let (up, proxy, gate) = learned_setup(|_| {}).await;
-    let client = h2_connect(proxy.addr, &browser()).await;
+    let client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let (tap, task) = get_in_background(client, "/", NAVIGATE);
     tap.wait_for("the learned 103", is_headers_on(1)).await;
@@ -280,14 +267,14 @@ async fn a_learned_route_gets_a_103_before_the_upstream_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_links_replace_the_learned_ones() {
     let up = Upstream::new()
-        .route("/", page(&["</old.css>; rel=preload"]))
+        .route("/", Reply::page(&["</old.css>; rel=preload"]))
         .fallback(Reply::ok("asset"))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     h2_get(&mut client, "/", NAVIGATE).await;
-    up.set_route("/", page(&["</new.css>; rel=preload"]));
+    up.set_route("/", Reply::page(&["</new.css>; rel=preload"]));
 
     let second = h2_get(&mut client, "/", NAVIGATE).await;
     assert_eq!(
@@ -311,7 +298,7 @@ async fn changed_links_replace_the_learned_ones() {
     assert!(up.requests_for("/old.css").is_empty());
 
     // An answer without links forgets the route.
-    up.set_route("/", page(&[]));
+    up.set_route("/", Reply::page(&[]));
     h2_get(&mut client, "/", NAVIGATE).await;
     assert!(
         h2_get(&mut client, "/", NAVIGATE)
@@ -325,7 +312,10 @@ async fn changed_links_replace_the_learned_ones() {
 /// apart two requests happen to be on a loaded machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learned_routes_expire_after_the_ttl() {
-    let up = Upstream::new().route("/", page(&PAGE_LINKS)).start().await;
+    let up = Upstream::new()
+        .route("/", Reply::page(&PAGE_LINKS))
+        .start()
+        .await;
     let ttl = Duration::from_secs(600);
     let proxy = Proxy::start(up.addr(), |c| c.learn.ttl = ttl).await;
     let clock = ManualClock::default();
@@ -336,7 +326,7 @@ async fn learned_routes_expire_after_the_ttl() {
         .learn_store()
         .expect("learning on");
     store.set_clock(Arc::new(clock.clone()));
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     h2_get(&mut client, "/", NAVIGATE).await;
 
     clock.advance(ttl - Duration::from_secs(1));
@@ -363,15 +353,15 @@ async fn learned_routes_expire_after_the_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_learned_store_is_bounded_by_routes() {
     let up = Upstream::new()
-        .route("/a", page(&["</a.css>; rel=preload"]))
-        .route("/b", page(&["</b.css>; rel=preload"]))
+        .route("/a", Reply::page(&["</a.css>; rel=preload"]))
+        .route("/b", Reply::page(&["</b.css>; rel=preload"]))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |c| {
         c.learn.routes = std::num::NonZeroUsize::new(1).unwrap()
     })
     .await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     h2_get(&mut client, "/a", NAVIGATE).await;
     h2_get(&mut client, "/b", NAVIGATE).await;
     assert!(
@@ -400,12 +390,12 @@ async fn the_learned_store_is_bounded_by_routes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_navigation_requests_get_no_learned_103() {
     let up = Upstream::new()
-        .route("/", page(&PAGE_LINKS))
+        .route("/", Reply::page(&PAGE_LINKS))
         .fallback(Reply::ok("asset"))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     h2_get(&mut client, "/", &[]).await;
     let none = h2_get(&mut client, "/", &[]).await;
     assert!(none.informational.is_empty(), "curl, bots, load generators");
@@ -418,7 +408,7 @@ async fn non_navigation_requests_get_no_learned_103() {
 
     // Push clients get learned pushes whatever they send: the page no longer carries links,
     // so what is pushed comes from the learned route.
-    up.set_route("/", page(&[]));
+    up.set_route("/", Reply::page(&[]));
     let mut pusher = h2_connect(proxy.addr, &H2Options::default()).await;
     let mut pushed = h2_get(&mut pusher, "/", &[])
         .await
@@ -439,12 +429,12 @@ async fn non_navigation_requests_get_no_learned_103() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_hints_disabled_sends_no_103() {
     let up = Upstream::new()
-        .route("/", page(&PAGE_LINKS).early_hints(&PAGE_LINKS))
+        .route("/", Reply::page(&PAGE_LINKS).early_hints(&PAGE_LINKS))
         .fallback(Reply::ok("x"))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |c| c.early_hints.enabled = false).await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     for _ in 0..2 {
         let ex = h2_get(&mut client, "/", &[]).await;
         assert_eq!(ex.status, 200);
@@ -458,12 +448,12 @@ async fn early_hints_disabled_sends_no_103() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learning_disabled_acts_only_on_what_the_upstream_says() {
     let up = Upstream::new()
-        .route("/", page(&PAGE_LINKS))
+        .route("/", Reply::page(&PAGE_LINKS))
         .fallback(Reply::ok("x"))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |c| c.learn.enabled = false).await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     for _ in 0..3 {
         assert!(
             h2_get(&mut client, "/", NAVIGATE)
@@ -482,7 +472,10 @@ async fn learning_disabled_acts_only_on_what_the_upstream_says() {
 /// curl, an independent HTTP/2 client, sees the learned 103 before the 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_sees_the_learned_early_hints() {
-    let up = Upstream::new().route("/", page(&PAGE_LINKS)).start().await;
+    let up = Upstream::new()
+        .route("/", Reply::page(&PAGE_LINKS))
+        .start()
+        .await;
     let proxy = Proxy::start_tls(up.addr(), |_| {}).await;
     let url = format!("https://127.0.0.1:{}/", proxy.addr.port());
     let args = [
@@ -514,10 +507,10 @@ async fn curl_sees_the_learned_early_hints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_clients_get_103s_only_when_enabled() {
     let up = Upstream::new()
-        .route("/", page(&PAGE_LINKS))
+        .route("/", Reply::page(&PAGE_LINKS))
         .route(
             "/hinted",
-            page(&[]).early_hints(&["</u.css>; rel=preload; as=style"]),
+            Reply::page(&[]).early_hints(&["</u.css>; rel=preload; as=style"]),
         )
         .start()
         .await;
@@ -612,12 +605,12 @@ const FINAL_LINKS: [&str; 6] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_103_carries_everything_known_and_push_stays_same_origin() {
     let up = Upstream::new()
-        .route("/", page(&FINAL_LINKS).early_hints(&BACKEND_103))
+        .route("/", Reply::page(&FINAL_LINKS).early_hints(&BACKEND_103))
         .fallback(Reply::ok("asset"))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut first = h2_connect(proxy.addr, &browser()).await;
+    let mut first = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let learning = h2_get(&mut first, "/", NAVIGATE).await;
     assert_eq!(
         learning.informational.len(),
@@ -629,11 +622,15 @@ async fn the_first_103_carries_everything_known_and_push_stays_same_origin() {
     let gate = Gate::new();
     up.set_route(
         "/",
-        page(&FINAL_LINKS)
+        Reply::page(&FINAL_LINKS)
             .early_hints(&BACKEND_103)
             .hold(gate.clone()),
     );
-    let (tap, task) = get_in_background(h2_connect(proxy.addr, &browser()).await, "/", NAVIGATE);
+    let (tap, task) = get_in_background(
+        h2_connect(proxy.addr, &H2Options::no_push()).await,
+        "/",
+        NAVIGATE,
+    );
     tap.wait_for("the learned 103", is_headers_on(1)).await;
     assert!(!gate.opened());
     gate.open();
@@ -650,7 +647,7 @@ async fn the_first_103_carries_everything_known_and_push_stays_same_origin() {
     assert_eq!(links_of(&ex, 0), everything);
 
     // A push client: same-origin preloads pushed (not `nopush`), the rest hinted.
-    up.set_route("/", page(&FINAL_LINKS).early_hints(&BACKEND_103));
+    up.set_route("/", Reply::page(&FINAL_LINKS).early_hints(&BACKEND_103));
     let mut pusher = h2_connect(proxy.addr, &H2Options::default()).await;
     let pushed = h2_get(&mut pusher, "/", NAVIGATE).await;
     assert_eq!(pushed.pushed_paths(), ["/a.css"]);
@@ -673,19 +670,19 @@ async fn the_first_103_carries_everything_known_and_push_stays_same_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_103s_never_carry_the_same_link() {
     let up = Upstream::new()
-        .route("/", page(&FINAL_LINKS))
+        .route("/", Reply::page(&FINAL_LINKS))
         .fallback(Reply::ok("asset"))
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &browser()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     h2_get(&mut client, "/", NAVIGATE).await;
 
     // The backend now sends two 103s: one repeating learned links with other attributes, and
     // one with a link never seen.
     up.set_route(
         "/",
-        page(&FINAL_LINKS)
+        Reply::page(&FINAL_LINKS)
             .early_hints(&[
                 "</a.css>; rel=preload",
                 "<https://cdn.example/z/q>; rel=preconnect",

@@ -137,13 +137,6 @@ impl Running {
     }
 }
 
-fn no_push() -> H2Options {
-    H2Options {
-        enable_push: false,
-        ..H2Options::default()
-    }
-}
-
 /// The one access line for `path` with `protocol`.
 fn line_for<'a>(lines: &'a [Value], protocol: &str, path: &str) -> &'a Value {
     let found: Vec<&Value> = lines
@@ -202,7 +195,7 @@ async fn the_access_line_is_flat_json_with_every_field_on_both_protocols() {
     )
     .await;
     // A navigation from a client that takes no push gets the learned link in a 103 instead.
-    let mut no_push_client = h2_connect(proxy.addr, &no_push()).await;
+    let mut no_push_client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let hinted = h2_get(
         &mut no_push_client,
         "/page?q=1",
@@ -290,7 +283,7 @@ async fn the_access_line_is_flat_json_with_every_field_on_both_protocols() {
 async fn an_unreachable_upstream_logs_the_same_kind_and_the_bytes_sent_on_both_protocols() {
     let proxy = Running::start(Upstream::closed_port()).await;
 
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let h2 = h2_get(&mut client, "/down", &[]).await;
     let h1 = curl_fetch(CurlHttp::Http1, &proxy.url("/down"), &[]).await;
     assert_eq!(h2.status, StatusCode::BAD_GATEWAY);
@@ -315,7 +308,7 @@ async fn a_truncated_body_logs_the_bytes_that_were_sent() {
         .await;
     let proxy = Running::start(up.addr()).await;
 
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let h2 = h2_get(&mut client, "/big", &[]).await;
     let h1 = curl_fetch(CurlHttp::Http1, &proxy.url("/big"), &[]).await;
     let lines = proxy.wait_access_lines(2).await;
@@ -340,7 +333,7 @@ async fn every_access_line_is_written_before_a_clean_exit() {
     let up = Upstream::new().route("/", Reply::ok("x")).start().await;
     let mut proxy = Running::start(up.addr()).await;
 
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     for _ in 0..N {
         assert_eq!(h2_get(&mut client, "/", &[]).await.status, StatusCode::OK);
     }

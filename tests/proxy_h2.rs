@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use h2::client::{ResponseFuture, SendRequest};
 use http::{Method, Request, StatusCode};
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, proxy::*, raw_h2::*, upstream::*};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,17 +20,10 @@ use tokio::net::TcpStream;
 /// HTTP/2 window (64 KiB), and bodies many windows long.
 const SIZES: [u64; 5] = [0, 1, 64 * 1024 + 1, 1024 * 1024, 5 * 1024 * 1024];
 
-fn no_push() -> H2Options {
-    H2Options {
-        enable_push: false,
-        ..H2Options::default()
-    }
-}
-
 fn no_push_tls() -> H2Options {
     H2Options {
         tls: true,
-        ..no_push()
+        ..H2Options::no_push()
     }
 }
 
@@ -123,7 +116,7 @@ fn has_goaway(frames: &[Frame]) -> bool {
 async fn post_bodies_of_every_size_reach_the_upstream_and_come_back_intact() {
     let up = Upstream::new().route("/echo", Reply::echo()).start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     for (i, size) in SIZES.iter().enumerate() {
         let data = noise(*size as usize, i as u64 + 1);
@@ -146,7 +139,7 @@ async fn post_bodies_of_every_size_reach_the_upstream_and_come_back_intact() {
 async fn post_body_without_content_length_is_streamed_intact() {
     let up = Upstream::new().route("/echo", Reply::echo()).start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let data = noise(1024 * 1024 + 3, 7);
     let req = Request::post("/echo").body(()).expect("request");
 
@@ -167,7 +160,7 @@ async fn get_bodies_of_every_size_arrive_intact() {
     }
     let up = up.start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     for size in SIZES {
         let ex = h2_get(&mut client, &format!("/gen/{size}"), &[]).await;
@@ -188,7 +181,7 @@ async fn chunked_upstream_body_arrives_intact() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let ex = h2_get(&mut client, "/chunked", &[]).await;
 
@@ -205,7 +198,7 @@ async fn head_returns_the_headers_and_no_body() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let req = Request::head("/big").body(()).expect("request");
     let ex = h2_request(&mut client, req, Bytes::new()).await;
@@ -270,7 +263,7 @@ async fn a_hundred_concurrent_streams_on_one_connection() {
     // All 100 held at the upstream at once: more than the default share of one connection
     // (`upstream.max_connections_per_client`, tests/fairness.rs).
     let proxy = Proxy::start(up.addr(), |c| c.upstream.max_connections_per_client = 100).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..100 {
@@ -331,7 +324,7 @@ async fn connection_specific_response_fields_never_reach_the_client() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let ex = h2_get(&mut client, "/", &[]).await;
 
@@ -359,7 +352,7 @@ async fn connection_specific_response_fields_never_reach_the_client() {
 async fn te_trailers_is_forwarded_to_the_upstream() {
     let up = Upstream::new().route("/", Reply::ok("x")).start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let ex = h2_get(&mut client, "/", &[("te", "trailers")]).await;
 
@@ -373,7 +366,7 @@ async fn forwarding_fields_and_joined_cookies_reach_the_upstream() {
     let proxy = Proxy::start(up.addr(), |_| {}).await;
     let opts = H2Options {
         authority: "example.test:8443".to_owned(),
-        ..no_push()
+        ..H2Options::no_push()
     };
     let mut client = h2_connect(proxy.addr, &opts).await;
 
@@ -443,7 +436,7 @@ async fn forwarding_fields_over_tls_say_https() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_is_502_with_a_short_text_body() {
     let proxy = Proxy::start(Upstream::closed_port(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let first = h2_get(&mut client, "/", &[]).await;
     let second = h2_get(&mut client, "/again", &[]).await;
@@ -473,7 +466,7 @@ async fn upstream_without_response_headers_in_time_is_504() {
         c.upstream.response_timeout = Duration::from_millis(300);
     })
     .await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let never = h2_get(&mut client, "/never", &[]).await;
     let held = h2_get(&mut client, "/held", &[]).await;
@@ -502,7 +495,7 @@ async fn truncated_upstream_body_resets_the_stream_and_the_connection_lives_on()
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let cut = h2_get(&mut client, "/cut", &[]).await;
     let next = h2_get(&mut client, "/ok", &[]).await;
@@ -541,7 +534,7 @@ async fn a_client_reset_while_the_upstream_thinks_drops_the_upstream_request() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let response = start_get(&mut client, "/slow").await;
     assert!(up.wait_for_requests("/slow", 1, TIMEOUT).await);
 
@@ -587,7 +580,7 @@ async fn closed_after_sending(addr: SocketAddr, bytes: &[u8]) -> bool {
 async fn garbage_connections_are_closed_and_other_connections_keep_working() {
     let up = Upstream::new().route("/", Reply::ok("fine")).start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut before = h2_connect(proxy.addr, &no_push()).await;
+    let mut before = h2_connect(proxy.addr, &H2Options::no_push()).await;
     assert_eq!(h2_get(&mut before, "/", &[]).await.status, StatusCode::OK);
 
     let random = noise(4096, 42);
@@ -597,7 +590,7 @@ async fn garbage_connections_are_closed_and_other_connections_keep_working() {
     assert!(closed_after_sending(proxy.addr, &random).await);
     assert!(closed_after_sending(proxy.addr, &preface_then_garbage).await);
 
-    let mut after = h2_connect(proxy.addr, &no_push()).await;
+    let mut after = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let old = h2_get(&mut before, "/", &[]).await;
     let new = h2_get(&mut after, "/", &[]).await;
     assert_eq!(
@@ -620,7 +613,7 @@ async fn a_client_gone_while_the_upstream_thinks_drops_the_upstream_request() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     let _response = start_get(&mut client, "/slow").await;
     assert!(up.wait_for_requests("/slow", 1, TIMEOUT).await);
 
@@ -645,7 +638,7 @@ async fn reset_streams_leave_no_upstream_work_behind() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |c| c.server.max_concurrent_streams = 10).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     for i in 0..50 {
         let response = start_get(&mut client, "/slow").await;
@@ -668,94 +661,6 @@ async fn reset_streams_leave_no_upstream_work_behind() {
         h2_get(&mut client, "/slow", &[]).await.status,
         StatusCode::OK
     );
-}
-
-/// HPACK: a literal field with incremental indexing, new name (RFC 7541 §6.2.1).
-fn hpack_literal_indexed(name: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x40];
-    hpack_string(&mut out, name);
-    hpack_string(&mut out, value);
-    out
-}
-
-/// HPACK: a literal field without indexing, new name (RFC 7541 §6.2.2).
-fn hpack_literal(name: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x00];
-    hpack_string(&mut out, name);
-    hpack_string(&mut out, value);
-    out
-}
-
-/// RFC 7541 §5.1 (7-bit prefix, no Huffman) and §5.2.
-fn hpack_string(out: &mut Vec<u8>, s: &[u8]) {
-    let mut n = s.len();
-    if n < 127 {
-        out.push(n as u8);
-    } else {
-        out.push(127);
-        n -= 127;
-        while n >= 128 {
-            out.push((n % 128) as u8 | 0x80);
-            n /= 128;
-        }
-        out.push(n as u8);
-    }
-    out.extend_from_slice(s);
-}
-
-/// `GET http://localhost/` as HPACK: static-table indices 2 (:method GET), 6 (:scheme http),
-/// 4 (:path /), and :authority (index 1) as a literal.
-fn hpack_get_root() -> Vec<u8> {
-    let mut out = vec![0x82, 0x86, 0x84, 0x41];
-    hpack_string(&mut out, b"localhost");
-    out
-}
-
-use support::raw::h2_frame as frame;
-
-/// A bare HTTP/2 connection: preface and empty SETTINGS sent.
-async fn raw_h2(addr: SocketAddr) -> TcpStream {
-    let mut tcp = bounded("connect", TcpStream::connect(addr))
-        .await
-        .expect("connect");
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend_from_slice(&frame(0x4, 0, 0, &[]));
-    tcp.write_all(&hello).await.expect("preface");
-    tcp
-}
-
-/// Reads frames until one matches `done` or the server closes; the frames (type, flags,
-/// stream) and whether the connection closed.
-async fn read_frames_until(
-    tcp: &mut TcpStream,
-    done: impl Fn(u8, u8, u32) -> bool,
-) -> (Vec<(u8, u8, u32)>, bool) {
-    let mut frames = Vec::new();
-    let mut buf = Vec::new();
-    let closed = bounded("a reaction from the server", async {
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            let n = tcp.read(&mut chunk).await.unwrap_or(0);
-            if n == 0 {
-                return true;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            while buf.len() >= 9 {
-                let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
-                if buf.len() < 9 + len {
-                    break;
-                }
-                let f: Vec<u8> = buf.drain(..9 + len).collect();
-                let stream = u32::from_be_bytes([f[5], f[6], f[7], f[8]]) & 0x7fff_ffff;
-                frames.push((f[3], f[4], stream));
-                if done(f[3], f[4], stream) {
-                    return false;
-                }
-            }
-        }
-    })
-    .await;
-    (frames, closed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -782,7 +687,7 @@ async fn an_hpack_bomb_is_refused_without_reaching_the_upstream() {
         "{frames:?}"
     );
     assert!(up.requests().is_empty(), "the bomb was forwarded");
-    let mut other = h2_connect(proxy.addr, &no_push()).await;
+    let mut other = h2_connect(proxy.addr, &H2Options::no_push()).await;
     assert_eq!(h2_get(&mut other, "/", &[]).await.status, StatusCode::OK);
 }
 
@@ -837,7 +742,7 @@ async fn a_continuation_flood_closes_the_connection() {
     assert!(closed);
     assert!(sent < 32 * 1024 * 1024, "the whole 32 MiB flood was read");
     assert!(up.requests().is_empty());
-    let mut other = h2_connect(proxy.addr, &no_push()).await;
+    let mut other = h2_connect(proxy.addr, &H2Options::no_push()).await;
     assert_eq!(h2_get(&mut other, "/", &[]).await.status, StatusCode::OK);
 }
 
@@ -847,7 +752,7 @@ async fn a_continuation_flood_closes_the_connection() {
 async fn settings_advertise_the_configured_max_concurrent_streams() {
     let up = Upstream::new().route("/", Reply::ok("x")).start().await;
     let proxy = Proxy::start(up.addr(), |c| c.server.max_concurrent_streams = 77).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     // A request makes sure the server's SETTINGS arrived.
     assert_eq!(h2_get(&mut client, "/", &[]).await.status, StatusCode::OK);
@@ -955,7 +860,7 @@ async fn an_open_stream_keeps_the_connection_from_idling_out() {
         .await;
     let idle = Duration::from_millis(300);
     let proxy = Proxy::start(up.addr(), |c| c.server.idle_timeout = idle).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let response = start_get(&mut client, "/slow").await;
     assert!(up.wait_for_requests("/slow", 1, TIMEOUT).await);
@@ -1064,7 +969,7 @@ async fn shutdown_sends_goaway_and_lets_the_in_flight_request_finish() {
     .await;
     let addr = proxy.addr;
     let admin = proxy.admin.expect("admin listener");
-    let mut client = h2_connect(addr, &no_push()).await;
+    let mut client = h2_connect(addr, &H2Options::no_push()).await;
     let response = start_get(&mut client, "/slow").await;
     assert!(up.wait_for_requests("/slow", 1, TIMEOUT).await);
 
@@ -1102,7 +1007,7 @@ async fn shutdown_sends_goaway_and_lets_the_in_flight_request_finish() {
 async fn shutdown_of_an_idle_proxy_returns_true_at_once() {
     let up = Upstream::new().route("/", Reply::ok("x")).start().await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
     assert_eq!(h2_get(&mut client, "/", &[]).await.status, StatusCode::OK);
 
     let drained = bounded("shutdown", proxy.shutdown()).await;
@@ -1121,7 +1026,7 @@ async fn method_and_query_are_forwarded_as_sent() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let mut client = h2_connect(proxy.addr, &no_push()).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
 
     let put = h2_request(
         &mut client,

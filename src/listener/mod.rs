@@ -47,8 +47,9 @@ impl Shared {
 /// descriptors freed → serving again within one back-off.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Counts live connections so shutdown can wait for them, and admits at most
-/// `server.max_connections` of them at once.
+/// Counts live work so shutdown and idle timers can wait for it: the server's connections (at
+/// most `server.max_connections` admitted at once), and each HTTP/2 connection's client and
+/// pushed streams (`front::h2`, unlimited: `Default`).
 pub struct Tracker {
     count: AtomicUsize,
     zero: Notify,
@@ -101,7 +102,7 @@ impl Tracker {
         self.count.load(Ordering::Acquire)
     }
 
-    /// Resolves once no connection is left.
+    /// Resolves once nothing is left.
     pub async fn drained(&self) {
         loop {
             let notified = self.zero.notified();

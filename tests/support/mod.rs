@@ -14,5 +14,6 @@
 pub mod client;
 pub mod proxy;
 pub mod raw;
+pub mod raw_h2;
 pub mod upstream;
 pub mod ws;

@@ -1,27 +1,25 @@
-//! One HTTP/2 connection on the h2 crate: settings and flood defences, the accept loop with idle
-//! timeout, closing deadline and graceful shutdown, and the one place pushed streams' response
-//! HEADERS are queued (with the connection's reads held, see `io`). Each client stream runs
-//! in `stream`.
+//! One HTTP/2 connection on the (patched, vendor/h2) h2 crate: settings and flood defences,
+//! the accept loop with idle timeout, graceful shutdown and its closing deadline. Each client
+//! stream runs in `stream`, each pushed response in `push`; both count as the connection's
+//! active work.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::watch;
 use tracing::debug;
 
 mod body;
 pub mod digest;
-mod io;
 pub mod push;
 mod stream;
 mod tunnel;
 
-use self::io::{GatedIo, ReadGate};
-use self::push::{PushState, PushedHead};
+use self::push::PushState;
 use self::stream::Stream;
 use super::handshake_timeout;
 use crate::app::App;
+use crate::listener::Tracker;
 use crate::metrics::Protocol;
 use crate::upstream::ClientContext;
 
@@ -62,8 +60,6 @@ pub async fn serve<IO>(
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
         // RFC 8441 §3: WebSocket over HTTP/2 (see `tunnel`).
         .enable_connect_protocol();
-    let gate = Arc::new(ReadGate::default());
-    let io = GatedIo::new(io, gate.clone());
     let handshake = tokio::time::timeout(
         handshake_timeout(server.idle_timeout),
         builder.handshake(io),
@@ -79,38 +75,42 @@ pub async fn serve<IO>(
             return;
         }
     };
-    let (heads, mut pushed_heads) = mpsc::unbounded_channel::<PushedHead>();
+    // Client streams and pushed streams alike: the idle timer runs only while there are none,
+    // and a draining connection waits for them.
+    let active = Arc::new(Tracker::default());
+    // Set at the closing deadline: every stream and push task still running drops its h2
+    // handles, which makes h2 reset the stream with RST_STREAM CANCEL.
+    let (cancel, cancelled_rx) = watch::channel(false);
     let push = Arc::new(PushState::new(
         app.config.push.enabled,
         app.config.push.lru_capacity,
         app.config.push.max_concurrent_pushes,
-        heads,
+        active.clone(),
+        cancelled_rx.clone(),
     ));
-    let active = Arc::new(Active::default());
     let idle = server.idle_timeout;
     let mut closing = false;
-    // Once closing, the connection ends by this time even if the client never acknowledges the
-    // GOAWAY's PING or its streams never finish.
+    // Once closing, streams still running at this time are reset.
     let mut close_by: Option<tokio::time::Instant> = None;
+    // After the resets, the connection ends by this time even if h2 cannot write them.
+    let mut abandon_at: Option<tokio::time::Instant> = None;
     loop {
         let idle_now = active.count() == 0;
-        let held_until = gate
-            .held_since()
-            .map(|t| tokio::time::Instant::from_std(t) + GATE_FALLBACK);
         tokio::select! {
-            Some(head) = pushed_heads.recv() => send_pushed_head(&gate, head),
-            _ = sleep_until_opt(held_until), if held_until.is_some() => {
-                tracing::warn!(peer = %client.peer, "pushed HEADERS not written in time; releasing reads");
-                gate.release_all();
-            }
+            // h2 (vendor/h2 PATCHES.md 5) ends the connection only once every client stream
+            // and every promised stream is done, after a GOAWAY.
             next = conn.accept() => match next {
                 Some(Ok((req, respond))) => {
                     // The client's SETTINGS arrive before its first HEADERS, so this is current.
                     push.set_peer_max_streams(conn.max_concurrent_send_streams());
                     let stream = Stream::new(app.clone(), push.clone(), client.clone());
                     let guard = active.enter();
+                    let mut cancel = cancelled_rx.clone();
                     tokio::spawn(async move {
-                        stream.run(req, respond).await;
+                        tokio::select! {
+                            () = stream.run(req, respond) => {}
+                            () = cancelled(&mut cancel) => {}
+                        }
                         drop(guard);
                     });
                 }
@@ -126,75 +126,41 @@ pub async fn serve<IO>(
                 closing = true;
                 close_by = Some(tokio::time::Instant::now() + handshake_timeout(idle));
             }
-            _ = sleep_until_opt(close_by), if close_by.is_some() => {
-                debug!(peer = %client.peer, "closing deadline reached; dropping the connection");
-                break;
-            }
-            _ = active.changed.notified(), if !closing => {}
+            // Restarts the idle timer when the last stream ends.
+            _ = active.drained(), if !idle_now && !closing => {}
             _ = shutdown.changed(), if !closing => {
                 conn.graceful_shutdown();
                 closing = true;
                 close_by = Some(tokio::time::Instant::now() + server.shutdown_timeout);
             }
+            _ = sleep_until_opt(close_by), if close_by.is_some() => {
+                debug!(peer = %client.peer, open = active.count(), "closing deadline reached; resetting open streams");
+                let _ = cancel.send(true);
+                close_by = None;
+                abandon_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+            }
+            _ = sleep_until_opt(abandon_at), if abandon_at.is_some() => {
+                debug!(peer = %client.peer, "resets not written in time; dropping the connection");
+                break;
+            }
         }
     }
 }
 
-/// How long reads may wait for a pushed stream's HEADERS to be written before the gate gives up
-/// (only reached if h2 never writes them, e.g. the socket stopped draining).
-const GATE_FALLBACK: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a connection whose streams were reset at the closing deadline may take to write
+/// those RST_STREAMs and its final GOAWAY before it is dropped (a client that stopped reading).
+pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Queues a pushed stream's response HEADERS. Runs on the connection task, with the connection's
-/// reads held until those HEADERS are on the wire: a client RST_STREAM that h2 processed while
-/// the stream sits in `pending_open` would cost the whole connection (see `io`).
-fn send_pushed_head(gate: &ReadGate, head: PushedHead) {
-    let PushedHead {
-        mut pushed,
-        response,
-        end_of_stream,
-        reply,
-    } = head;
-    let id = u32::from(pushed.stream_id());
-    gate.hold(id);
-    let sent = pushed.send_response(response, end_of_stream);
-    if sent.is_err() {
-        // Nothing was queued (the client already reset the promise): nothing to wait for.
-        gate.release_all();
-    }
-    let _ = reply.send(sent);
+/// Resolves when the connection's closing deadline resets its streams (or the connection is
+/// gone). A task that stops here drops its h2 handles; h2 then resets an unfinished stream with
+/// RST_STREAM CANCEL (RFC 9113 §8.1: a server that abandons a response resets the stream).
+pub(super) async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    let _ = cancel.wait_for(|c| *c).await;
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Open client streams on a connection; the idle timer runs only while there are none.
-#[derive(Default)]
-struct Active {
-    count: AtomicUsize,
-    changed: Notify,
-}
-
-impl Active {
-    fn count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
-    }
-    fn enter(self: &Arc<Self>) -> ActiveGuard {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        ActiveGuard(self.clone())
-    }
-}
-
-struct ActiveGuard(Arc<Active>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // notify_one keeps a permit if the loop is not waiting right now.
-            self.0.changed.notify_one();
-        }
     }
 }

@@ -17,12 +17,13 @@ use h2::server::{SendPushedResponse, SendResponse};
 use http::{HeaderMap, Method, Request, Response};
 use http_body_util::BodyExt;
 use lru::LruCache;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::watch;
 use tracing::debug;
 
 use super::body::{SendError, send_body};
 use super::digest::ConnPushes;
 use crate::app::App;
+use crate::listener::Tracker;
 use crate::metrics::PushOutcome;
 use crate::push::digest::{self, Digest, Key};
 use crate::push::policy::{Preload, SkipReason};
@@ -42,19 +43,13 @@ pub struct PushState {
     /// The client's SETTINGS_MAX_CONCURRENT_STREAMS, as h2 last reported it.
     peer_max_streams: AtomicUsize,
     max_concurrent_pushes: usize,
-    /// To the connection task, which alone may queue a pushed stream's response HEADERS
-    /// (see `front::h2::io` for why).
-    heads: mpsc::UnboundedSender<PushedHead>,
+    /// The connection's active work: a pushed stream counts until it is completed or reset,
+    /// for the idle timeout and for draining.
+    active: Arc<Tracker>,
+    /// The connection's closing deadline (see `front::h2::cancelled`).
+    cancel: watch::Receiver<bool>,
     /// What this connection promised, for the cache digest cookie.
     pub digest: ConnPushes,
-}
-
-/// A pushed stream's response head, for the connection task to send.
-pub struct PushedHead {
-    pub pushed: SendPushedResponse<Bytes>,
-    pub response: Response<()>,
-    pub end_of_stream: bool,
-    pub reply: oneshot::Sender<Result<h2::SendStream<Bytes>, h2::Error>>,
 }
 
 impl PushState {
@@ -62,10 +57,12 @@ impl PushState {
         enabled: bool,
         lru_capacity: NonZeroUsize,
         max_concurrent_pushes: usize,
-        heads: mpsc::UnboundedSender<PushedHead>,
+        active: Arc<Tracker>,
+        cancel: watch::Receiver<bool>,
     ) -> Self {
         PushState {
-            heads,
+            active,
+            cancel,
             enabled: AtomicBool::new(enabled),
             pushed: Mutex::new(None),
             lru_capacity,
@@ -96,13 +93,13 @@ impl PushState {
         self.peer_max_streams.store(n, Ordering::Relaxed);
     }
 
-    /// A slot for one pushed stream, or `None` when taking it could make the stream wait.
+    /// A slot for one pushed stream, or `None` when the connection has as many as it may.
     ///
-    /// h2 0.4.20 queues a pushed stream that finds no MAX_CONCURRENT_STREAMS slot in
-    /// `pending_open`, and answers a client RST_STREAM on such a stream with GOAWAY
-    /// PROTOCOL_ERROR (h2 src/proto/streams/streams.rs `recv_reset`), killing the connection.
-    /// So a push never waits: the slot is taken before the PUSH_PROMISE and held until the
-    /// pushed stream is done, and a push that finds none is skipped (reason `limit`).
+    /// A pushed stream that finds no MAX_CONCURRENT_STREAMS slot waits in h2's `pending_open`
+    /// (safe since vendor/h2 PATCHES.md 2: a client RST_STREAM there is a stream event), but a
+    /// push that cannot start soon is worth less than the capacity it reserves: the slot is
+    /// taken before the PUSH_PROMISE and held until the pushed stream is done, and a push that
+    /// finds none is skipped (reason `limit`).
     fn try_reserve(self: &Arc<Self>) -> Option<PushSlot> {
         let limit = self
             .max_concurrent_pushes
@@ -256,19 +253,27 @@ fn decide_and_promise(
             req.app.metrics.push(PushOutcome::Promised);
             let fetch = fetch_request(req, &preload.path);
             let app = req.app.clone();
-            let heads = req.state.heads.clone();
             // Pushes count against the connection's share of the upstream like its requests.
             let share = req.client.upstream_share.clone();
+            let active = req.state.active.enter();
+            let mut cancel = req.state.cancel.clone();
             tokio::spawn(async move {
-                let outcome = run(app.clone(), pushed, fetch, heads, url_hash, share).await;
+                // At the closing deadline `pushed` is dropped, and h2 resets the promised
+                // stream (RST_STREAM CANCEL): never left open when the connection closes.
+                let outcome = tokio::select! {
+                    outcome = run(app.clone(), pushed, fetch, url_hash, share) => outcome,
+                    () = super::cancelled(&mut cancel) => PushOutcome::Cancelled,
+                };
                 app.metrics.push(outcome);
                 drop(slot);
+                drop(active);
             });
             Decision::Promised
         }
         Err(err) => {
-            // The error is opaque; in practice it means SETTINGS_ENABLE_PUSH = 0. Stop
-            // pushing on this connection rather than failing every later promise.
+            // The error is opaque: SETTINGS_ENABLE_PUSH = 0, or a GOAWAY was sent or received
+            // (vendor/h2 PATCHES.md 4, RFC 9113 §6.8). Either way no later promise on this
+            // connection can succeed: stop pushing on it.
             debug!(error = %err, "push_request failed; push disabled for this connection");
             req.state.enabled.store(false, Ordering::Relaxed);
             Decision::Skipped(SkipReason::ClientDisabled)
@@ -302,7 +307,6 @@ async fn run(
     app: Arc<App>,
     mut pushed: SendPushedResponse<Bytes>,
     fetch: Option<Request<crate::upstream::RequestBody>>,
-    heads: mpsc::UnboundedSender<PushedHead>,
     url_hash: Option<u64>,
     share: crate::upstream::ClientShare,
 ) -> PushOutcome {
@@ -353,20 +357,12 @@ async fn run(
     *head.status_mut() = parts.status;
     *head.headers_mut() = parts.headers;
     let end = http_body::Body::is_end_stream(&body);
-    let (reply, replied) = oneshot::channel();
-    let queued = heads.send(PushedHead {
-        pushed,
-        response: head,
-        end_of_stream: end,
-        reply,
-    });
-    if queued.is_err() {
-        return PushOutcome::Cancelled;
-    }
-    let mut stream = match replied.await {
-        Ok(Ok(s)) => s,
+    // Queued on the pushed stream; h2 writes it after the PUSH_PROMISE and, being a pushed
+    // stream, after the frames of client streams that are ready (vendor/h2 PATCHES.md 1, 3).
+    let mut stream = match pushed.send_response(head, end) {
+        Ok(s) => s,
         // The client reset the promise before the head went out, or the connection is gone.
-        _ => return PushOutcome::Cancelled,
+        Err(_) => return PushOutcome::Cancelled,
     };
     if end {
         return PushOutcome::Completed;

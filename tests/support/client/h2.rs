@@ -40,6 +40,16 @@ impl Default for H2Options {
     }
 }
 
+impl H2Options {
+    /// A client that refuses push (SETTINGS_ENABLE_PUSH = 0), as browsers do today.
+    pub fn no_push() -> Self {
+        H2Options {
+            enable_push: false,
+            ..H2Options::default()
+        }
+    }
+}
+
 /// One HTTP/2 connection. Dropping it closes the TCP connection.
 pub struct H2Client {
     /// `None` only inside [`H2Client::closed`].

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 mod exchange;
 mod h2;
+mod head;
 mod request;
 mod tls;
 mod tools;
@@ -35,7 +36,7 @@ pub use self::exchange::{Event, Exchange, Pushed};
 #[allow(unused_imports)]
 pub use self::h2::{H2Client, H2Options, h2_connect};
 #[allow(unused_imports)]
-pub use self::request::{h2_get, h2_request, h2_request_refusing, h2_try_request};
+pub use self::request::{h2_get, h2_get_many, h2_request, h2_request_refusing, h2_try_request};
 #[allow(unused_imports)]
 pub use self::tls::{tls_alpn, tls_handshake};
 #[allow(unused_imports)]

@@ -2,19 +2,19 @@
 //! response and its body, and every push promise with its pushed response, all concurrently and
 //! every wait bounded.
 
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
-use std::task::Poll;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use h2::RecvStream;
-use h2::client::{PushedResponseFuture, ResponseFuture};
+use h2::client::{PushedResponseFuture, SendRequest};
 use http::{HeaderMap, Request, Response, StatusCode};
 use tokio::task::JoinHandle;
 
 use super::bounded;
 use super::exchange::{Exchange, Pushed, events_on_stream};
 use super::h2::H2Client;
+use super::head::{Head, next_head};
+use super::wire::WireLog;
 
 /// GET `path` with these extra request headers; accepts every push.
 pub async fn h2_get(client: &mut H2Client, path: &str, headers: &[(&str, &str)]) -> Exchange {
@@ -52,17 +52,56 @@ pub async fn h2_try_request(
     client: &mut H2Client,
     req: Request<()>,
     body: Bytes,
-    mut refuse: impl FnMut(&Request<()>) -> bool,
+    refuse: impl FnMut(&Request<()>) -> bool,
 ) -> Result<Exchange, h2::Error> {
     let (mut parts, ()) = req.into_parts();
     parts.uri = client.complete_uri(&parts.uri);
-    let what = format!("{} {}", parts.method, parts.uri);
     let req = Request::from_parts(parts, ());
+    let sender = client.sender().clone();
+    exchange(sender, client.wire.clone(), req, body, refuse).await
+}
 
-    let sender = client.sender();
-    *sender = bounded(
+/// GET every path at once on one connection (each its own stream, all in flight together),
+/// accepting every push; the exchanges in `paths` order.
+pub async fn h2_get_many(client: &mut H2Client, paths: &[String]) -> Vec<Exchange> {
+    let tasks: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            let uri = client.complete_uri(&path.parse().expect("path"));
+            let req = Request::get(uri).body(()).expect("request");
+            let sender = client.sender().clone();
+            let wire = client.wire.clone();
+            let path = path.clone();
+            tokio::spawn(async move {
+                match exchange(sender, wire, req, Bytes::new(), |_| false).await {
+                    Ok(exchange) => exchange,
+                    Err(e) => panic!("{path}: stream failed before the response headers: {e:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(
+            bounded("one of the concurrent requests", task)
+                .await
+                .expect("request task"),
+        );
+    }
+    out
+}
+
+async fn exchange(
+    mut sender: SendRequest<Bytes>,
+    wire: Arc<Mutex<WireLog>>,
+    req: Request<()>,
+    body: Bytes,
+    mut refuse: impl FnMut(&Request<()>) -> bool,
+) -> Result<Exchange, h2::Error> {
+    let what = format!("{} {}", req.method(), req.uri());
+    sender = bounded(
         format!("{what}: a stream slot on the connection"),
-        sender.clone().ready(),
+        sender.ready(),
     )
     .await?;
     let (mut response, mut request_body) = sender.send_request(req, body.is_empty())?;
@@ -162,7 +201,7 @@ pub async fn h2_try_request(
 
     let response = final_head.expect("final response");
     let events = events_on_stream(
-        &client.wire.lock().unwrap().frames,
+        &wire.lock().unwrap().frames,
         stream_id,
         &informational,
         response.status(),
@@ -185,30 +224,6 @@ enum Step {
     Promise(Option<Result<h2::client::PushPromise, h2::Error>>),
     Head(Head),
     Data(Option<Result<Bytes, h2::Error>>),
-}
-
-enum Head {
-    Informational(Response<()>),
-    Final(Result<Response<RecvStream>, h2::Error>),
-}
-
-/// The next 1xx or the final response; pending forever once the final response was taken.
-async fn next_head(head: &mut Option<ResponseFuture>) -> Head {
-    let Some(response) = head.as_mut() else {
-        return std::future::pending().await;
-    };
-    poll_fn(|cx| {
-        // 1xx responses sit in the same queue ahead of the final one, so draining them first
-        // keeps their order.
-        if let Poll::Ready(Some(info)) = response.poll_informational(cx) {
-            return Poll::Ready(match info {
-                Ok(r) => Head::Informational(r),
-                Err(e) => Head::Final(Err(e)),
-            });
-        }
-        Pin::new(&mut *response).poll(cx).map(Head::Final)
-    })
-    .await
 }
 
 async fn next_data(recv: &mut Option<RecvStream>) -> Option<Result<Bytes, h2::Error>> {

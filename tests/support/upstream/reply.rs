@@ -58,6 +58,13 @@ impl Reply {
         Reply::status(200).body(body)
     }
 
+    /// A small HTML page (200) with one `Link` field per preload link.
+    pub fn page(links: &[&str]) -> Self {
+        links
+            .iter()
+            .fold(Reply::html("<html>page</html>"), |r, l| r.link(l))
+    }
+
     /// 200, `text/html; charset=utf-8`.
     pub fn html(html: &str) -> Self {
         Reply::ok(html.as_bytes().to_vec()).header("Content-Type", "text/html; charset=utf-8")
