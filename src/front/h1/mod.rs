@@ -252,7 +252,7 @@ async fn proxy(
             .upstream
             .send_for(&client.upstream_share, upstream_req, Some(tx));
         tokio::pin!(upstream);
-        loop {
+        let res = loop {
             tokio::select! {
                 biased;
                 Some(fields) = rx.recv() => {
@@ -264,7 +264,19 @@ async fn proxy(
                 }
                 res = &mut upstream => break res,
             }
+        };
+        // hyper's connection task (possibly on another worker) runs `on_informational` before it
+        // hands over the final response, so a 103 can land in the channel after `rx` was polled
+        // empty but before `upstream` is polled ready: drain it, or the route is learned without
+        // the 103's links (as the HTTP/2 stream already does).
+        while let Ok(fields) = rx.try_recv() {
+            if hints_on {
+                let links = RouteLinks::classify(&fields, &base);
+                send_early_hints(app, interim, hints, &links.hints, HintSource::Upstream);
+            }
+            early.extend(fields);
         }
+        res
     } else {
         app.upstream
             .send_for(&client.upstream_share, upstream_req, None)
