@@ -252,16 +252,18 @@ async fn proxy(
             .upstream
             .send_for(&client.upstream_share, upstream_req, Some(tx));
         tokio::pin!(upstream);
+        // Forwarded (with `early_hints.http1`) and kept to be learned with the final links.
+        let mut take = |fields: Informational| {
+            if hints_on {
+                let links = RouteLinks::classify(&fields, &base);
+                send_early_hints(app, interim, hints, &links.hints, HintSource::Upstream);
+            }
+            early.extend(fields);
+        };
         let res = loop {
             tokio::select! {
                 biased;
-                Some(fields) = rx.recv() => {
-                    if hints_on {
-                        let links = RouteLinks::classify(&fields, &base);
-                        send_early_hints(app, interim, hints, &links.hints, HintSource::Upstream);
-                    }
-                    early.extend(fields);
-                }
+                Some(fields) = rx.recv() => take(fields),
                 res = &mut upstream => break res,
             }
         };
@@ -270,11 +272,7 @@ async fn proxy(
         // empty but before `upstream` is polled ready: drain it, or the route is learned without
         // the 103's links (as the HTTP/2 stream already does).
         while let Ok(fields) = rx.try_recv() {
-            if hints_on {
-                let links = RouteLinks::classify(&fields, &base);
-                send_early_hints(app, interim, hints, &links.hints, HintSource::Upstream);
-            }
-            early.extend(fields);
+            take(fields);
         }
         res
     } else {
