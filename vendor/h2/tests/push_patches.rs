@@ -137,7 +137,8 @@ async fn push_promises_are_written_in_promised_id_order() {
     // parents' own queues the promise on stream 3 (id 4) went out before the one on stream 1
     // (id 2).
     let mut s1 = r1.send_response(Response::new(()), false).unwrap();
-    s1.send_data(Bytes::from_static(b"page one"), false).unwrap();
+    s1.send_data(Bytes::from_static(b"page one"), false)
+        .unwrap();
     let _s3 = r3.send_response(Response::new(()), false).unwrap();
     let _p2 = promise(&mut r1, "/one.css");
     let _p4 = promise(&mut r3, "/three.css");
@@ -278,7 +279,9 @@ async fn no_push_promise_after_receiving_goaway() {
     let (_c, _conn, mut responds) = accept(client, 1).await;
     let mut r1 = responds.pop().unwrap();
     let req = Request::get("https://a/late.css").body(()).unwrap();
-    let err = r1.push_request(req).expect_err("push after the client's GOAWAY");
+    let err = r1
+        .push_request(req)
+        .expect_err("push after the client's GOAWAY");
     assert!(err.to_string().contains("GOAWAY"), "{err}");
 }
 
@@ -302,7 +305,9 @@ async fn graceful_shutdown_waits_for_promised_streams() {
     let mut ping = None;
     let mut page_done = false;
     while ping.is_none() || !page_done {
-        let f = read_frame(&mut c).await.expect("page and PING before close");
+        let f = read_frame(&mut c)
+            .await
+            .expect("page and PING before close");
         page_done |= f.kind == HEADERS && f.stream == 1 && f.flags & END_STREAM != 0;
         if f.kind == PING {
             ping = Some(f.payload);
@@ -384,7 +389,11 @@ async fn oversized_request_headers_get_431_and_a_no_error_reset() {
         .expect("handshake");
 
     let (_req, mut r3) = conn.accept().await.expect("request").expect("no error");
-    assert_eq!(u32::from(r3.stream_id()), 3, "stream 1 never reaches accept");
+    assert_eq!(
+        u32::from(r3.stream_id()),
+        3,
+        "stream 1 never reaches accept"
+    );
     assert_eq!(conn.num_oversized_header_lists(), 1);
     r3.send_response(Response::new(()), true).unwrap();
     drive(conn);
@@ -393,13 +402,19 @@ async fn oversized_request_headers_get_431_and_a_no_error_reset() {
     let on_1: Vec<&Frame> = frames.iter().filter(|f| f.stream == 1).collect();
     assert!(frames.iter().all(|f| f.kind != GOAWAY), "{frames:?}");
     assert_eq!(on_1.len(), 2, "{on_1:?}");
-    assert_eq!((on_1[0].kind, on_1[0].flags), (HEADERS, END_STREAM | END_HEADERS));
+    assert_eq!(
+        (on_1[0].kind, on_1[0].flags),
+        (HEADERS, END_STREAM | END_HEADERS)
+    );
     assert!(
         on_1[0].payload.windows(4).any(|w| w == STATUS_431),
         "{:?}",
         on_1[0].payload
     );
-    assert_eq!((on_1[1].kind, &on_1[1].payload[..]), (RST_STREAM, &[0u8; 4][..]));
+    assert_eq!(
+        (on_1[1].kind, &on_1[1].payload[..]),
+        (RST_STREAM, &[0u8; 4][..])
+    );
 }
 
 /// Patch 7: a header block over the client's SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113 §6.5.2)
@@ -424,15 +439,22 @@ async fn header_blocks_over_the_peers_header_list_limit_are_refused() {
     let err = r1.push_request(req.body(()).unwrap()).unwrap_err();
     assert!(err.is_header_list_too_large(), "{err}");
     let mut pushed = promise(&mut r1, "/b.css");
-    let res = Response::builder().header("x", big.as_str()).body(()).unwrap();
+    let res = Response::builder()
+        .header("x", big.as_str())
+        .body(())
+        .unwrap();
     let err = pushed.send_response(res, true).unwrap_err();
     assert!(err.is_header_list_too_large(), "{err}");
     pushed.send_reset(h2::Reason::CANCEL);
-    let res = Response::builder().header("x", just_over.as_str()).body(()).unwrap();
+    let res = Response::builder()
+        .header("x", just_over.as_str())
+        .body(())
+        .unwrap();
     let err = r1.send_response(res, true).unwrap_err();
     assert!(err.is_header_list_too_large(), "{err}");
     let res = Response::builder().status(502).body(()).unwrap();
-    r1.send_response(res, true).expect("the stream is still usable");
+    r1.send_response(res, true)
+        .expect("the stream is still usable");
     drive(conn);
 
     let frames = read_until(&mut c, |f| f.kind == HEADERS && f.stream == 1).await;

@@ -109,7 +109,9 @@ impl fmt::Display for UserError {
             PeerDisabledServerPush => "sending PUSH_PROMISE to peer who disabled server push",
             InvalidInformationalStatusCode => "invalid informational status code",
             GoingAway => "sending PUSH_PROMISE after GOAWAY",
-            HeaderListTooLarge => "header list larger than the peer's SETTINGS_MAX_HEADER_LIST_SIZE",
+            HeaderListTooLarge => {
+                "header list larger than the peer's SETTINGS_MAX_HEADER_LIST_SIZE"
+            }
         })
     }
 }

@@ -1186,7 +1186,12 @@ where
 
     /// Patch (linkpush): see `Recv::num_oversized_header_lists`.
     pub(crate) fn num_oversized_header_lists(&self) -> u64 {
-        self.inner.lock().unwrap().actions.recv.num_oversized_header_lists()
+        self.inner
+            .lock()
+            .unwrap()
+            .actions
+            .recv
+            .num_oversized_header_lists()
     }
 
     #[cfg(feature = "unstable")]
