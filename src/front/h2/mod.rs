@@ -164,8 +164,9 @@ fn count_too_large<T: AsyncRead + AsyncWrite + Unpin, B: bytes::Buf>(
 ) {
     let total = conn.num_oversized_header_lists();
     if total > *counted {
-        debug!(%peer, requests = total - *counted, "request header list over SETTINGS_MAX_HEADER_LIST_SIZE; answered 431");
-        super::heads_too_large(&app.metrics, Protocol::Http2, total - *counted);
+        let requests = total - *counted;
+        debug!(%peer, requests, "request header list over our limit; h2 answered 431");
+        super::heads_too_large(&app.metrics, Protocol::Http2, requests);
         *counted = total;
     }
 }
