@@ -15,6 +15,10 @@ pub enum Side {
 pub enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// SPEC §8: a request head over the bound; answered 431 by hyper or h2 themselves (RFC
+    /// 6585 §5, RFC 9113 §10.5.1), so this only ever counts and logs it.
+    #[error("request header fields too large")]
+    HeaderTooLarge,
     #[error("client went away")]
     ClientGone(#[source] h2::Error),
     /// The client's request body failed: an aborted upload, a malformed chunked body, a reset
@@ -51,6 +55,7 @@ impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
             ProxyError::BadRequest(_)
+            | ProxyError::HeaderTooLarge
             | ProxyError::ClientGone(_)
             | ProxyError::ClientBody(_)
             | ProxyError::NotImplemented(_)
@@ -69,6 +74,7 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::HeaderTooLarge => "header_too_large",
             ProxyError::ClientGone(_) => "client_gone",
             ProxyError::ClientBody(_) => "client_body",
             ProxyError::NotImplemented(_) => "not_implemented",
@@ -96,6 +102,7 @@ impl From<&ProxyError> for Option<StatusCode> {
             // chunked body); an aborted upload never sees it.
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientGone(_) => return None,
+            ProxyError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             // RFC 9110 §15.6.2: the server does not support the functionality required.
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             // RFC 9110 §15.6.3: the proxy got no valid response from the upstream.
@@ -160,6 +167,7 @@ mod tests {
                 Side::Upstream,
             ),
             (ProxyError::UpstreamInvalid("x"), Some(502), Side::Upstream),
+            (ProxyError::HeaderTooLarge, Some(431), Side::Client),
         ];
         for (err, status, side) in cases {
             assert_eq!(err.status().map(|s| s.as_u16()), status, "{err}");

@@ -56,6 +56,23 @@ pub fn report_error(metrics: &crate::metrics::Metrics, err: &crate::error::Proxy
     }
 }
 
+/// Requests whose head was over SPEC §8's bound, which hyper (HTTP/1.1) or h2 (HTTP/2,
+/// vendor/h2 PATCHES.md 6) answered 431 without handing them to us: counted in the requests
+/// counter and as client errors, and logged, as if the handler had answered them.
+pub fn heads_too_large(
+    metrics: &crate::metrics::Metrics,
+    protocol: crate::metrics::Protocol,
+    n: u64,
+) {
+    let err = crate::error::ProxyError::HeaderTooLarge;
+    for _ in 0..n {
+        report_error(metrics, &err);
+        if let Some(status) = err.status() {
+            metrics.request(protocol, status.as_u16());
+        }
+    }
+}
+
 /// SPEC §4: only final 2xx responses, except 204 and 206, to GET requests may push or teach.
 pub fn may_push_final(method: &Method, status: http::StatusCode) -> bool {
     method == Method::GET

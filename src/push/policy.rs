@@ -38,7 +38,8 @@ pub enum SkipReason {
     CrossOrigin,
     /// Already pushed on this connection, or listed twice in this response.
     Duplicate,
-    /// The client disabled push (SETTINGS_ENABLE_PUSH = 0) or has no room for another stream.
+    /// The client disabled push (SETTINGS_ENABLE_PUSH = 0), has no room for another stream, or
+    /// cannot take the promised request's header list (its SETTINGS_MAX_HEADER_LIST_SIZE).
     ClientDisabled,
     /// `max_pushes_per_response` was reached.
     Limit,

@@ -16,6 +16,7 @@ pub const SETTINGS: u8 = 0x4;
 pub const PUSH_PROMISE: u8 = 0x5;
 pub const PING: u8 = 0x6;
 pub const GOAWAY: u8 = 0x7;
+pub const CONTINUATION: u8 = 0x9;
 /// Flags: END_STREAM (DATA, HEADERS), ACK (SETTINGS, PING), END_HEADERS.
 pub const END_STREAM: u8 = 0x1;
 pub const ACK: u8 = 0x1;
@@ -67,6 +68,26 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
     out.extend_from_slice(&stream.to_be_bytes());
     out.extend_from_slice(payload);
+    out
+}
+
+/// One header block on `stream` as HEADERS and as many CONTINUATION frames as the default
+/// SETTINGS_MAX_FRAME_SIZE (16384) requires.
+pub fn header_block_frames(stream: u32, block: &[u8], end_stream: bool) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = block.chunks(16_384).collect();
+    let mut out = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let mut flags = if i + 1 == chunks.len() {
+            END_HEADERS
+        } else {
+            0
+        };
+        if i == 0 && end_stream {
+            flags |= END_STREAM;
+        }
+        let kind = if i == 0 { HEADERS } else { CONTINUATION };
+        out.extend(frame(kind, flags, stream, chunk));
+    }
     out
 }
 

@@ -93,6 +93,10 @@ pub async fn serve<IO>(
     };
     if let Err(err) = result {
         debug!(error = %err, "http/1.1 connection ended with an error");
+        // hyper has answered 431 itself and closed the connection.
+        if err.is_parse_too_large() {
+            crate::front::heads_too_large(&app.metrics, Protocol::Http1, 1);
+        }
     }
 }
 

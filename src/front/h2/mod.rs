@@ -94,32 +94,39 @@ pub async fn serve<IO>(
     let mut close_by: Option<tokio::time::Instant> = None;
     // After the resets, the connection ends by this time even if h2 cannot write them.
     let mut abandon_at: Option<tokio::time::Instant> = None;
+    // Requests h2 answered 431 itself (vendor/h2 PATCHES.md 6), counted so far. They never
+    // reach `accept`, so they are counted when it next returns: at the next request, or when
+    // the connection ends.
+    let mut too_large = 0;
     loop {
         let idle_now = active.count() == 0;
         tokio::select! {
             // h2 (vendor/h2 PATCHES.md 5) ends the connection only once every client stream
             // and every promised stream is done, after a GOAWAY.
-            next = conn.accept() => match next {
-                Some(Ok((req, respond))) => {
-                    // The client's SETTINGS arrive before its first HEADERS, so this is current.
-                    push.set_peer_max_streams(conn.max_concurrent_send_streams());
-                    let stream = Stream::new(app.clone(), push.clone(), client.clone());
-                    let guard = active.enter();
-                    let mut cancel = cancelled_rx.clone();
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            () = stream.run(req, respond) => {}
-                            () = cancelled(&mut cancel) => {}
-                        }
-                        drop(guard);
-                    });
+            next = conn.accept() => {
+                count_too_large(&app, &conn, client.peer, &mut too_large);
+                match next {
+                    Some(Ok((req, respond))) => {
+                        // The client's SETTINGS arrive before its first HEADERS, so this is current.
+                        push.set_peer_max_streams(conn.max_concurrent_send_streams());
+                        let stream = Stream::new(app.clone(), push.clone(), client.clone());
+                        let guard = active.enter();
+                        let mut cancel = cancelled_rx.clone();
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                () = stream.run(req, respond) => {}
+                                () = cancelled(&mut cancel) => {}
+                            }
+                            drop(guard);
+                        });
+                    }
+                    Some(Err(err)) => {
+                        debug!(peer = %client.peer, error = %err, "h2 connection error");
+                        break;
+                    }
+                    None => break,
                 }
-                Some(Err(err)) => {
-                    debug!(peer = %client.peer, error = %err, "h2 connection error");
-                    break;
-                }
-                None => break,
-            },
+            }
             _ = tokio::time::sleep(idle), if idle_now && !closing => {
                 debug!(peer = %client.peer, "idle timeout");
                 conn.graceful_shutdown();
@@ -144,6 +151,23 @@ pub async fn serve<IO>(
                 break;
             }
         }
+    }
+    count_too_large(&app, &conn, client.peer, &mut too_large);
+}
+
+/// Counts and logs the requests h2 answered 431 since the last call.
+fn count_too_large<T: AsyncRead + AsyncWrite + Unpin, B: bytes::Buf>(
+    app: &App,
+    conn: &h2::server::Connection<T, B>,
+    peer: std::net::SocketAddr,
+    counted: &mut u64,
+) {
+    let total = conn.num_oversized_header_lists();
+    if total > *counted {
+        let requests = total - *counted;
+        debug!(%peer, requests, "request header list over our limit; h2 answered 431");
+        super::heads_too_large(&app.metrics, Protocol::Http2, requests);
+        *counted = total;
     }
 }
 

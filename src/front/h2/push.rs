@@ -270,10 +270,16 @@ fn decide_and_promise(
             });
             Decision::Promised
         }
+        // The promised request's header list is over the client's SETTINGS_MAX_HEADER_LIST_SIZE
+        // (vendor/h2 PATCHES.md 7): nothing was sent; only this push is skipped.
+        Err(err) if err.is_header_list_too_large() => {
+            debug!(error = %err, path = %preload.path, "push_request refused");
+            Decision::Skipped(SkipReason::ClientDisabled)
+        }
         Err(err) => {
-            // The error is opaque: SETTINGS_ENABLE_PUSH = 0, or a GOAWAY was sent or received
-            // (vendor/h2 PATCHES.md 4, RFC 9113 §6.8). Either way no later promise on this
-            // connection can succeed: stop pushing on it.
+            // Otherwise the error is opaque: SETTINGS_ENABLE_PUSH = 0, or a GOAWAY was sent or
+            // received (vendor/h2 PATCHES.md 4, RFC 9113 §6.8). Either way no later promise on
+            // this connection can succeed: stop pushing on it.
             debug!(error = %err, "push_request failed; push disabled for this connection");
             req.state.enabled.store(false, Ordering::Relaxed);
             Decision::Skipped(SkipReason::ClientDisabled)
@@ -361,6 +367,13 @@ async fn run(
     // stream, after the frames of client streams that are ready (vendor/h2 PATCHES.md 1, 3).
     let mut stream = match pushed.send_response(head, end) {
         Ok(s) => s,
+        // A head over the client's SETTINGS_MAX_HEADER_LIST_SIZE (vendor/h2 PATCHES.md 7):
+        // nothing was sent, and the promised stream is reset instead.
+        Err(err) if err.is_header_list_too_large() => {
+            debug!(error = %err, "pushed response not sent");
+            pushed.send_reset(h2::Reason::CANCEL);
+            return PushOutcome::Failed;
+        }
         // The client reset the promise before the head went out, or the connection is gone.
         Err(_) => return PushOutcome::Cancelled,
     };

@@ -269,7 +269,7 @@ impl Stream {
         let end = body.is_end_stream() || head.method == Method::HEAD;
         let mut send = respond
             .send_response(head_out, end)
-            .map_err(ProxyError::ClientGone)?;
+            .map_err(|err| self.response_not_sent(err))?;
         if end {
             return Ok((status.as_u16(), 0, None));
         }
@@ -421,10 +421,26 @@ impl Stream {
         for hint in hints {
             early.headers_mut().append(header::LINK, hint);
         }
+        // A 103 over the client's SETTINGS_MAX_HEADER_LIST_SIZE is refused by h2 (vendor/h2
+        // PATCHES.md 7) and simply not sent; the final response still goes.
         match respond.send_informational(early) {
             Ok(()) => self.hints.sent(source, &self.app.metrics),
             Err(err) => debug!(error = %err, "sending 103 failed"),
         }
+    }
+
+    /// Why `send_response` failed. A head over the client's SETTINGS_MAX_HEADER_LIST_SIZE
+    /// (RFC 9113 §6.5.2) is refused by h2 with nothing sent (vendor/h2 PATCHES.md 7): the
+    /// upstream's response cannot reach this client, so the stream gets a 502, as from nginx,
+    /// instead of a header block nghttp2 clients answer with GOAWAY COMPRESSION_ERROR (losing
+    /// every stream of the connection). Anything else means the client is gone.
+    fn response_not_sent(&self, err: h2::Error) -> ProxyError {
+        if !err.is_header_list_too_large() {
+            return ProxyError::ClientGone(err);
+        }
+        let err = ProxyError::UpstreamInvalid("response header list over the client's limit");
+        self.app.metrics.upstream_error(err.kind());
+        err
     }
 
     /// Sends the short plain-text error response; returns the status and the body bytes sent,

@@ -26,6 +26,8 @@ pub struct H2Options {
     pub authority: String,
     /// SETTINGS_INITIAL_WINDOW_SIZE we advertise (h2's default 65535 when `None`).
     pub initial_window_size: Option<u32>,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE we advertise (none, that is unlimited, when `None`).
+    pub max_header_list_size: Option<u32>,
 }
 
 impl Default for H2Options {
@@ -36,6 +38,7 @@ impl Default for H2Options {
             tls: false,
             authority: "localhost".to_owned(),
             initial_window_size: None,
+            max_header_list_size: None,
         }
     }
 }
@@ -136,6 +139,9 @@ pub async fn h2_connect(addr: SocketAddr, opts: &H2Options) -> H2Client {
     }
     if let Some(window) = opts.initial_window_size {
         builder.initial_window_size(window);
+    }
+    if let Some(max) = opts.max_header_list_size {
+        builder.max_header_list_size(max);
     }
     let wire = Arc::new(Mutex::new(WireLog::default()));
 

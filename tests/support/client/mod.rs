@@ -41,7 +41,8 @@ pub use self::request::{h2_get, h2_get_many, h2_request, h2_request_refusing, h2
 pub use self::tls::{tls_alpn, tls_handshake};
 #[allow(unused_imports)]
 pub use self::tools::{
-    CurlHttp, CurlOutput, CurlResponse, NghttpOutput, PROGRAM_TIMEOUT, curl, curl_fetch, nghttp,
+    CurlHttp, CurlOutput, CurlResponse, NghttpOutput, PROGRAM_TIMEOUT, curl, curl_fetch, installed,
+    nghttp,
 };
 #[allow(unused_imports)]
 pub use self::wire::{Frame, WireTap, parse_nghttp_frames};

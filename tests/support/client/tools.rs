@@ -11,6 +11,17 @@ use super::wire::{Frame, parse_nghttp_frames};
 /// whole transfers; pass curl's `--max-time` for a tighter bound.
 pub const PROGRAM_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Whether `program` can be run (it answers `--version`). Tests that need an optional tool
+/// print `SKIP:` and return when it cannot.
+pub fn installed(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
 /// Run `program` with `args`, bounded by [`PROGRAM_TIMEOUT`]; the process is killed if the test
 /// gives up.
 async fn run(program: &str, args: &[&str], install: &str) -> std::process::Output {

@@ -114,6 +114,14 @@ impl Error {
             Kind::GoAway(_, _, Initiator::Library) | Kind::Reset(_, _, Initiator::Library)
         )
     }
+
+    /// Returns true if a header block was not sent because its header list
+    /// is larger than the peer's `SETTINGS_MAX_HEADER_LIST_SIZE` (RFC 9113
+    /// §6.5.2). Nothing was queued and the stream is unchanged: the caller
+    /// can still send a smaller block (say, an error response) on it.
+    pub fn is_header_list_too_large(&self) -> bool {
+        matches!(self.kind, Kind::User(UserError::HeaderListTooLarge))
+    }
 }
 
 impl From<proto::Error> for Error {

@@ -592,6 +592,17 @@ where
         self.connection.max_recv_streams()
     }
 
+    /// Returns how many requests on this connection were answered with
+    /// `431 Request Header Fields Too Large` by h2 itself, because their
+    /// header list was larger than [`Builder::max_header_list_size`]
+    /// (RFC 9113 §10.5.1). Such requests are never returned by `accept`;
+    /// this count is how the application can log and count them.
+    ///
+    /// [`Builder::max_header_list_size`]: struct.Builder.html#method.max_header_list_size
+    pub fn num_oversized_header_lists(&self) -> u64 {
+        self.connection.num_oversized_header_lists()
+    }
+
     // Could disappear at anytime.
     #[doc(hidden)]
     #[cfg(feature = "unstable")]

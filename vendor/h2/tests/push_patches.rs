@@ -137,7 +137,8 @@ async fn push_promises_are_written_in_promised_id_order() {
     // parents' own queues the promise on stream 3 (id 4) went out before the one on stream 1
     // (id 2).
     let mut s1 = r1.send_response(Response::new(()), false).unwrap();
-    s1.send_data(Bytes::from_static(b"page one"), false).unwrap();
+    s1.send_data(Bytes::from_static(b"page one"), false)
+        .unwrap();
     let _s3 = r3.send_response(Response::new(()), false).unwrap();
     let _p2 = promise(&mut r1, "/one.css");
     let _p4 = promise(&mut r3, "/three.css");
@@ -278,7 +279,9 @@ async fn no_push_promise_after_receiving_goaway() {
     let (_c, _conn, mut responds) = accept(client, 1).await;
     let mut r1 = responds.pop().unwrap();
     let req = Request::get("https://a/late.css").body(()).unwrap();
-    let err = r1.push_request(req).expect_err("push after the client's GOAWAY");
+    let err = r1
+        .push_request(req)
+        .expect_err("push after the client's GOAWAY");
     assert!(err.to_string().contains("GOAWAY"), "{err}");
 }
 
@@ -302,7 +305,9 @@ async fn graceful_shutdown_waits_for_promised_streams() {
     let mut ping = None;
     let mut page_done = false;
     while ping.is_none() || !page_done {
-        let f = read_frame(&mut c).await.expect("page and PING before close");
+        let f = read_frame(&mut c)
+            .await
+            .expect("page and PING before close");
         page_done |= f.kind == HEADERS && f.stream == 1 && f.flags & END_STREAM != 0;
         if f.kind == PING {
             ping = Some(f.payload);
@@ -330,4 +335,139 @@ async fn graceful_shutdown_waits_for_promised_streams() {
             .any(|f| f.kind == HEADERS && f.stream == 2 && f.flags & END_STREAM != 0),
         "promised stream 2 left open at close: {rest:?}"
     );
+}
+
+const CONTINUATION: u8 = 0x9;
+const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
+
+/// HPACK: a literal field without indexing, new name, no Huffman (RFC 7541 §6.2.2, §5.1,
+/// §5.2).
+fn literal(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x00];
+    for s in [name, value] {
+        let mut n = s.len();
+        if n < 127 {
+            out.push(n as u8);
+        } else {
+            out.push(127);
+            n -= 127;
+            while n >= 128 {
+                out.push((n % 128) as u8 | 0x80);
+                n /= 128;
+            }
+            out.push(n as u8);
+        }
+        out.extend_from_slice(s);
+    }
+    out
+}
+
+/// `:status 431` as h2 encodes it: the string "431" Huffman-coded (RFC 7541 Appendix B:
+/// '4' 011010, '3' 011001, '1' 00001, padded with 1s), 3 octets long.
+const STATUS_431: [u8; 4] = [0x83, 0x69, 0x90, 0xff];
+
+/// Patch 6: a request whose header list is over SETTINGS_MAX_HEADER_LIST_SIZE is answered 431
+/// (RFC 9113 §10.5.1); its body, still coming, is refused with RST_STREAM NO_ERROR after the
+/// response (RFC 9113 §8.1), not PROTOCOL_ERROR; the application can count it; the connection
+/// and the next request are fine.
+#[tokio::test]
+async fn oversized_request_headers_get_431_and_a_no_error_reset() {
+    let mut block = vec![0x82, 0x87, 0x84, 0x01, 0x01, b'a'];
+    block.extend(literal(b"x-big", &[b'a'; 20 * 1024]));
+    let (first, rest) = block.split_at(16_000);
+    let mut client = preface(&[]);
+    client.extend(frame(HEADERS, 0, 1, first));
+    client.extend(frame(CONTINUATION, END_HEADERS, 1, rest));
+    client.extend(frame(DATA, END_STREAM, 1, b"body"));
+    client.extend(get(3));
+    let (mut c, s) = tokio::io::duplex(1 << 20);
+    c.write_all(&client).await.unwrap();
+    let mut conn = server::Builder::new()
+        .max_header_list_size(16 * 1024)
+        .handshake::<_, Bytes>(s)
+        .await
+        .expect("handshake");
+
+    let (_req, mut r3) = conn.accept().await.expect("request").expect("no error");
+    assert_eq!(
+        u32::from(r3.stream_id()),
+        3,
+        "stream 1 never reaches accept"
+    );
+    assert_eq!(conn.num_oversized_header_lists(), 1);
+    r3.send_response(Response::new(()), true).unwrap();
+    drive(conn);
+
+    let frames = read_until(&mut c, |f| f.kind == HEADERS && f.stream == 3).await;
+    let on_1: Vec<&Frame> = frames.iter().filter(|f| f.stream == 1).collect();
+    assert!(frames.iter().all(|f| f.kind != GOAWAY), "{frames:?}");
+    assert_eq!(on_1.len(), 2, "{on_1:?}");
+    assert_eq!(
+        (on_1[0].kind, on_1[0].flags),
+        (HEADERS, END_STREAM | END_HEADERS)
+    );
+    assert!(
+        on_1[0].payload.windows(4).any(|w| w == STATUS_431),
+        "{:?}",
+        on_1[0].payload
+    );
+    assert_eq!(
+        (on_1[1].kind, &on_1[1].payload[..]),
+        (RST_STREAM, &[0u8; 4][..])
+    );
+}
+
+/// Patch 7: a header block over the client's SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113 §6.5.2)
+/// is refused by each send call with a distinguishable error, nothing queued, the stream
+/// unchanged: the server then answers that stream with a smaller response, and the client
+/// never gets a block it would have to treat as a connection error.
+#[tokio::test]
+async fn header_blocks_over_the_peers_header_list_limit_are_refused() {
+    let mut client = preface(&[(SETTINGS_MAX_HEADER_LIST_SIZE, 1024)]);
+    client.extend(get(1));
+    let (mut c, conn, mut responds) = accept(client, 1).await;
+    let mut r1 = responds.pop().unwrap();
+    let big = "a".repeat(1024);
+    // 32 + 7 (":status") + 3 + 32 + 1 ("x") + 960 = 1035: just over.
+    let just_over = "a".repeat(960);
+
+    let mut early = Response::builder().status(103);
+    early = early.header("link", big.as_str());
+    let err = r1.send_informational(early.body(()).unwrap()).unwrap_err();
+    assert!(err.is_header_list_too_large(), "{err}");
+    let req = Request::get("https://a/a.css").header("x", big.as_str());
+    let err = r1.push_request(req.body(()).unwrap()).unwrap_err();
+    assert!(err.is_header_list_too_large(), "{err}");
+    let mut pushed = promise(&mut r1, "/b.css");
+    let res = Response::builder()
+        .header("x", big.as_str())
+        .body(())
+        .unwrap();
+    let err = pushed.send_response(res, true).unwrap_err();
+    assert!(err.is_header_list_too_large(), "{err}");
+    pushed.send_reset(h2::Reason::CANCEL);
+    let res = Response::builder()
+        .header("x", just_over.as_str())
+        .body(())
+        .unwrap();
+    let err = r1.send_response(res, true).unwrap_err();
+    assert!(err.is_header_list_too_large(), "{err}");
+    let res = Response::builder().status(502).body(()).unwrap();
+    r1.send_response(res, true)
+        .expect("the stream is still usable");
+    drive(conn);
+
+    let frames = read_until(&mut c, |f| f.kind == HEADERS && f.stream == 1).await;
+    assert!(frames.iter().all(|f| f.kind != GOAWAY), "{frames:?}");
+    let promised: Vec<u32> = frames
+        .iter()
+        .filter(|f| f.kind == PUSH_PROMISE)
+        .map(Frame::promised_id)
+        .collect();
+    // One promise (for /b.css; the id reserved for the refused one is never used, which RFC
+    // 9113 §5.1.1 allows), and the first HEADERS on stream 1 is the final 502, not a 103.
+    assert_eq!(promised.len(), 1, "{frames:?}");
+    let last = frames.last().unwrap();
+    assert_eq!(last.flags & END_STREAM, END_STREAM, "{frames:?}");
+    assert!(frames.iter().all(|f| f.payload.len() < 1024), "{frames:?}");
 }

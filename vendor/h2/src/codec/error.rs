@@ -55,6 +55,10 @@ pub enum UserError {
 
     /// Tries to send a push promise after a GOAWAY was sent or received
     GoingAway,
+
+    /// Patch (linkpush): tries to send a header block larger than the peer's
+    /// SETTINGS_MAX_HEADER_LIST_SIZE
+    HeaderListTooLarge,
 }
 
 // ===== impl SendError =====
@@ -105,6 +109,9 @@ impl fmt::Display for UserError {
             PeerDisabledServerPush => "sending PUSH_PROMISE to peer who disabled server push",
             InvalidInformationalStatusCode => "invalid informational status code",
             GoingAway => "sending PUSH_PROMISE after GOAWAY",
+            HeaderListTooLarge => {
+                "header list larger than the peer's SETTINGS_MAX_HEADER_LIST_SIZE"
+            }
         })
     }
 }

@@ -248,6 +248,13 @@ impl Headers {
         self.header_block.is_over_size
     }
 
+    /// Patch (linkpush): the size of this header list as RFC 9113 §6.5.2
+    /// defines it for SETTINGS_MAX_HEADER_LIST_SIZE, pseudo-header fields
+    /// included.
+    pub(crate) fn header_list_size(&self) -> usize {
+        self.header_block.header_list_size()
+    }
+
     pub fn into_parts(self) -> (Pseudo, HeaderMap) {
         (self.header_block.pseudo, self.header_block.fields)
     }
@@ -394,6 +401,11 @@ impl PushPromise {
         }
 
         Ok(())
+    }
+
+    /// Patch (linkpush): see `Headers::header_list_size`.
+    pub(crate) fn header_list_size(&self) -> usize {
+        self.header_block.header_list_size()
     }
 
     fn safe_and_cacheable(method: &Method) -> bool {
@@ -1000,6 +1012,30 @@ impl HeaderBlock {
         encoder.encode(headers, &mut hpack);
 
         EncodingHeaderBlock { hpack }
+    }
+
+    /// Patch (linkpush): the header list size of an outgoing block, computed
+    /// from its fields (RFC 9113 §6.5.2: the uncompressed size of each field,
+    /// name and value in octets plus 32, pseudo-header fields included).
+    fn header_list_size(&self) -> usize {
+        let pseudo = &self.pseudo;
+        let mut size = 0;
+        let mut add = |name: &str, value: Option<&str>| {
+            if let Some(value) = value {
+                size += decoded_header_size(name.len(), value.len());
+            }
+        };
+        add(":method", pseudo.method.as_ref().map(|m| m.as_str()));
+        add(":scheme", pseudo.scheme.as_ref().map(|s| s.as_str()));
+        add(":authority", pseudo.authority.as_ref().map(|s| s.as_str()));
+        add(":path", pseudo.path.as_ref().map(|s| s.as_str()));
+        add(":protocol", pseudo.protocol.as_ref().map(|p| p.as_str()));
+        add(":status", pseudo.status.as_ref().map(|s| s.as_str()));
+        size + self
+            .fields
+            .iter()
+            .map(|(name, value)| decoded_header_size(name.as_str().len(), value.len()))
+            .sum::<usize>()
     }
 
     /// Calculates the size of the currently decoded header list.

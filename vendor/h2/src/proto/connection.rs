@@ -206,6 +206,11 @@ where
         self.inner.streams.max_recv_streams()
     }
 
+    /// Patch (linkpush): see `server::Connection::num_oversized_header_lists`.
+    pub(crate) fn num_oversized_header_lists(&self) -> u64 {
+        self.inner.streams.num_oversized_header_lists()
+    }
+
     #[cfg(feature = "unstable")]
     pub fn num_wired_streams(&self) -> usize {
         self.inner.streams.num_wired_streams()

@@ -56,6 +56,11 @@ pub(super) struct Recv {
 
     /// If extended connect protocol is enabled.
     is_extended_connect_protocol_enabled: bool,
+
+    /// Patch (linkpush): requests answered 431 by h2 itself because their
+    /// header list was over SETTINGS_MAX_HEADER_LIST_SIZE. They never reach
+    /// `accept`, so this count is how the application learns about them.
+    num_oversized_header_lists: u64,
 }
 
 #[derive(Debug)]
@@ -110,7 +115,17 @@ impl Recv {
             buffer: Buffer::new(),
             is_push_enabled: config.local_push_enabled,
             is_extended_connect_protocol_enabled: config.extended_connect_protocol_enabled,
+            num_oversized_header_lists: 0,
         }
+    }
+
+    /// Patch (linkpush): see `num_oversized_header_lists`.
+    pub fn count_oversized_header_list(&mut self) {
+        self.num_oversized_header_lists += 1;
+    }
+
+    pub fn num_oversized_header_lists(&self) -> u64 {
+        self.num_oversized_header_lists
     }
 
     /// Returns the initial receive window size
@@ -227,9 +242,9 @@ impl Recv {
             // > Large) status code [RFC6585]. A client can discard responses
             // > that it cannot process.
             //
-            // So, if peer is a server, we'll send a 431. In either case,
-            // an error is recorded, which will send a REFUSED_STREAM,
-            // since we don't want any of the data frames either.
+            // So, if peer is a server, we'll send a 431 (and, if the
+            // request body is still coming, RST_STREAM NO_ERROR after it:
+            // see `Streams::recv_headers`). A client resets the stream.
             tracing::debug!(
                 "stream error REQUEST_HEADER_FIELDS_TOO_LARGE -- \
                  recv_headers: frame is over size; stream={:?}",

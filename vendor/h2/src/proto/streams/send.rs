@@ -33,6 +33,14 @@ pub(super) struct Send {
     /// PUSH_PROMISE.
     is_going_away: bool,
 
+    /// Patch (linkpush): the peer's SETTINGS_MAX_HEADER_LIST_SIZE (unlimited
+    /// until it says otherwise, RFC 9113 §6.5.2). A header block over it is
+    /// refused with `UserError::HeaderListTooLarge` before anything is
+    /// queued: nghttp2 answers one with GOAWAY COMPRESSION_ERROR, which loses
+    /// every stream of the connection, while the caller can still answer that
+    /// one stream with something smaller.
+    peer_max_header_list_size: usize,
+
     /// Initial window size of locally initiated streams
     init_window_sz: WindowSize,
 
@@ -59,6 +67,7 @@ impl Send {
             init_window_sz: config.remote_init_window_sz,
             max_stream_id: StreamId::MAX,
             is_going_away: false,
+            peer_max_header_list_size: usize::MAX,
             next_stream_id: Ok(config.local_next_stream_id),
             prioritize: Prioritize::new(config),
             is_push_enabled: true,
@@ -105,6 +114,19 @@ impl Send {
         Ok(())
     }
 
+    /// Patch (linkpush): see `peer_max_header_list_size`.
+    fn check_header_list_size(&self, size: usize) -> Result<(), UserError> {
+        if size > self.peer_max_header_list_size {
+            tracing::debug!(
+                size,
+                max = self.peer_max_header_list_size,
+                "header list larger than the peer's SETTINGS_MAX_HEADER_LIST_SIZE"
+            );
+            return Err(UserError::HeaderListTooLarge);
+        }
+        Ok(())
+    }
+
     pub fn send_push_promise(
         &mut self,
         frame: frame::PushPromise,
@@ -121,6 +143,7 @@ impl Send {
         );
 
         Self::check_headers(frame.fields())?;
+        self.check_header_list_size(frame.header_list_size())?;
 
         // Queue the frame for sending, on the connection's promised-id
         // ordered queue rather than the parent stream's (see
@@ -145,6 +168,7 @@ impl Send {
         );
 
         Self::check_headers(frame.fields())?;
+        self.check_header_list_size(frame.header_list_size())?;
 
         let end_stream = frame.is_end_stream();
 
@@ -193,6 +217,7 @@ impl Send {
 
         // Validate headers
         Self::check_headers(frame.fields())?;
+        self.check_header_list_size(frame.header_list_size())?;
 
         debug_assert!(frame.is_informational(),
             "Frame must be informational (1xx status code) at this point. Validation should happen at the public API boundary.");
@@ -334,6 +359,7 @@ impl Send {
         // Checked before the state transition so a rejected call leaves the stream
         // untouched and still able to send valid trailers.
         Self::check_headers(frame.fields())?;
+        self.check_header_list_size(frame.header_list_size())?;
 
         // TODO: Should this logic be moved into state.rs?
         if !stream.state.is_send_streaming() {
@@ -519,6 +545,10 @@ impl Send {
     ) -> Result<(), Error> {
         if let Some(val) = settings.is_extended_connect_protocol_enabled() {
             self.is_extended_connect_protocol_enabled = val;
+        }
+
+        if let Some(val) = settings.max_header_list_size() {
+            self.peer_max_header_list_size = usize::try_from(val).unwrap_or(usize::MAX);
         }
 
         // Applies an update to the remote endpoint's initial window size.

@@ -582,6 +582,7 @@ impl Inner {
                     Ok(()) => Ok(()),
                     Err(RecvHeaderBlockError::Oversize) => {
                         if peer.is_server() {
+                            actions.recv.count_oversized_header_list();
                             let mut resp = frame::Headers::new(
                                 stream.id,
                                 frame::Pseudo::response(
@@ -593,11 +594,25 @@ impl Inner {
                             let mut send_buffer = send_buffer.inner.lock().unwrap();
                             let sent = actions.send.send_headers(
                                 resp, &mut send_buffer, stream, counts, &mut actions.task);
-                            debug_assert!(sent.is_ok(), "oversize response should not fail");
 
+                            // Patch (linkpush): the 431 is a complete response
+                            // (RFC 9113 §10.5.1, RFC 6585 §5). If the request
+                            // body is still coming, RFC 9113 §8.1 lets the
+                            // server ask the client to stop sending it "without
+                            // error" with RST_STREAM NO_ERROR, sent after the
+                            // response (a closed stream gets no reset at all).
+                            // It used to be PROTOCOL_ERROR: the request was not
+                            // malformed. Only a peer whose own header list
+                            // limit is below a bare `:status` (so the 431
+                            // could not be sent) still gets PROTOCOL_ERROR.
+                            let reason = if sent.is_ok() {
+                                Reason::NO_ERROR
+                            } else {
+                                Reason::PROTOCOL_ERROR
+                            };
                             actions.send.schedule_implicit_reset(
                                 stream,
-                                Reason::PROTOCOL_ERROR,
+                                reason,
                                 counts,
                                 &mut actions.task);
 
@@ -1167,6 +1182,16 @@ where
 
     pub(crate) fn max_recv_streams(&self) -> usize {
         self.inner.lock().unwrap().counts.max_recv_streams()
+    }
+
+    /// Patch (linkpush): see `Recv::num_oversized_header_lists`.
+    pub(crate) fn num_oversized_header_lists(&self) -> u64 {
+        self.inner
+            .lock()
+            .unwrap()
+            .actions
+            .recv
+            .num_oversized_header_lists()
     }
 
     #[cfg(feature = "unstable")]
