@@ -427,6 +427,27 @@ async fn non_navigation_requests_get_no_learned_103() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learned_route_still_forwards_the_upstream_103_to_non_navigations() {
+    // SPEC §5: an upstream 103 is forwarded at once, whatever was learned. A learned link that
+    // was not pushed (this client takes no push) is not "coming", so the upstream's 103 that
+    // repeats it must still reach the client.
+    let up = Upstream::new()
+        .route(
+            "/hinted",
+            Reply::ok("page").early_hints(&["</a.css>; rel=preload; as=style"]),
+        )
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    for round in 0..3 {
+        let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
+        let ex = h2_get(&mut client, "/hinted", &[]).await;
+        assert_eq!(ex.informational.len(), 1, "round {round}: {:?}", ex.events);
+        assert_eq!(links_of(&ex, 0), ["</a.css>; rel=preload; as=style"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_hints_disabled_sends_no_103() {
     let up = Upstream::new()
         .route("/", Reply::page(&PAGE_LINKS).early_hints(&PAGE_LINKS))

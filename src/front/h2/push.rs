@@ -143,9 +143,10 @@ pub struct PushRequest<'a> {
 pub struct PushLog {
     pub promised: Vec<String>,
     pub made: usize,
-    /// Paths already decided for this response: a link seen in a learned set or an upstream
-    /// 103 and again in the final Link fields is decided (and counted) once.
-    decided: Vec<String>,
+    /// Paths already decided for this response, with whether the client has each coming: a
+    /// link seen in a learned set or an upstream 103 and again in the final Link fields is
+    /// decided (and counted) once.
+    decided: Vec<(String, bool)>,
 }
 
 /// What became of one preload link when asked to push it.
@@ -153,8 +154,27 @@ pub struct PushLog {
 pub enum Decision {
     Promised,
     Skipped(SkipReason),
-    /// Already decided earlier for the same response; not counted again.
-    Repeated,
+    /// Already decided earlier for the same response; not counted again. `coming`: that
+    /// earlier decision gets the asset to the client as a push (see [`Decision::is_coming`]).
+    Repeated {
+        coming: bool,
+    },
+}
+
+impl Decision {
+    /// The client gets this asset as a push — promised now or earlier on this response, or
+    /// already on this connection, or fresh in its cache — so a 103 need not announce it. A
+    /// link skipped for any other reason (push off for this client, limits) still needs its
+    /// hint, also when the upstream's 103 repeats a learned link decided that way.
+    pub fn is_coming(self) -> bool {
+        match self {
+            Decision::Promised | Decision::Skipped(SkipReason::Duplicate | SkipReason::Cached) => {
+                true
+            }
+            Decision::Skipped(_) => false,
+            Decision::Repeated { coming } => coming,
+        }
+    }
 }
 
 /// Promises each pushable preload on the parent stream, in order, and starts its fetch. Must
@@ -171,12 +191,13 @@ pub fn promise_all(
     preloads
         .iter()
         .map(|preload| {
-            if log.decided.contains(&preload.path) {
-                return Decision::Repeated;
+            if let Some((_, coming)) = log.decided.iter().find(|(p, _)| *p == preload.path) {
+                return Decision::Repeated { coming: *coming };
             }
-            log.decided.push(preload.path.clone());
             let decision =
                 decide_and_promise(req, respond, preload, log, config.max_pushes_per_response);
+            log.decided
+                .push((preload.path.clone(), decision.is_coming()));
             if let Decision::Skipped(reason) = decision {
                 metrics.push_skipped(reason);
             }

@@ -477,13 +477,6 @@ fn coming<'a>(
     preloads
         .iter()
         .zip(decisions)
-        .filter(|(_, d)| {
-            matches!(
-                d,
-                Decision::Promised
-                    | Decision::Repeated
-                    | Decision::Skipped(SkipReason::Duplicate | SkipReason::Cached)
-            )
-        })
+        .filter(|(_, d)| d.is_coming())
         .map(|(p, _)| &p.hint)
 }
