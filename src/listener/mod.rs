@@ -202,8 +202,12 @@ async fn serve_connection(
     match &shared.tls {
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+            // Boxed: the rustls connection is 1.2 KB, and an async fn keeps the slot of a
+            // value it has moved into an awaited future (rust-lang/rust#62958). Inline, this
+            // task and `front::h2::serve` each kept a dead copy of it for the connection's
+            // life: 2.3 KiB more per idle connection (docs/BENCHMARKS.md, idle memory).
             let stream = match tokio::time::timeout(deadline, acceptor.accept(socket)).await {
-                Ok(Ok(s)) => s,
+                Ok(Ok(s)) => Box::new(s),
                 Ok(Err(err)) => {
                     let reason = tls::HandshakeError::classify(&err);
                     app.metrics.tls_handshake_error(reason);
