@@ -2,7 +2,9 @@
 # End-to-end comparison of linkpush with nginx and h2o as TLS HTTP/2 reverse proxies that push
 # from `Link: <…>; rel=preload` headers.  See benches/README.md for what each number means.
 #
-#   benches/compare.sh                                  # full run (3 runs, all proxies)
+#   benches/compare.sh                                  # full run (3 runs, all proxies, 3 rounds)
+#   ROUNDS="default tuned" benches/compare.sh           # rounds: default (access logs on), tuned
+#                                                       # (logs off), scale (2 workers, unpinned)
 #   RUNS=1 N=5000 PROXIES="nginx h2o" benches/compare.sh   # quick look
 #
 # Everything it starts (origin, proxies, idle-connection holders) it stops again, by PID.
