@@ -2,7 +2,9 @@
 # End-to-end comparison of linkpush with nginx and h2o as TLS HTTP/2 reverse proxies that push
 # from `Link: <…>; rel=preload` headers.  See benches/README.md for what each number means.
 #
-#   benches/compare.sh                                  # full run (3 runs, all proxies)
+#   benches/compare.sh                                  # full run (3 runs, all proxies, 3 rounds)
+#   ROUNDS="default tuned" benches/compare.sh           # rounds: default (access logs on), tuned
+#                                                       # (logs off), scale (2 workers, unpinned)
 #   RUNS=1 N=5000 PROXIES="nginx h2o" benches/compare.sh   # quick look
 #
 # Everything it starts (origin, proxies, idle-connection holders) it stops again, by PID.
@@ -14,7 +16,12 @@ RUNS=${RUNS:-3}                       # runs per (scenario, proxy); the median i
 N=${N:-50000}                         # h2load requests per run (scenarios asset, page)
 C=${C:-32}                            # h2load clients (connections)
 M=${M:-10}                            # h2load max concurrent streams per connection
-SCENARIOS=${SCENARIOS:-"asset page handshake push idle"}
+SCENARIOS=${SCENARIOS:-"asset page handshake push idle"}  # rounds default and tuned; idle: once
+ROUNDS=${ROUNDS:-"default tuned scale"}  # configurations measured in the same run (README "Rounds")
+SCALE_SCENARIOS=${SCALE_SCENARIOS:-"asset page"}  # scenarios of round scale
+SCALE_WORKERS=${SCALE_WORKERS:-2}     # round scale: workers (nginx processes, h2o/tokio threads)
+SCALE_CLIENT_CPU=${SCALE_CLIENT_CPU-} # round scale: core for the clients (empty: not pinned)
+IDLE_ROUND=${IDLE_ROUND:-default}     # configuration of the idle scenario
 PROXIES=${PROXIES:-"linkpush nginx h2o"}
 HANDSHAKE_N=${HANDSHAKE_N:-2000}      # scenario handshake: new connections (batches of C)
 PUSH_N=${PUSH_N:-200}                 # scenario push: page loads with nghttp (1 connection each)
@@ -46,6 +53,12 @@ for s in $SCENARIOS; do
 done
 for p in $PROXIES; do
   case $p in linkpush|nginx|h2o) ;; *) die "unknown proxy '$p'";; esac
+done
+for rd in $ROUNDS $IDLE_ROUND; do
+  case $rd in default|tuned|scale) ;; *) die "unknown round '$rd' (default, tuned, scale)";; esac
+done
+for s in $SCALE_SCENARIOS; do
+  case $s in asset|page|handshake|push) ;; *) die "unknown scenario '$s' in SCALE_SCENARIOS";; esac
 done
 has_proxy() { [[ " $PROXIES " == *" $1 "* ]]; }
 has_scen() { [[ " $SCENARIOS " == *" $1 "* ]]; }
@@ -255,21 +268,21 @@ PAGE_LINKS=(
 
 NGINX_USER=
 ((RUN_AS_ROOT)) && NGINX_USER='user root;'
-nginx_common() { # DIR
+nginx_common() { # DIR WORKERS
   cat <<EOF
 $NGINX_USER
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes $2;
 worker_rlimit_nofile $((IDLE_CONNS * 2 + 4096));
 pid $1/nginx.pid;
 error_log $1/error.log warn;
 events { worker_connections $((IDLE_CONNS * 2 + 1024)); }
 EOF
 }
-nginx_http_common() { # DIR
+nginx_http_common() { # DIR ACCESS_LOG ("off", or a file: nginx's default "combined" format, unbuffered)
   cat <<EOF
-  access_log off;
+  access_log $2;
   client_body_temp_path $1/client_body;
   proxy_temp_path $1/proxy;
   fastcgi_temp_path $1/fastcgi;
@@ -284,9 +297,9 @@ EOF
 # Origin: a plain HTTP/1.1 nginx serving the site, own prefix and config, not the system nginx.
 mkdir -p "$TMP/origin"
 {
-  nginx_common "$TMP/origin"
+  nginx_common "$TMP/origin" 1
   echo "http {"
-  nginx_http_common "$TMP/origin"
+  nginx_http_common "$TMP/origin" off
   cat <<EOF
   sendfile on;
   tcp_nodelay on;
@@ -306,13 +319,31 @@ EOF
 EOF
 } >"$TMP/origin/nginx.conf"
 
-# nginx as a TLS HTTP/2 proxy that pushes from Link headers.
-mkdir -p "$TMP/nginx"
-{
-  nginx_common "$TMP/nginx"
-  echo "http {"
-  nginx_http_common "$TMP/nginx"
-  cat <<EOF
+# The rounds (README "Rounds"): what differs between them is the access logs and the workers.
+#   default  what an operator runs: access logs on, in each server's default format and place
+#            (nginx and h2o: a file; linkpush: stderr, which goes to a file as under a container
+#            runtime), linkpush's [log] section absent (level info, access_log true);
+#   tuned    all three access logs off, linkpush at level warn;
+#   scale    tuned, with two workers each and no pinning.
+round_workers() { [[ $1 == scale ]] && echo "$SCALE_WORKERS" || echo 1; }
+round_cpu() { [[ $1 == scale ]] && echo "" || echo "$PROXY_CPU"; }
+round_client_cpu() { [[ $1 == scale ]] && echo "$SCALE_CLIENT_CPU" || echo "$CLIENT_CPU"; }
+round_scens() { [[ $1 == scale ]] && echo "$SCALE_SCENARIOS" || echo "$SCENARIOS"; }
+round_logs() { [[ $1 == default ]]; }
+
+# write_configs ROUND: the three proxies' configuration files under $TMP/ROUND/NAME/.
+write_configs() {
+  local round=$1 workers d
+  workers=$(round_workers "$round")
+
+  # nginx as a TLS HTTP/2 proxy that pushes from Link headers.
+  d=$TMP/$round/nginx
+  mkdir -p "$d"
+  {
+    nginx_common "$d" "$workers"
+    echo "http {"
+    if round_logs "$round"; then nginx_http_common "$d" "$d/access.log"; else nginx_http_common "$d" off; fi
+    cat <<EOF
   upstream origin {
     server 127.0.0.1:$ORIGIN_PORT;
     keepalive 512;                     # idle upstream connections kept; 64 made it reconnect under -c 32 -m 10
@@ -339,21 +370,26 @@ mkdir -p "$TMP/nginx"
   }
 }
 EOF
-} >"$TMP/nginx/nginx.conf"
+  } >"$d/nginx.conf"
 
-# h2o as a TLS HTTP/2 proxy that pushes from Link headers (casper off: push every time).
-mkdir -p "$TMP/h2o"
-{
-  ((RUN_AS_ROOT)) && echo "user: root"
-  cat <<EOF
-pid-file: $TMP/h2o/h2o.pid
-error-log: $TMP/h2o/error.log
-num-threads: 1
+  # h2o as a TLS HTTP/2 proxy that pushes from Link headers (casper off: push every time).
+  d=$TMP/$round/h2o
+  mkdir -p "$d"
+  {
+    ((RUN_AS_ROOT)) && echo "user: root"
+    cat <<EOF
+pid-file: $d/h2o.pid
+error-log: $d/error.log
+num-threads: $workers
 max-connections: $((IDLE_CONNS * 2 + 1024))
 http2-idle-timeout: 600
 http1-request-timeout: 600
 http2-casper: OFF
 http2-push-preload: ON
+EOF
+    # h2o's default access-log format is Apache's combined; a file path is all it needs.
+    if round_logs "$round"; then echo "access-log: $d/access.log"; fi
+    cat <<EOF
 listen:
   host: 127.0.0.1
   port: ${PORT[h2o]}
@@ -369,12 +405,14 @@ hosts:
         proxy.reverse.url: http://127.0.0.1:$ORIGIN_PORT/
         proxy.preserve-host: ON
 EOF
-} >"$TMP/h2o/h2o.conf"
+  } >"$d/h2o.conf"
 
-# linkpush, configured per SPEC §2.
-mkdir -p "$TMP/linkpush"
-{
-  cat <<EOF
+  # linkpush, configured per SPEC §2. Its worker count is tokio's default (one per core it may
+  # run on: one when pinned); the scale round sets TOKIO_WORKER_THREADS (start_proxy).
+  d=$TMP/$round/linkpush
+  mkdir -p "$d"
+  {
+    cat <<EOF
 [server]
 listen = "127.0.0.1:${PORT[linkpush]}"
 idle_timeout = "600s"
@@ -388,18 +426,20 @@ url = "http://127.0.0.1:$ORIGIN_PORT"
 # The same idle upstream pool as nginx's "keepalive 512" above: -c 32 -m 10 keeps ~320 requests
 # in flight, and with the default 64 every proxy would reconnect to the origin constantly.
 max_idle_per_host = 512
-
-[log]
-level = "warn"
-access_log = false
 EOF
-  [[ -n $LINKPUSH_EXTRA_TOML ]] && printf '%s\n' "$LINKPUSH_EXTRA_TOML"
-} >"$TMP/linkpush/linkpush.toml"
+    if ! round_logs "$round"; then
+      printf '\n[log]\nlevel = "warn"\naccess_log = false\n'
+    fi
+    if [[ -n $LINKPUSH_EXTRA_TOML ]]; then printf '%s\n' "$LINKPUSH_EXTRA_TOML"; fi
+  } >"$d/linkpush.toml"
+}
+for rd in $ROUNDS $IDLE_ROUND; do write_configs "$rd"; done
 
 # Proxies run with a clean environment as far as their own settings go. The harness's own
 # LINKPUSH_BIN / LINKPUSH_EXTRA_TOML stay shell variables but are not passed on: linkpush rejects
-# unknown LINKPUSH_* variables.
+# unknown LINKPUSH_* variables. TOKIO_WORKER_THREADS would change linkpush's worker count.
 export -n LINKPUSH_BIN LINKPUSH_EXTRA_TOML
+unset TOKIO_WORKER_THREADS
 for v in $(compgen -e); do
   if [[ $v == LINKPUSH_* && $v != LINKPUSH_BIN && $v != LINKPUSH_EXTRA_TOML ]]; then
     log "unsetting $v for the proxy (use LINKPUSH_EXTRA_TOML to change linkpush's config)"
@@ -408,15 +448,16 @@ for v in $(compgen -e); do
 done
 
 if has_proxy linkpush; then
-  "$LINKPUSH_BIN" check --config "$TMP/linkpush/linkpush.toml" >"$TMP/linkpush/check.log" 2>&1 ||
-    die "linkpush rejects the config $TMP/linkpush/linkpush.toml: $(tail -n 3 "$TMP/linkpush/check.log")"
+  for rd in $ROUNDS $IDLE_ROUND; do
+    "$LINKPUSH_BIN" check --config "$TMP/$rd/linkpush/linkpush.toml" >"$TMP/$rd/linkpush/check.log" 2>&1 ||
+      die "linkpush rejects the config $TMP/$rd/linkpush/linkpush.toml: $(tail -n 3 "$TMP/$rd/linkpush/check.log")"
+  done
 fi
-
 # ------------------------------------------------------------------------------------ servers
-wait_http() { # URL NAME PID: bounded wait until URL answers 200
+wait_http() { # URL NAME PID LOG: bounded wait until URL answers 200
   local i code
   for ((i = 0; i < 150; i++)); do
-    alive "$3" || die "$2 exited at start; see its log: $(tail -n 5 "$TMP/$2/stdout.log" 2>/dev/null)"
+    alive "$3" || die "$2 exited at start; see its log: $(tail -n 5 "$4" 2>/dev/null)"
     code=$(curl -sk --http2 -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null) || true
     [[ $code == 200 ]] && return 0
     sleep 0.1
@@ -428,31 +469,63 @@ ORIGIN_PID=
 start_origin() {
   start_bg "$ORIGIN_CPU" "$TMP/origin/stdout.log" nginx -p "$TMP/origin" -c "$TMP/origin/nginx.conf"
   ORIGIN_PID=$LAST_PID
-  wait_http "http://127.0.0.1:$ORIGIN_PORT/small.txt" origin "$ORIGIN_PID"
+  wait_http "http://127.0.0.1:$ORIGIN_PORT/small.txt" origin "$ORIGIN_PID" "$TMP/origin/stdout.log"
 }
 
+# The round whose configuration start_proxy uses, and its pinning (set_round).
+ROUND= CUR_PROXY_CPU= CUR_CLIENT_CPU=
+set_round() { ROUND=$1; CUR_PROXY_CPU=$(round_cpu "$1"); CUR_CLIENT_CPU=$(round_client_cpu "$1"); }
+
 PROXY_PID=
-start_proxy() { # NAME
-  local name=$1
+# start_proxy NAME: a fresh NAME with the configuration of $ROUND. Its stdout and stderr go to
+# $TMP/ROUND/NAME/output.log (linkpush's access log in round default, as a container runtime
+# would keep it); the access logs and that file start empty for each measurement.
+start_proxy() {
+  local name=$1 d=$TMP/$ROUND/$1 workers
+  workers=$(round_workers "$ROUND")
+  rm -f "$d/access.log"
   case $name in
-    nginx) start_bg "$PROXY_CPU" "$TMP/nginx/stdout.log" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" ;;
-    h2o) start_bg "$PROXY_CPU" "$TMP/h2o/stdout.log" h2o -m worker -c "$TMP/h2o/h2o.conf" ;;
-    linkpush) start_bg "$PROXY_CPU" "$TMP/linkpush/stdout.log" env -u RUST_LOG "$LINKPUSH_BIN" --config "$TMP/linkpush/linkpush.toml" ;;
+    nginx) start_bg "$CUR_PROXY_CPU" "$d/output.log" nginx -p "$d" -c "$d/nginx.conf" ;;
+    h2o) start_bg "$CUR_PROXY_CPU" "$d/output.log" h2o -m worker -c "$d/h2o.conf" ;;
+    linkpush)
+      if [[ $ROUND == scale ]]; then # tokio would take one worker per core of the machine
+        start_bg "$CUR_PROXY_CPU" "$d/output.log" env -u RUST_LOG TOKIO_WORKER_THREADS="$workers" "$LINKPUSH_BIN" --config "$d/linkpush.toml"
+      else # pinned to one core: tokio's default runtime runs one worker
+        start_bg "$CUR_PROXY_CPU" "$d/output.log" env -u RUST_LOG "$LINKPUSH_BIN" --config "$d/linkpush.toml"
+      fi ;;
   esac
   PROXY_PID=$LAST_PID
-  wait_http "https://127.0.0.1:${PORT[$name]}/small.txt" "$name" "$PROXY_PID"
+  wait_http "https://127.0.0.1:${PORT[$name]}/small.txt" "$name" "$PROXY_PID" "$d/output.log"
 }
 stop_proxy() { stop_pid "$PROXY_PID"; PROXY_PID=; }
 
-# Sanity check, once per proxy: the page's Link headers come through and pushes are made.
+# Sanity checks, once per (round, proxy): the page's Link headers come through and pushes are
+# made; a request that is not a navigation gets no 103 even once the route is learned (SPEC §6:
+# learned hints go to navigations only, so h2load, which sends no Sec-Fetch-*, measures
+# proxying); in round default the access logs are written.
 check_proxy() { # NAME
-  local name=$1 url="https://127.0.0.1:${PORT[$1]}/index.html" pushed
-  client 20 "$CLIENT_CPU" "$TMP/$name/check-nghttp.txt" nghttp -ns "$url" || true
-  pushed=$(grep -cE '^\s*[0-9]+\s+\+\S+\s+\*' "$TMP/$name/check-nghttp.txt" || true)
-  log "$name: nghttp sees $pushed pushed streams for /index.html (${#PAGE_LINKS[@]} expected)"
+  local name=$1 d=$TMP/$ROUND/$1 url="https://127.0.0.1:${PORT[$1]}/index.html" pushed hints i
+  client 20 "$CUR_CLIENT_CPU" "$d/check-nghttp.txt" nghttp -ns "$url" || true
+  pushed=$(grep -cE '^\s*[0-9]+\s+\+\S+\s+\*' "$d/check-nghttp.txt" || true)
+  log "$ROUND $name: nghttp sees $pushed pushed streams for /index.html (${#PAGE_LINKS[@]} expected)"
+  for i in 1 2; do # the first response teaches the route its links; the second could get a 103
+    client 20 "$CUR_CLIENT_CPU" "$d/check-curl-$i.txt" curl -sk --http2 -o /dev/null -D - "$url" || true
+  done
+  hints=$(grep -c '^HTTP/2 103' "$d/check-curl-2.txt" || true)
+  if ((hints > 0)); then
+    log "$ROUND $name: WARNING: a request without Sec-Fetch-Mode got $hints 103 response(s): h2load would measure hints too"
+  else
+    log "$ROUND $name: no 103 for a request that is not a navigation (as h2load's)"
+  fi
+  if round_logs "$ROUND"; then
+    local f=$d/access.log
+    [[ $name == linkpush ]] && f=$d/output.log
+    log "$ROUND $name: access log $f: $(wc -l <"$f" 2>/dev/null || echo 0) lines after the checks"
+  fi
 }
 
 # ------------------------------------------------------------------------------------ scenarios
+# rec SCEN NAME KEY VALUE: one raw measurement; load scenarios are recorded as ROUND/SCEN
 rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$RUN" "$1" "$2" "$3" "$4" >>"$RAW"; }
 
 snap() { python3 "$MEASURE" snap "$PROXY_PID"; }  # cpu_ticks hwm_kib rss_kib nprocs
@@ -462,13 +535,13 @@ origin_accepts() { # connections the origin has accepted so far (this query's ow
 }
 
 h2load_run() { # URL N C M OUTPREFIX: one bounded h2load run with a per-request log
-  client "$H2LOAD_TIMEOUT" "$CLIENT_CPU" "$5.out" h2load -n "$2" -c "$3" -m "$4" \
+  client "$H2LOAD_TIMEOUT" "$CUR_CLIENT_CPU" "$5.out" h2load -n "$2" -c "$3" -m "$4" \
     --log-file="$5.log" "$1" || log "h2load exited non-zero (see $5.out)"
 }
 
 # measure SCEN NAME: one measured run of SCEN against proxy NAME (already started and warm)
 measure() {
-  local scen=$1 name=$2 base="https://127.0.0.1:${PORT[$2]}" d="$TMP/res/$RUN/$1/$2"
+  local scen=$1 name=$2 base="https://127.0.0.1:${PORT[$2]}" d="$TMP/res/$RUN/$ROUND/$1/$2" key=$ROUND/$1
   mkdir -p "$d"
   local c0 c1 hwm rss np kv a0 a1
   a0=$(origin_accepts)
@@ -490,45 +563,46 @@ measure() {
     push)
       local i
       for ((i = 0; i < PUSH_N; i++)); do
-        client 20 "$CLIENT_CPU" "$(printf '%s/load-%05d.out' "$d" "$i")" nghttp -ns "$base/index.html" || true
+        client 20 "$CUR_CLIENT_CPU" "$(printf '%s/load-%05d.out' "$d" "$i")" nghttp -ns "$base/index.html" || true
       done
       kv=$(python3 "$MEASURE" nghttp "$d")
       ;;
   esac
   read -r c1 hwm rss np <<<"$(snap)"
   a1=$(origin_accepts)
-  [[ -n $a0 && -n $a1 ]] && rec "$scen" "$name" origin_conns "$((a1 - a0 - 1))"
+  [[ -n $a0 && -n $a1 ]] && rec "$key" "$name" origin_conns "$((a1 - a0 - 1))"
   printf '%s\n' "$kv" >"$d/metrics.txt"
   local k v succeeded=0
   while IFS='=' read -r k v; do
     [[ -z $k ]] && continue
     case $k in
-      h2load_rps) rec "$scen" "$name" rps "$v" ;;
-      p50_ms | p99_ms | failed | pushes_per_page | data_bytes_per_req | connect_mean_ms) rec "$scen" "$name" "$k" "$v" ;;
-      bytes_per_page) rec "$scen" "$name" kib_per_page "$(python3 -c "print($v / 1024)")" ;;
+      h2load_rps) rec "$key" "$name" rps "$v" ;;
+      p50_ms | p99_ms | failed | pushes_per_page | data_bytes_per_req | connect_mean_ms) rec "$key" "$name" "$k" "$v" ;;
+      bytes_per_page) rec "$key" "$name" kib_per_page "$(python3 -c "print($v / 1024)")" ;;
       succeeded) succeeded=$v ;;
     esac
   done <<<"$kv"
-  rec "$scen" "$name" succeeded "$succeeded"
+  rec "$key" "$name" succeeded "$succeeded"
   if ((succeeded > 0)); then
-    rec "$scen" "$name" cpu_us_per_req "$(python3 -c "print(($c1 - $c0) * 1e6 / $(getconf CLK_TCK) / $succeeded)")"
+    rec "$key" "$name" cpu_us_per_req "$(python3 -c "print(($c1 - $c0) * 1e6 / $(getconf CLK_TCK) / $succeeded)")"
   fi
-  rec "$scen" "$name" peak_rss_mib "$(python3 -c "print($hwm / 1024)")"
-  log "run $RUN $scen $name: $(printf '%s\n' "$kv" | grep -E '^(h2load_rps|p50_ms|p99_ms|failed|pushes_per_page)=' | tr '\n' ' ')cpu=$((c1 - c0)) ticks, $np procs"
+  rec "$key" "$name" peak_rss_mib "$(python3 -c "print($hwm / 1024)")"
+  log "run $RUN $ROUND $scen $name: $(printf '%s\n' "$kv" | grep -E '^(h2load_rps|p50_ms|p99_ms|failed|pushes_per_page)=' | tr '\n' ' ')cpu=$((c1 - c0)) ticks, $np procs"
 }
 
 warmup() { # SCEN NAME
-  local base="https://127.0.0.1:${PORT[$2]}" d="$TMP/res/$RUN/$1/$2"
+  local base="https://127.0.0.1:${PORT[$2]}" d="$TMP/res/$RUN/$ROUND/$1/$2"
   mkdir -p "$d"
   case $1 in
     asset) h2load_run "$base/small.txt" "$WARMUP_N" "$C" "$M" "$d/warmup" ;;
     page) h2load_run "$base/index.html" "$WARMUP_N" "$C" "$M" "$d/warmup" ;;
     handshake) h2load_run "$base/small.txt" "$C" "$C" 1 "$d/warmup" ;;
-    push) client 20 "$CLIENT_CPU" "$d/warmup.out" nghttp -ns "$base/index.html" || true ;;
+    push) client 20 "$CUR_CLIENT_CPU" "$d/warmup.out" nghttp -ns "$base/index.html" || true ;;
   esac
 }
 
-# idle NAME: memory per idle TLS HTTP/2 connection (fresh proxy, once per proxy)
+# idle NAME: memory per idle TLS HTTP/2 connection (fresh proxy, once per proxy, configuration
+# of $IDLE_ROUND)
 idle() {
   local name=$1 d="$TMP/res/idle/$1"
   mkdir -p "$d"
@@ -538,7 +612,7 @@ idle() {
   sleep 1
   local rss0 rss1 i ready=0 opened alive_n
   read -r _ _ rss0 _ <<<"$(snap)"
-  start_bg "$CLIENT_CPU" "$d/idle_conns.out" python3 "$BENCH/idle_conns.py" \
+  start_bg "$CUR_CLIENT_CPU" "$d/idle_conns.out" python3 "$BENCH/idle_conns.py" \
     --host 127.0.0.1 --port "${PORT[$name]}" -n "$IDLE_CONNS" --hold 900
   local holder=$LAST_PID
   for ((i = 0; i < 1800; i++)); do # 180 s at most
@@ -571,28 +645,38 @@ idle() {
 # ------------------------------------------------------------------------------------ main
 start_origin
 log "origin nginx on 127.0.0.1:$ORIGIN_PORT (pid $ORIGIN_PID); proxies: $(for p in $PROXIES; do printf '%s:%s ' "$p" "${PORT[$p]}"; done)"
-log "pinning: proxy cpu '${PROXY_CPU}', client cpu '${CLIENT_CPU}', origin cpu '${ORIGIN_CPU}'"
+log "rounds: $ROUNDS; pinning: proxy cpu '${PROXY_CPU}', client cpu '${CLIENT_CPU}', origin cpu '${ORIGIN_CPU}' (round scale: proxy unpinned, client cpu '${SCALE_CLIENT_CPU}')"
+START_S=$SECONDS
 
-for p in $PROXIES; do
-  start_proxy "$p"
-  check_proxy "$p"
-  stop_proxy
+for rd in $ROUNDS; do
+  set_round "$rd"
+  for p in $PROXIES; do
+    start_proxy "$p"
+    check_proxy "$p"
+    stop_proxy
+  done
 done
 
-LOAD_SCENS=$(for s in $SCENARIOS; do [[ $s == idle ]] || printf '%s ' "$s"; done)
+# Interleaved: every run goes through every round, scenario and proxy, so slow drift on the
+# machine spreads over all of them.
 for ((r = 1; r <= RUNS; r++)); do
   RUN=$r
-  for s in $LOAD_SCENS; do
-    for p in $PROXIES; do # one proxy at a time; a fresh process per measurement
-      start_proxy "$p"
-      warmup "$s" "$p"
-      measure "$s" "$p"
-      stop_proxy
+  for rd in $ROUNDS; do
+    set_round "$rd"
+    for s in $(round_scens "$rd"); do
+      [[ $s == idle ]] && continue
+      for p in $PROXIES; do # one proxy at a time; a fresh process per measurement
+        start_proxy "$p"
+        warmup "$s" "$p"
+        measure "$s" "$p"
+        stop_proxy
+      done
     done
   done
 done
 
 if has_scen idle && ((IDLE_CONNS > 0)); then
+  set_round "$IDLE_ROUND"
   for p in $PROXIES; do idle "$p"; done
 fi
 
@@ -609,9 +693,31 @@ REPORT=$TMP/report.md
   versions+=", $(h2load --version | head -1 | sed 's/^h2load //') h2load"
   echo "Versions: $versions."
   echo "Settings: RUNS=$RUNS (median shown), N=$N C=$C M=$M, HANDSHAKE_N=$HANDSHAKE_N, PUSH_N=$PUSH_N, IDLE_CONNS=$IDLE_CONNS, cert $CERT_KEY;"
-  echo "pinning: proxy on cpu '${PROXY_CPU:-any}', client on '${CLIENT_CPU:-any}', origin on '${ORIGIN_CPU:-any}'. Ratios are $RATIO_BASE/other (for req/s higher is better, for the rest lower is better)."
+  echo "rounds: $ROUNDS (interleaved within each run); whole run $(((SECONDS - START_S + 30) / 60)) min."
+  echo "Pinning in rounds default and tuned: proxy on cpu '${PROXY_CPU:-any}' (one worker), client on '${CLIENT_CPU:-any}', origin on '${ORIGIN_CPU:-any}'."
+  echo "Upstream pool: nginx \`keepalive 512\`, so linkpush gets \`max_idle_per_host = 512\` (its default is 64) in every round; h2o's pool has no such limit."
+  echo "Ratios are $RATIO_BASE/other (for req/s higher is better, for the rest lower is better)."
   echo
-  python3 "$MEASURE" report "$RAW" "$PROXIES" "$SCENARIOS" "$RATIO_BASE"
+  for rd in $ROUNDS; do
+    case $rd in
+      default) echo "- **default**: what an operator runs. Access logs on: nginx's \`access_log FILE\` (format combined, unbuffered), h2o's \`access-log: FILE\` (its default format), linkpush with no \`[log]\` section (level info, \`access_log = true\`: one line per request on stderr, which goes to a file). One worker each." ;;
+      tuned) echo "- **tuned**: all three access logs off (nginx \`access_log off\`, h2o none, linkpush \`level = \"warn\"\`, \`access_log = false\`). One worker each." ;;
+      scale) echo "- **scale**: tuned with $SCALE_WORKERS workers each (nginx \`worker_processes $SCALE_WORKERS\`, h2o \`num-threads: $SCALE_WORKERS\`, linkpush \`TOKIO_WORKER_THREADS=$SCALE_WORKERS\`), proxy not pinned, client on cpu '${SCALE_CLIENT_CPU:-any}' (h2load runs one thread), origin on '${ORIGIN_CPU:-any}'. Scenarios: $SCALE_SCENARIOS." ;;
+    esac
+  done
+  if has_scen idle && ((IDLE_CONNS > 0)); then echo "- **idle**: memory per idle connection, configuration of round $IDLE_ROUND."; fi
+  echo
+  KEYS=$(for rd in $ROUNDS; do for sc in $(round_scens "$rd"); do [[ $sc == idle ]] || printf '%s/%s ' "$rd" "$sc"; done; done)
+  echo "#### Summary (medians; CPU per request, per connection in handshake, per page load in push)"
+  echo
+  python3 "$MEASURE" summary "$RAW" "$PROXIES" "$KEYS" "$RATIO_BASE"
+  for rd in $ROUNDS; do
+    echo "#### Round $rd"
+    echo
+    python3 "$MEASURE" report "$RAW" "$PROXIES" "$(for sc in $(round_scens "$rd"); do printf '%s/%s ' "$rd" "$sc"; done)" "$RATIO_BASE" |
+      sed 's/^#### /##### /'
+  done
+  if has_scen idle; then python3 "$MEASURE" report "$RAW" "$PROXIES" idle "$RATIO_BASE"; fi
 } >"$REPORT"
 cat "$REPORT"
 

@@ -11,7 +11,10 @@ Subcommands (all print to stdout):
                               prints key=value lines
   handshake DIR               parse the batches DIR/batch-*.out/.log of the handshake scenario
   nghttp DIR                  parse the page loads DIR/load-*.out of the push scenario
-  report RAW PROXIES SCEN BASE   markdown tables (medians over runs) from the raw TSV
+  report RAW PROXIES SCEN BASE   markdown tables (medians over runs) from the raw TSV; SCEN are
+                              the recorded scenario keys (ROUND/SCEN, or idle)
+  summary RAW PROXIES SCEN BASE  one table: req/s, p99 and CPU per request of every proxy and
+                              BASE's ratios to the others, one row per ROUND/SCEN key
 """
 
 import glob
@@ -308,12 +311,13 @@ def cmd_report(raw, proxies, scens, base):
     others = [p for p in proxies if p != base]
     out = []
     for s in scens:
-        if s == "idle":
+        kind = s.split("/")[-1]
+        if kind == "idle":
             continue
         if not any((s, p, "rps") in data or (s, p, "p50_ms") in data for p in proxies):
             continue
-        out.append(f"#### {SCEN_TITLE.get(s, s)}\n")
-        if s == "push":
+        out.append(f"#### {SCEN_TITLE.get(kind, kind)}\n")
+        if kind == "push":
             cols = [("p50 page ms", "p50_ms", 2, False),
                     ("p99 page ms", "p99_ms", 2, False),
                     ("pushes/page", "pushes_per_page", 1, True),
@@ -323,14 +327,14 @@ def cmd_report(raw, proxies, scens, base):
                     ("origin conns", "origin_conns", 0, False),
                     ("failed", "failed", 0, False)]
         else:
-            rate = "conn/s" if s == "handshake" else "req/s"
+            rate = "conn/s" if kind == "handshake" else "req/s"
             cols = [(rate, "rps", 1, True), ("p50 ms", "p50_ms", 2, False),
                     ("p99 ms", "p99_ms", 2, False),
                     ("CPU µs/req", "cpu_us_per_req", 1, False),
                     ("peak RSS MiB", "peak_rss_mib", 1, False),
                     ("origin conns", "origin_conns", 0, False),
                     ("failed", "failed", 0, False)]
-            if s == "page":  # shows whether pushed bodies reached h2load (they do not)
+            if kind == "page":  # shows whether pushed bodies reached h2load (they do not)
                 cols.insert(5, ("body B/req", "data_bytes_per_req", 0, False))
         out.append("| proxy | " + " | ".join(c[0] for c in cols) + " |")
         out.append("|---|" + "---:|" * len(cols))
@@ -344,7 +348,7 @@ def cmd_report(raw, proxies, scens, base):
                      if c[1] not in ("failed", "data_bytes_per_req", "pushes_per_page",
                                      "kib_per_page", "origin_conns") else "") for c in cols) + " |")
         out.append("")
-    if any(("idle", p, "bytes_per_conn") in data for p in proxies):
+    if "idle" in scens and any(("idle", p, "bytes_per_conn") in data for p in proxies):
         out.append("#### Memory per idle TLS HTTP/2 connection\n")
         out.append("| proxy | connections held | RSS before MiB | RSS after MiB | bytes/conn | KiB/conn |")
         out.append("|---|---:|---:|---:|---:|---:|")
@@ -360,6 +364,35 @@ def cmd_report(raw, proxies, scens, base):
                            f"{ratio(med(data, 'idle', base, 'bytes_per_conn'), med(data, 'idle', o, 'bytes_per_conn'))} | |")
         out.append("")
     print("\n".join(out))
+
+
+def cmd_summary(raw, proxies, keys, base):
+    """One row per ROUND/SCEN: each proxy's median req/s, p99 and CPU per request, and BASE's
+    ratios to the others (push: per page load, no rate)."""
+    data = load_raw(raw)
+    proxies = proxies.split()
+    others = [p for p in proxies if p != base] if base in proxies else []
+    names = " · ".join(proxies)
+    rat = " · ".join(f"/{o}" for o in others)
+    cols = [("req/s", "rps", 1), ("p99 ms", "p99_ms", 2), ("CPU µs/req", "cpu_us_per_req", 1)]
+    head = ["round", "scenario"]
+    for label, _, _ in cols:
+        head.append(f"{label}: {names}")
+        if others:
+            head.append(f"{base}{rat}")
+    out = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for k in keys.split():
+        if "/" not in k or not any((k, p, "succeeded") in data for p in proxies):
+            continue
+        rnd, scen = k.split("/", 1)
+        row = [rnd, scen]
+        for _, key, nd in cols:
+            row.append(" · ".join(fmt(med(data, k, p, key), nd) for p in proxies))
+            if others:
+                row.append(" · ".join(ratio(med(data, k, base, key), med(data, k, o, key))
+                                      for o in others))
+        out.append("| " + " | ".join(row) + " |")
+    print("\n".join(out) + "\n")
 
 
 # ---------------------------------------------------------------- main
@@ -393,6 +426,8 @@ def main(argv):
         cmd_nghttp(argv[1])
     elif cmd == "report":
         cmd_report(*argv[1:5])
+    elif cmd == "summary":
+        cmd_summary(*argv[1:5])
     elif cmd == "json":
         print(json.dumps(load_raw(argv[1])))
     else:

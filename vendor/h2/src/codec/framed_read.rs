@@ -1,3 +1,4 @@
+use super::buffer_pool;
 use crate::frame::{self, Frame, Kind, Reason};
 use crate::frame::{
     DEFAULT_MAX_FRAME_SIZE, DEFAULT_SETTINGS_HEADER_TABLE_SIZE, MAX_MAX_FRAME_SIZE,
@@ -57,6 +58,10 @@ enum Continuable {
     Headers(frame::Headers),
     PushPromise(frame::PushPromise),
 }
+
+/// What tokio-util's `FramedRead` starts with, allocated again when a read
+/// begins after the buffer was released.
+const READ_BUFFER_CAPACITY: usize = 8 * 1024;
 
 impl<T> FramedRead<T> {
     pub fn new(inner: InnerFramedRead<T, LengthDelimitedCodec>) -> FramedRead<T> {
@@ -421,10 +426,29 @@ where
         let _e = span.enter();
         loop {
             tracing::trace!("poll");
-            let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
-                Some(Ok(bytes)) => bytes,
-                Some(Err(e)) => return Poll::Ready(Some(Err(map_err(e)))),
-                None => return Poll::Ready(None),
+            if self.inner.read_buffer().capacity() == 0 {
+                // Released while idle (below): read into a whole buffer again,
+                // not one that grows from a few bytes.
+                *self.inner.read_buffer_mut() =
+                    buffer_pool::take(&buffer_pool::READ, READ_BUFFER_CAPACITY);
+            }
+            let bytes = match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => bytes,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(map_err(e)))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {
+                    // Nothing buffered (no partial frame) and nothing to read:
+                    // an idle connection holds no read buffer (PATCHES.md 8).
+                    // Only a buffer no decoded frame still points into is given
+                    // back (`try_reclaim` succeeds only then); one that is shared
+                    // is read into further, as before, rather than replaced.
+                    let buf = self.inner.read_buffer_mut();
+                    if buf.is_empty() && buf.try_reclaim(READ_BUFFER_CAPACITY) {
+                        let buf = std::mem::take(buf);
+                        buffer_pool::give(&buffer_pool::READ, buf, READ_BUFFER_CAPACITY);
+                    }
+                    return Poll::Pending;
+                }
             };
 
             tracing::trace!(read.bytes = bytes.len());
@@ -489,5 +513,106 @@ impl<T> From<Continuable> for Frame<T> {
                 push.into()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Codec;
+    use std::collections::VecDeque;
+    use std::task::Waker;
+    use tokio::io::{AsyncWrite, ReadBuf};
+
+    /// Hands out its chunks one read at a time (`None`: one read is pending),
+    /// then stays pending.
+    struct Chunks(VecDeque<Option<Vec<u8>>>);
+
+    impl AsyncRead for Chunks {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            match self.0.pop_front() {
+                Some(Some(chunk)) => {
+                    buf.put_slice(&chunk);
+                    Poll::Ready(Ok(()))
+                }
+                Some(None) | None => Poll::Pending,
+            }
+        }
+    }
+
+    impl AsyncWrite for Chunks {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn read_capacity(codec: &Codec<Chunks, bytes::Bytes>) -> usize {
+        codec.inner.inner.read_buffer().capacity()
+    }
+
+    /// PATCHES.md 8: an idle connection holds no read buffer, and a partial
+    /// frame is kept until the rest arrives. Unpatched, tokio-util's 8 KiB
+    /// buffer was kept for the connection's lifetime.
+    #[test]
+    fn read_buffer_is_released_when_idle_and_kept_for_a_partial_frame() {
+        let settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+        let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let mut first = settings.to_vec();
+        first.extend_from_slice(&ping[..5]);
+        let data = [0, 0, 3, 0, 0, 0, 0, 0, 1, b'a', b'b', b'c'];
+        let io = Chunks(VecDeque::from([
+            Some(first),
+            None,
+            Some(ping[5..].to_vec()),
+            None,
+            Some(data.to_vec()),
+        ]));
+        let mut codec: Codec<Chunks, bytes::Bytes> = Codec::new(io);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut next =
+            |codec: &mut Codec<Chunks, bytes::Bytes>| match Pin::new(codec).poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(frame))) => Some(frame),
+                Poll::Pending => None,
+                other => panic!("unexpected {other:?}"),
+            };
+
+        assert!(matches!(next(&mut codec), Some(Frame::Settings(_))));
+        assert!(next(&mut codec).is_none(), "the PING is incomplete");
+        assert_eq!(
+            codec.inner.inner.read_buffer().len(),
+            5,
+            "its first bytes are kept"
+        );
+        assert!(read_capacity(&codec) > 0);
+
+        assert!(matches!(next(&mut codec), Some(Frame::Ping(_))));
+        assert!(next(&mut codec).is_none());
+        assert_eq!(read_capacity(&codec), 0, "idle: no read buffer");
+
+        // A frame that still points into the buffer keeps it in use.
+        let held = next(&mut codec);
+        assert!(matches!(&held, Some(Frame::Data(d)) if d.payload()[..] == b"abc"[..]));
+        assert!(next(&mut codec).is_none());
+        assert!(
+            read_capacity(&codec) > 0,
+            "shared with the DATA payload: kept"
+        );
+        drop(held);
+        assert!(next(&mut codec).is_none());
+        assert_eq!(read_capacity(&codec), 0, "no longer shared: given back");
     }
 }

@@ -1,3 +1,4 @@
+use super::buffer_pool;
 use crate::codec::UserError;
 use crate::codec::UserError::*;
 use crate::frame::{self, Frame, FrameSize};
@@ -60,10 +61,14 @@ enum Next<B> {
     Continuation(frame::Continuation),
 }
 
-/// Initialize the connection with this amount of write buffer.
+/// Allocate this amount of write buffer when there is something to write.
 ///
 /// The minimum MAX_FRAME_SIZE is 16kb, so always be able to send a HEADERS
 /// frame that big.
+///
+/// The buffer is allocated when the first frame is buffered and released
+/// once everything buffered has been written, so an idle connection holds
+/// no write buffer (PATCHES.md 8).
 const DEFAULT_BUFFER_CAPACITY: usize = 16 * 1_024;
 
 /// Chain payloads bigger than this when vectored I/O is enabled. The remote
@@ -93,7 +98,7 @@ where
             final_flush_done: false,
             encoder: Encoder {
                 hpack: hpack::Encoder::default(),
-                buf: Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY)),
+                buf: Cursor::new(BytesMut::new()),
                 next: None,
                 last_data_frame: None,
                 max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
@@ -169,6 +174,9 @@ where
             }
         }
 
+        // Everything buffered has been handed to `T`: give the buffer back.
+        self.encoder.release_buf();
+
         tracing::trace!("flushing buffer");
         // Flush the upstream
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
@@ -220,9 +228,24 @@ where
         }
     }
 
+    /// Frees the write buffer when nothing is left in it to write, so that an
+    /// idle connection does not hold `DEFAULT_BUFFER_CAPACITY` bytes.
+    fn release_buf(&mut self) {
+        if self.next.is_none() && !self.buf.has_remaining() && self.buf.get_ref().capacity() > 0 {
+            let buf = std::mem::take(self.buf.get_mut());
+            self.buf.set_position(0);
+            buffer_pool::give(&buffer_pool::WRITE, buf, DEFAULT_BUFFER_CAPACITY);
+        }
+    }
+
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
+        if self.buf.get_ref().capacity() == 0 {
+            // Released after the last flush (or never allocated): take a whole
+            // one now rather than growing it frame by frame.
+            *self.buf.get_mut() = buffer_pool::take(&buffer_pool::WRITE, DEFAULT_BUFFER_CAPACITY);
+        }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();
 
@@ -307,9 +330,11 @@ where
     }
 
     fn has_capacity(&self) -> bool {
+        // A released buffer (capacity 0) is allocated by `buffer`.
         self.next.is_none()
-            && (self.buf.get_ref().capacity() - self.buf.get_ref().len()
-                >= self.min_buffer_capacity)
+            && (self.buf.get_ref().capacity() == 0
+                || self.buf.get_ref().capacity() - self.buf.get_ref().len()
+                    >= self.min_buffer_capacity)
     }
 
     fn is_empty(&self) -> bool {
@@ -373,6 +398,50 @@ mod unstable {
     impl<T, B> FramedWrite<T, B> {
         pub fn get_ref(&self) -> &T {
             &self.inner
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn capacity<T, B>(codec: &FramedWrite<T, B>) -> usize {
+        codec.encoder.buf.get_ref().capacity()
+    }
+
+    /// PATCHES.md 8: an idle connection holds no write buffer. Unpatched, the
+    /// codec allocated 16 KiB when it was made and kept it for its lifetime.
+    #[test]
+    fn write_buffer_exists_only_while_there_is_something_to_write() {
+        let mut codec: FramedWrite<Vec<u8>, bytes::Bytes> = FramedWrite::new(Vec::new());
+        assert_eq!(capacity(&codec), 0, "a new codec holds no write buffer");
+
+        let mut cx = Context::from_waker(Waker::noop());
+        for (round, written) in [(1, 9), (2, 9 + 17)] {
+            assert!(matches!(codec.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+            let frame: Frame<bytes::Bytes> = if round == 1 {
+                frame::Settings::default().into()
+            } else {
+                frame::Ping::new([7; 8]).into()
+            };
+            codec.buffer(frame).expect("buffer");
+            assert!(
+                capacity(&codec) >= DEFAULT_BUFFER_CAPACITY,
+                "round {round}: allocated whole for the first frame"
+            );
+            assert!(matches!(codec.flush(&mut cx), Poll::Ready(Ok(()))));
+            assert_eq!(
+                capacity(&codec),
+                0,
+                "round {round}: released once everything is written"
+            );
+            assert_eq!(
+                codec.get_mut().len(),
+                written,
+                "round {round}: bytes on the wire"
+            );
         }
     }
 }

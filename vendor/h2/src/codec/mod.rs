@@ -1,3 +1,4 @@
+mod buffer_pool;
 mod error;
 mod framed_read;
 mod framed_write;

@@ -12,6 +12,10 @@ use std::io::Cursor;
 use std::ops::ControlFlow;
 use std::str::Utf8Error;
 
+/// Capacity of the Huffman decoding buffer, allocated when the first
+/// Huffman-coded string arrives rather than with every connection.
+const HUFFMAN_BUFFER_CAPACITY: usize = 4096;
+
 /// Decodes headers using HPACK
 #[derive(Debug)]
 pub struct Decoder {
@@ -158,7 +162,8 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // Allocated by the first Huffman-coded string (PATCHES.md 8).
+            buffer: BytesMut::new(),
         }
     }
 
@@ -333,6 +338,11 @@ impl Decoder {
 
         let offset = (buf.position() - old_pos) as usize;
         if huff {
+            if self.buffer.capacity() == 0 {
+                // As much as it used to start with, so decoding does not
+                // reallocate string by string.
+                self.buffer.reserve(HUFFMAN_BUFFER_CAPACITY);
+            }
             let ret = {
                 let raw = &buf.chunk()[..len];
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {
@@ -894,6 +904,40 @@ mod test {
             }
             _ => panic!(),
         }
+    }
+
+    /// PATCHES.md 8: a decoder that has not met a Huffman-coded string holds
+    /// no decoding buffer (unpatched: 4 KiB from the start, per connection),
+    /// and the first one allocates it whole.
+    #[test]
+    fn huffman_buffer_is_allocated_by_the_first_huffman_string() {
+        let mut de = Decoder::new(4096);
+        assert_eq!(de.buffer.capacity(), 0);
+
+        let mut buf = BytesMut::new();
+        buf.extend([0b0100_0000, 3]);
+        buf.extend(b"foo");
+        buf.extend([3]);
+        buf.extend(b"bar");
+        de.decode(&mut Cursor::new(&mut buf), |_| ControlFlow::Continue(()))
+            .unwrap();
+        assert_eq!(de.buffer.capacity(), 0, "no Huffman string yet");
+
+        let mut buf = BytesMut::new();
+        buf.extend([0b0100_0000, 0x80 | 2]);
+        buf.extend(huff_encode(b"foo"));
+        buf.extend([0x80 | 3]);
+        buf.extend(huff_encode(b"bar"));
+        let mut res = vec![];
+        de.decode(&mut Cursor::new(&mut buf), |h| {
+            res.push(h);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert!(
+            matches!(&res[..], [Header::Field { name, value }] if name == "foo" && value == "bar")
+        );
+        assert!(de.buffer.capacity() >= HUFFMAN_BUFFER_CAPACITY - 16);
     }
 
     fn huff_encode(src: &[u8]) -> BytesMut {
