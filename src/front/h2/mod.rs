@@ -98,7 +98,17 @@ pub async fn serve<IO>(
     let mut abandon_at: Option<tokio::time::Instant> = None;
     loop {
         let idle_now = work.is_empty();
+        // Polled in this order on every wakeup: the streams and pushes first, then h2's I/O,
+        // so what a stream queued is written in the same turn (no extra wakeup), and a stream
+        // that fails after its last DATA (a reset drops what h2 still holds for the stream)
+        // does so only after h2 had a turn to write it. No branch starves another: the work
+        // branch does not complete while any work is left (see `poll_work`), so every wakeup
+        // polls every branch.
         tokio::select! {
+            biased;
+            // Never ready while streams are running; ready once the last one ends, which
+            // restarts the idle timer.
+            () = std::future::poll_fn(|cx| poll_work(&mut work, &push, cx)), if !idle_now => {}
             // h2 (vendor/h2 PATCHES.md 5) ends the connection only once every client stream
             // and every promised stream is done, after a GOAWAY.
             next = conn.accept() => match next {
@@ -118,9 +128,6 @@ pub async fn serve<IO>(
                 }
                 None => break,
             },
-            // Never ready while streams are running; ready once the last one ends, which
-            // restarts the idle timer.
-            () = std::future::poll_fn(|cx| poll_work(&mut work, &push, cx)), if !idle_now => {}
             _ = tokio::time::sleep(idle), if idle_now && !closing => {
                 debug!(peer = %client.peer, "idle timeout");
                 conn.graceful_shutdown();
