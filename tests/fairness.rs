@@ -117,6 +117,31 @@ async fn window_zero_clients_holding_small_responses_hold_no_upstream_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_body_arriving_while_its_stream_waits_for_window_still_frees_its_slot() {
+    // The first byte reaches the send loop, which then waits for a window that never opens;
+    // the rest arrives meanwhile (one byte at a time). The read-ahead runs inside that wait
+    // (no task of its own), reads the body to its end and frees the pool's only slot, so the
+    // next client is served.
+    let up = Upstream::new()
+        .route(
+            "/trickle",
+            Reply::ok("trickled").trickle(Duration::from_millis(5)),
+        )
+        .route("/small", Reply::ok("small"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |c| {
+        c.upstream.max_connections = 1;
+        // Generous: on a regression the slot never comes back, and this turns into a 504.
+        c.upstream.response_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let _attack = window_zero_attack(proxy.addr, "/trickle", 1, 1).await;
+    assert!(up.wait_for_requests("/trickle", 1, TIMEOUT).await);
+    assert_eq!(well_behaved(proxy.addr, 1).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_zero_clients_holding_large_responses_hold_only_their_share() {
     let up = upstream().start().await;
     let proxy = fair_proxy(&up, 2).await;

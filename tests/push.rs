@@ -975,3 +975,74 @@ async fn pushes_still_running_at_the_shutdown_deadline_are_reset_before_the_clos
     assert!(frames.iter().any(|f| f.kind == "GOAWAY"), "{frames:?}");
     assert!(!never.opened());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_waits_for_the_pages_and_pushes_in_flight_and_completes_them() {
+    // Three pages answered at once, their six pushes and a fourth page held at the upstream
+    // when the drain starts: the connection runs all of them (its own task polls its streams
+    // and pushes) to the end, then closes with GOAWAY NO_ERROR; nothing is reset.
+    let gate = Gate::new();
+    let mut up = Upstream::new()
+        .route("/slow", asset("slow").hold(gate.clone()))
+        .fallback(asset("asset").hold(gate.clone()));
+    for i in 0..3 {
+        let links = [
+            format!("</p{i}/a.css>; rel=preload"),
+            format!("</p{i}/b.js>; rel=preload"),
+        ];
+        let refs: Vec<&str> = links.iter().map(String::as_str).collect();
+        up = up.route(&format!("/p{i}"), Reply::page(&refs));
+    }
+    let up = up.start().await;
+    let proxy = Proxy::start(up.addr(), |c| {
+        c.server.shutdown_timeout = Duration::from_secs(15);
+        c.push.max_concurrent_pushes = 16;
+    })
+    .await;
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+    let tap = client.tap();
+    let paths: Vec<String> = ["/p0", "/p1", "/p2", "/slow"]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let pages = tokio::spawn(async move { h2_get_many(&mut client, &paths).await });
+    for i in 0..3 {
+        assert!(
+            up.wait_for_requests(&format!("/p{i}/a.css"), 1, TIMEOUT)
+                .await
+        );
+        assert!(
+            up.wait_for_requests(&format!("/p{i}/b.js"), 1, TIMEOUT)
+                .await
+        );
+    }
+    assert!(up.wait_for_requests("/slow", 1, TIMEOUT).await);
+
+    let shutdown = tokio::spawn(proxy.shutdown());
+    tap.wait_for("GOAWAY from the draining proxy", |f| f.kind == "GOAWAY")
+        .await;
+    assert!(!shutdown.is_finished(), "waits for the streams and pushes");
+    gate.open();
+
+    let pages = bounded("the pages", pages).await.expect("pages task");
+    assert!(
+        bounded("shutdown to return", shutdown)
+            .await
+            .expect("shutdown task"),
+        "the connection drained in time"
+    );
+    for (i, ex) in pages.iter().take(3).enumerate() {
+        assert_eq!(ex.status, 200, "/p{i}");
+        assert_eq!(ex.pushes.len(), 2, "/p{i}: {:?}", ex.pushes);
+        for p in &ex.pushes {
+            assert!(p.completed(), "/p{i}: {p:?}");
+            assert_eq!(p.body, "asset");
+        }
+    }
+    assert_eq!(pages[3].status, 200);
+    assert_eq!(pages[3].body, "slow");
+    let frames = tap.frames();
+    assert!(frames.iter().all(|f| f.kind != "RST_STREAM"), "{frames:?}");
+    let goaway = frames.iter().rfind(|f| f.kind == "GOAWAY").expect("GOAWAY");
+    assert_eq!(goaway.error_code, Some(0), "{goaway:?}");
+}

@@ -47,9 +47,9 @@ impl Shared {
 /// descriptors freed → serving again within one back-off.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Counts live work so shutdown and idle timers can wait for it: the server's connections (at
-/// most `server.max_connections` admitted at once), and each HTTP/2 connection's client and
-/// pushed streams (`front::h2`, unlimited: `Default`).
+/// Counts the server's live connections (at most `server.max_connections` admitted at once) so
+/// shutdown can wait for them. (An HTTP/2 connection's streams and pushes are counted by its
+/// own task, which runs them: `front::h2`.)
 pub struct Tracker {
     count: AtomicUsize,
     zero: Notify,
@@ -57,12 +57,6 @@ pub struct Tracker {
     slots: Arc<Semaphore>,
     /// Set while the accept loops are paused at the limit, so the pause is logged once.
     limited: AtomicBool,
-}
-
-impl Default for Tracker {
-    fn default() -> Self {
-        Tracker::new(Semaphore::MAX_PERMITS)
-    }
 }
 
 impl Tracker {

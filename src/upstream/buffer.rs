@@ -1,7 +1,13 @@
-//! Read-ahead of upstream response bodies, as nginx's `proxy_buffering` does in memory: a task
-//! reads the upstream body into a bounded per-response queue (`upstream.buffer_size`, charged
-//! to the client connection's `upstream.buffer_per_client` budget) while the client's stream
-//! takes from it at its own pace.
+//! Read-ahead of upstream response bodies, as nginx's `proxy_buffering` does in memory: the
+//! upstream body is read into a bounded per-response queue (`upstream.buffer_size`, charged to
+//! the client connection's `upstream.buffer_per_client` budget) while the client's stream takes
+//! from it at its own pace.
+//!
+//! No task of its own: whoever sends the body drives the reading. The HTTP/2 send loop
+//! (`front::h2::body`) calls [`Buffered::poll_read_ahead`] while it waits for the client's
+//! window, so the stream's own future (in its connection's task) keeps reading; hyper's
+//! HTTP/1.1 server polls the body for as long as its write buffer takes more, and every
+//! [`Body::poll_frame`] reads ahead first.
 //!
 //! A response that fits is read to its end at once, so its upstream connection goes back to the
 //! pool and its slots are released whatever the client's flow-control window (a client with
@@ -13,14 +19,15 @@
 //! for the next one: until then that chunk is still in the send loop, waiting for the client's
 //! window, so it is memory this connection holds.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::BoxError;
 use super::share::ClientShare;
@@ -32,111 +39,152 @@ struct Charge {
     _budget: Option<OwnedSemaphorePermit>,
 }
 
-type Item = Result<(Frame<Bytes>, Charge), BoxError>;
+type UpstreamBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>;
+type Charging = Pin<Box<dyn Future<Output = (Frame<Bytes>, Option<Charge>)> + Send>>;
 
 /// An upstream response body read ahead of the client (see the module docs).
 pub struct Buffered {
-    /// `None` once the end was seen (or for a body that was empty from the start).
-    rx: Option<mpsc::UnboundedReceiver<Item>>,
+    /// `None` for a body that was empty from the start. Boxed: a `Buffered` travels in the
+    /// response through several futures, and most of this is needed only while reading.
+    ahead: Option<Box<Ahead>>,
     /// The charge of the chunk last returned, until the next poll.
     in_hand: Option<Charge>,
     /// What is left, when the upstream said (Content-Length).
     remaining: Option<u64>,
 }
 
+/// The reading side of a [`Buffered`].
+struct Ahead {
+    /// The upstream body, until its end (or an error) was read.
+    body: Option<UpstreamBody>,
+    /// The connection's share of the pool, held until the upstream body ends or this is dropped.
+    slot: Option<OwnedSemaphorePermit>,
+    limits: Limits,
+    /// Frames read ahead and charged, oldest first.
+    queue: VecDeque<(Frame<Bytes>, Charge)>,
+    /// The frame read after them, waiting for room; resolves to it with its charge.
+    waiting: Option<Charging>,
+    /// The upstream body failed after the queued frames; handed on once they are taken.
+    error: Option<BoxError>,
+    /// `error` is due: `poll_frame` found nothing else left and yielded once.
+    error_due: bool,
+}
+
 impl Buffered {
-    /// Starts reading `body` ahead. `slot` (the connection's share of the pool) is held until
-    /// the upstream body ends or the client's stream drops this body.
+    /// Reads `body` ahead as it is driven. `slot` (the connection's share of the pool) is held
+    /// until the upstream body ends or the client's stream drops this body.
     pub fn read_ahead<B>(body: B, slot: OwnedSemaphorePermit, share: &ClientShare) -> Buffered
     where
         B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError> + Send,
+        B::Error: Into<BoxError>,
     {
-        let remaining = body.size_hint().exact();
         if body.is_end_stream() {
-            // Nothing to read: no task, and the upstream connection is already free.
+            // Nothing to read: the upstream connection is already free.
             return Buffered {
-                rx: None,
+                ahead: None,
                 in_hand: None,
                 remaining: Some(0),
             };
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let remaining = body.size_hint().exact();
         let cap = share.buffer_size().max(1);
-        let room = Arc::new(Semaphore::new(cap as usize));
-        let limits = Limits {
-            room,
-            cap,
-            budget: share.budget(),
-            budget_total: share.budget_total().max(1),
+        let ahead = Ahead {
+            body: Some(Box::pin(http_body_util::BodyExt::map_err(body, Into::into))),
+            slot: Some(slot),
+            limits: Limits {
+                room: Arc::new(Semaphore::new(cap as usize)),
+                cap,
+                budget: share.budget(),
+                budget_total: share.budget_total().max(1),
+            },
+            queue: VecDeque::new(),
+            waiting: None,
+            error: None,
+            error_due: false,
         };
-        tokio::spawn(read(Box::pin(body), tx, limits, slot));
         Buffered {
-            rx: Some(rx),
+            ahead: Some(Box::new(ahead)),
             in_hand: None,
             remaining,
         }
     }
-}
 
-/// The read-ahead task. The channel is unbounded in items but not in bytes: every data chunk is
-/// charged (up to `cap`) before it is queued, and the charge is released only when the client's
-/// stream has taken the chunk and asked for the next one.
-async fn read<B>(
-    mut body: Pin<Box<B>>,
-    tx: mpsc::UnboundedSender<Item>,
-    limits: Limits,
-    _slot: OwnedSemaphorePermit,
-) where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError> + Send,
-{
-    loop {
-        // The client's stream gone (reset, connection closed): stop reading at once; dropping
-        // the body closes the upstream connection (its response is unfinished).
-        let frame = tokio::select! {
-            frame = body.frame() => frame,
-            _ = tx.closed() => return,
-        };
-        let frame = match frame {
-            // The end: the sender and the body are dropped, which ends the client's body and
-            // returns the upstream connection to the pool; `slot` is released with them.
-            None => return,
-            Some(Err(err)) => {
-                // Delivered only once the stream has taken every chunk before it and come back
-                // for more (all room returned): the stream then goes idle once, so the
-                // connection gets a turn to write what it was given. Delivered at once, it
-                // reached the send loop in the same turn as the last chunk, and the reset that
-                // follows made h2 drop the still-queued HEADERS (h2 0.4 `send_reset` clears the
-                // stream's queue): the client saw a bare RST_STREAM.
-                let drained = tokio::select! {
-                    all = limits.room.acquire_many(limits.cap) => all.ok(),
-                    _ = tx.closed() => return,
-                };
-                drop(drained);
-                let _ = tx.send(Err(err.into()));
-                return;
-            }
-            Some(Ok(frame)) => frame,
-        };
-        let len = frame.data_ref().map_or(0, Bytes::len);
-        if frame.is_data() && len == 0 {
-            continue;
-        }
-        let charge = tokio::select! {
-            charge = limits.take(len) => charge,
-            _ = tx.closed() => return,
-        };
-        let Some(charge) = charge else {
-            return;
-        };
-        if tx.send(Ok((frame, charge))).is_err() {
-            return;
+    /// Reads the upstream body ahead as far as there is room and data, registering `cx` for
+    /// whichever it waits for. The sender calls this while it waits for its client (and
+    /// `poll_frame` does first), so a small response is read whole, and frees its upstream
+    /// connection, however slowly the client reads.
+    pub fn poll_read_ahead(&mut self, cx: &mut Context<'_>) {
+        if let Some(ahead) = self.ahead.as_mut() {
+            ahead.poll_read(cx);
         }
     }
 }
 
+impl Ahead {
+    fn poll_read(&mut self, cx: &mut Context<'_>) {
+        loop {
+            if let Some(charging) = &mut self.waiting {
+                let Poll::Ready((frame, charge)) = charging.as_mut().poll(cx) else {
+                    return;
+                };
+                self.waiting = None;
+                match charge {
+                    Some(charge) => self.queue.push_back((frame, charge)),
+                    // The semaphores are never closed; were they, the body must not look
+                    // complete.
+                    None => {
+                        self.error = Some("read-ahead budget closed".into());
+                        self.body = None;
+                        self.slot = None;
+                        return;
+                    }
+                }
+            }
+            let Some(body) = self.body.as_mut() else {
+                return;
+            };
+            let (frame, ended) = match body.as_mut().poll_frame(cx) {
+                Poll::Pending => return,
+                // The end: the body is dropped, which returns the upstream connection to the
+                // pool, and `slot` with it.
+                Poll::Ready(None) => (None, true),
+                // Dropping the failed body closes its connection (the response is unfinished);
+                // the error follows the frames already read.
+                Poll::Ready(Some(Err(err))) => {
+                    self.error = Some(err);
+                    (None, true)
+                }
+                // The last frame ends it too, without waiting for a poll that would only say so.
+                Poll::Ready(Some(Ok(frame))) => (Some(frame), body.is_end_stream()),
+            };
+            if ended {
+                self.body = None;
+                self.slot = None;
+            }
+            let Some(frame) = frame else {
+                return;
+            };
+            let len = frame.data_ref().map_or(0, Bytes::len);
+            if frame.is_data() && len == 0 {
+                continue;
+            }
+            match self.limits.try_take(len) {
+                Some(charge) => self.queue.push_back((frame, charge)),
+                None => {
+                    let take = self.limits.clone().take(len);
+                    self.waiting = Some(Box::pin(async move { (frame, take.await) }));
+                }
+            }
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.body.is_none() && self.waiting.is_none() && self.queue.is_empty()
+    }
+}
+
 /// What one response's read-ahead may take.
+#[derive(Clone)]
 struct Limits {
     /// `upstream.buffer_size` permits, this response's own.
     room: Arc<Semaphore>,
@@ -147,32 +195,38 @@ struct Limits {
 }
 
 impl Limits {
-    /// Charges a chunk of `len` bytes, waiting for room. A chunk larger than a whole limit is
-    /// charged as that limit (it then passes alone; it could never be charged in full). Chunks
-    /// are at most hyper's read buffer (`MAX_READ_BUFFER`), so with the defaults the charge is
-    /// the real size.
-    async fn take(&self, len: usize) -> Option<Charge> {
+    /// A chunk of `len` bytes is charged as at most a whole limit: a larger one then passes
+    /// alone (it could never be charged in full). Chunks are at most hyper's read buffer
+    /// (`MAX_READ_BUFFER`), so with the defaults the charge is the real size.
+    fn amounts(&self, len: usize) -> (u32, u32) {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        (len.min(self.cap), len.min(self.budget_total))
+    }
+
+    /// [`Limits::take`] when there is room now (the common case: no allocation).
+    fn try_take(&self, len: usize) -> Option<Charge> {
         if len == 0 {
             return Some(Charge {
                 _room: None,
                 _budget: None,
             });
         }
-        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        let (room, budget) = self.amounts(len);
+        let room = self.room.clone().try_acquire_many_owned(room).ok()?;
+        let budget = self.budget.clone().try_acquire_many_owned(budget).ok()?;
+        Some(Charge {
+            _room: Some(room),
+            _budget: Some(budget),
+        })
+    }
+
+    /// Charges a chunk of `len` bytes, waiting for room.
+    async fn take(self, len: usize) -> Option<Charge> {
+        let (room, budget) = self.amounts(len);
         // Room in this response first: a response that is its own bottleneck does not hold any
         // of the connection's budget while it waits.
-        let room = self
-            .room
-            .clone()
-            .acquire_many_owned(len.min(self.cap))
-            .await
-            .ok()?;
-        let budget = self
-            .budget
-            .clone()
-            .acquire_many_owned(len.min(self.budget_total))
-            .await
-            .ok()?;
+        let room = self.room.acquire_many_owned(room).await.ok()?;
+        let budget = self.budget.acquire_many_owned(budget).await.ok()?;
         Some(Charge {
             _room: Some(room),
             _budget: Some(budget),
@@ -191,34 +245,43 @@ impl Body for Buffered {
         let this = &mut *self;
         // Asked for more: the previous chunk has left the send loop.
         this.in_hand = None;
-        let Some(rx) = this.rx.as_mut() else {
+        let Some(ahead) = this.ahead.as_mut() else {
             return Poll::Ready(None);
         };
-        match rx.poll_recv(cx) {
-            Poll::Ready(Some(Ok((frame, charge)))) => {
-                if let (Some(left), Some(data)) = (this.remaining.as_mut(), frame.data_ref()) {
-                    *left = left.saturating_sub(data.len() as u64);
-                }
-                this.in_hand = Some(charge);
-                Poll::Ready(Some(Ok(frame)))
+        ahead.poll_read(cx);
+        if let Some((frame, charge)) = ahead.queue.pop_front() {
+            if let (Some(left), Some(data)) = (this.remaining.as_mut(), frame.data_ref()) {
+                *left = left.saturating_sub(data.len() as u64);
             }
-            Poll::Ready(Some(Err(err))) => {
-                this.rx = None;
-                Poll::Ready(Some(Err(err)))
-            }
-            Poll::Ready(None) => {
-                this.rx = None;
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
+            this.in_hand = Some(charge);
+            return Poll::Ready(Some(Ok(frame)));
         }
+        if !ahead.is_done() {
+            return Poll::Pending;
+        }
+        let Some(err) = ahead.error.take() else {
+            this.ahead = None;
+            return Poll::Ready(None);
+        };
+        // Handed on only after the stream took every chunk before it and came back for more
+        // once: the stream then goes idle for one turn, in which its connection writes what it
+        // was given. Handed on at once, it reached the send loop in the same turn as the last
+        // chunk, and the reset that follows made h2 drop the still-queued HEADERS (h2 0.4
+        // `send_reset` clears the stream's queue): the client saw a bare RST_STREAM.
+        if !ahead.error_due {
+            ahead.error_due = true;
+            ahead.error = Some(err);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        this.ahead = None;
+        Poll::Ready(Some(Err(err)))
     }
 
     fn is_end_stream(&self) -> bool {
-        // The task drops its sender after the last frame: closed and drained is the end.
-        self.rx
+        self.ahead
             .as_ref()
-            .is_none_or(|rx| rx.is_closed() && rx.is_empty())
+            .is_none_or(|ahead| ahead.is_done() && ahead.error.is_none())
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -233,7 +296,7 @@ impl Body for Buffered {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use http_body_util::StreamBody;
+    use http_body_util::{BodyExt, StreamBody};
 
     fn share(buffer_size: u64, buffer_per_client: u64) -> ClientShare {
         let mut config = Config::default().upstream;
@@ -264,15 +327,25 @@ mod tests {
         pool.clone().try_acquire_owned().expect("a free slot")
     }
 
+    /// What the HTTP/2 send loop does while the client's window is shut: drive the read-ahead
+    /// without taking a frame.
+    async fn drive(buffered: &mut Buffered) {
+        std::future::poll_fn(|cx| {
+            buffered.poll_read_ahead(cx);
+            Poll::Ready(())
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn a_small_body_is_read_whole_and_frees_its_slot_while_nobody_reads() {
         let pool = Arc::new(Semaphore::new(1));
         let share = share(64 * 1024, 1024 * 1024);
         let (small, _) = body(4, 1000);
-        let buffered = Buffered::read_ahead(small, slot(&pool).await, &share);
-        // Nobody polls `buffered`; the slot still comes back once the body is read.
-        let freed = tokio::time::timeout(std::time::Duration::from_secs(10), pool.acquire()).await;
-        assert!(freed.is_ok(), "the slot was released");
+        let mut buffered = Buffered::read_ahead(small, slot(&pool).await, &share);
+        // Driven once, no frame taken: the slot comes back once the body is read.
+        drive(&mut buffered).await;
+        assert!(pool.try_acquire().is_ok(), "the slot was released");
         let collected = buffered.collect().await.expect("body").to_bytes();
         assert_eq!(collected.len(), 4000);
     }
@@ -282,24 +355,17 @@ mod tests {
         let pool = Arc::new(Semaphore::new(1));
         let share = share(4096, 1024 * 1024);
         let (large, taken) = body(100, 1024);
-        let buffered = Buffered::read_ahead(large, slot(&pool).await, &share);
+        let mut buffered = Buffered::read_ahead(large, slot(&pool).await, &share);
+        drive(&mut buffered).await;
         // Four 1 KiB chunks fill the 4 KiB read-ahead; the budget shows them charged.
         let budget = share.budget();
-        tokio::time::timeout(std::time::Duration::from_secs(10), async {
-            while budget.available_permits() > 1024 * 1024 - 4096 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("the read-ahead filled");
         assert_eq!(budget.available_permits(), 1024 * 1024 - 4096);
         // The fifth chunk was taken from the body and waits for room; no more.
-        assert!(taken.load(std::sync::atomic::Ordering::SeqCst) <= 5);
+        assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), 5);
         assert!(pool.try_acquire().is_err(), "the slot is held");
         let collected = buffered.collect().await.expect("body").to_bytes();
         assert_eq!(collected.len(), 100 * 1024);
-        let freed = tokio::time::timeout(std::time::Duration::from_secs(10), pool.acquire()).await;
-        assert!(freed.is_ok());
+        assert!(pool.try_acquire().is_ok(), "the slot was released");
         assert_eq!(
             budget.available_permits(),
             1024 * 1024,
@@ -313,17 +379,46 @@ mod tests {
         let share = share(4096, 6144);
         let (a, _) = body(100, 1024);
         let (b, _) = body(100, 1024);
-        let _a = Buffered::read_ahead(a, slot(&pool).await, &share);
-        let _b = Buffered::read_ahead(b, slot(&pool).await, &share);
-        let budget = share.budget();
-        tokio::time::timeout(std::time::Duration::from_secs(10), async {
-            while budget.available_permits() > 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("the budget filled");
+        let mut a = Buffered::read_ahead(a, slot(&pool).await, &share);
+        let mut b = Buffered::read_ahead(b, slot(&pool).await, &share);
+        drive(&mut a).await;
+        drive(&mut b).await;
         // Two responses of 4 KiB read-ahead each, but 6 KiB for the connection.
-        assert_eq!(budget.available_permits(), 0);
+        assert_eq!(share.budget().available_permits(), 0);
+        // What `a` does not hold any more goes to `b`, which was waiting for it.
+        drop(a);
+        drive(&mut b).await;
+        assert_eq!(share.budget().available_permits(), 6144 - 4096);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_error_comes_after_the_chunks_and_one_idle_turn() {
+        let pool = Arc::new(Semaphore::new(1));
+        let share = share(64 * 1024, 1024 * 1024);
+        let chunks = futures_util::stream::iter([
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"first"))),
+            Err("upstream cut".into()),
+        ]);
+        let mut buffered = Buffered::read_ahead(StreamBody::new(chunks), slot(&pool).await, &share);
+        let polls = std::future::poll_fn(|cx| {
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                seen.push(match Pin::new(&mut buffered).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(_))) => "data",
+                    Poll::Ready(Some(Err(_))) => "error",
+                    Poll::Ready(None) => "end",
+                    Poll::Pending => "pending",
+                });
+            }
+            Poll::Ready(seen)
+        })
+        .await;
+        // The stream goes idle once after the last chunk, so its connection writes that chunk
+        // (and the HEADERS before it) before the reset the error leads to.
+        assert_eq!(polls, ["data", "pending", "error"]);
+        assert!(
+            pool.try_acquire().is_ok(),
+            "the failed body's slot was released"
+        );
     }
 }

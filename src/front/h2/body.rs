@@ -4,7 +4,9 @@
 //! releasing flow-control capacity as the upstream takes it.
 //!
 //! Memory stays bounded: the loop holds at most one upstream chunk, and h2 buffers at most
-//! what the client's flow-control window allows.
+//! what the client's flow-control window allows. While it waits for that window it keeps an
+//! upstream response's read-ahead going ([`ReadAhead`]): the stream's own future does the
+//! reading, no task of its own.
 
 use std::future::poll_fn;
 use std::pin::{Pin, pin};
@@ -15,7 +17,21 @@ use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::upstream::{BoxError, ClientBodyError};
+use crate::upstream::{BoxError, Buffered, ClientBodyError, UpstreamBody};
+
+/// A body the send loop keeps reading ahead while it waits for the client's window (see
+/// `upstream::buffer`). Bodies that are not read ahead do nothing.
+pub trait ReadAhead: Body {
+    fn poll_read_ahead(self: Pin<&mut Self>, _cx: &mut Context<'_>) {}
+}
+
+impl ReadAhead for Buffered {
+    fn poll_read_ahead(self: Pin<&mut Self>, cx: &mut Context<'_>) {
+        self.get_mut().poll_read_ahead(cx);
+    }
+}
+
+impl ReadAhead for UpstreamBody {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -51,7 +67,7 @@ pub async fn send_body<B>(
     stall: Duration,
 ) -> Result<u64, SendError>
 where
-    B: Body<Data = Bytes>,
+    B: ReadAhead<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     let mut sent = 0;
@@ -70,7 +86,7 @@ pub async fn send_body_counted<B>(
     sent: &mut u64,
 ) -> Result<(), SendError>
 where
-    B: Body<Data = Bytes>,
+    B: ReadAhead<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     let mut body = pin!(body);
@@ -110,7 +126,7 @@ where
                         return Err(SendError::TooLarge(max));
                     }
                     let end = body.is_end_stream();
-                    send_chunk(stream, data, end, stall, sent).await?;
+                    send_chunk(stream, body.as_mut(), data, end, stall, sent).await?;
                     if end {
                         return Ok(());
                     }
@@ -128,9 +144,11 @@ where
     }
 }
 
-/// Sends one chunk as the client's flow-control window allows (RFC 9113 §5.2).
-async fn send_chunk(
+/// Sends one chunk as the client's flow-control window allows (RFC 9113 §5.2), reading `body`
+/// ahead meanwhile.
+async fn send_chunk<B: ReadAhead>(
     stream: &mut SendStream<Bytes>,
+    mut body: Pin<&mut B>,
     mut data: Bytes,
     end: bool,
     stall: Duration,
@@ -155,6 +173,7 @@ async fn send_chunk(
                             return Poll::Ready(Err(SendError::ClientReset(h2::Reason::CANCEL)));
                         }
                         Poll::Pending => {
+                            body.as_mut().poll_read_ahead(cx);
                             if let Poll::Ready(reset) = stream.poll_reset(cx) {
                                 return Poll::Ready(Err(match reset {
                                     Ok(reason) => SendError::ClientReset(reason),

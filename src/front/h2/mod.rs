@@ -1,10 +1,16 @@
 //! One HTTP/2 connection on the (patched, vendor/h2) h2 crate: settings and flood defences,
 //! the accept loop with idle timeout, graceful shutdown and its closing deadline. Each client
-//! stream runs in `stream`, each pushed response in `push`; both count as the connection's
-//! active work.
+//! stream runs in `stream`, each pushed response in `push`: both are futures in one set that
+//! the connection's own task polls beside `conn.accept()` (which drives h2's I/O), not tasks
+//! of their own, so a connection's work stays on one thread and h2's connection-wide lock is
+//! not contended. The set is the connection's active work, for the idle timer and draining.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tracing::debug;
@@ -19,7 +25,6 @@ use self::push::PushState;
 use self::stream::Stream;
 use super::handshake_timeout;
 use crate::app::App;
-use crate::listener::Tracker;
 use crate::metrics::Protocol;
 use crate::upstream::ClientContext;
 
@@ -75,18 +80,15 @@ pub async fn serve<IO>(
             return;
         }
     };
-    // Client streams and pushed streams alike: the idle timer runs only while there are none,
-    // and a draining connection waits for them.
-    let active = Arc::new(Tracker::default());
-    // Set at the closing deadline: every stream and push task still running drops its h2
-    // handles, which makes h2 reset the stream with RST_STREAM CANCEL.
-    let (cancel, cancelled_rx) = watch::channel(false);
+    // Every client stream and every pushed response of this connection, polled by this task
+    // beside the connection itself (see `poll_work`): no task per stream, so a stream's wakeups
+    // and its use of h2's connection state stay on this connection's thread. The idle timer runs
+    // only while the set is empty, and a draining connection waits for it.
+    let mut work: FuturesUnordered<Work> = FuturesUnordered::new();
     let push = Arc::new(PushState::new(
         app.config.push.enabled,
         app.config.push.lru_capacity,
         app.config.push.max_concurrent_pushes,
-        active.clone(),
-        cancelled_rx.clone(),
     ));
     let idle = server.idle_timeout;
     let mut closing = false;
@@ -99,8 +101,18 @@ pub async fn serve<IO>(
     // the connection ends.
     let mut too_large = 0;
     loop {
-        let idle_now = active.count() == 0;
+        let idle_now = work.is_empty();
+        // Polled in this order on every wakeup: the streams and pushes first, then h2's I/O,
+        // so what a stream queued is written in the same turn (no extra wakeup), and a stream
+        // that fails after its last DATA (a reset drops what h2 still holds for the stream)
+        // does so only after h2 had a turn to write it. No branch starves another: the work
+        // branch does not complete while any work is left (see `poll_work`), so every wakeup
+        // polls every branch.
         tokio::select! {
+            biased;
+            // Never ready while streams are running; ready once the last one ends, which
+            // restarts the idle timer.
+            () = std::future::poll_fn(|cx| poll_work(&mut work, &push, cx)), if !idle_now => {}
             // h2 (vendor/h2 PATCHES.md 5) ends the connection only once every client stream
             // and every promised stream is done, after a GOAWAY.
             next = conn.accept() => {
@@ -109,16 +121,12 @@ pub async fn serve<IO>(
                     Some(Ok((req, respond))) => {
                         // The client's SETTINGS arrive before its first HEADERS, so this is current.
                         push.set_peer_max_streams(conn.max_concurrent_send_streams());
-                        let stream = Stream::new(app.clone(), push.clone(), client.clone());
-                        let guard = active.enter();
-                        let mut cancel = cancelled_rx.clone();
-                        tokio::spawn(async move {
-                            tokio::select! {
-                                () = stream.run(req, respond) => {}
-                                () = cancelled(&mut cancel) => {}
-                            }
-                            drop(guard);
-                        });
+                        // Past the closing deadline a stream still accepted is reset at once, as
+                        // the others were (`respond` dropped: RST_STREAM CANCEL).
+                        if abandon_at.is_none() {
+                            let stream = Stream::new(app.clone(), push.clone(), client.clone());
+                            work.push(Box::pin(stream.run(req, respond)));
+                        }
                     }
                     Some(Err(err)) => {
                         debug!(peer = %client.peer, error = %err, "h2 connection error");
@@ -133,16 +141,17 @@ pub async fn serve<IO>(
                 closing = true;
                 close_by = Some(tokio::time::Instant::now() + handshake_timeout(idle));
             }
-            // Restarts the idle timer when the last stream ends.
-            _ = active.drained(), if !idle_now && !closing => {}
             _ = shutdown.changed(), if !closing => {
                 conn.graceful_shutdown();
                 closing = true;
                 close_by = Some(tokio::time::Instant::now() + server.shutdown_timeout);
             }
             _ = sleep_until_opt(close_by), if close_by.is_some() => {
-                debug!(peer = %client.peer, open = active.count(), "closing deadline reached; resetting open streams");
-                let _ = cancel.send(true);
+                debug!(peer = %client.peer, open = work.len(), "closing deadline reached; resetting open streams");
+                // Dropping a stream's or a push's future drops its h2 handles, and h2 resets an
+                // unfinished stream with RST_STREAM CANCEL (RFC 9113 §8.1: a server that
+                // abandons a response resets the stream).
+                work.clear();
                 close_by = None;
                 abandon_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
             }
@@ -152,6 +161,10 @@ pub async fn serve<IO>(
             }
         }
     }
+    // Whatever still runs ends with the connection, as at the closing deadline; `push` may hold
+    // pushes started in the last poll (each holds the state: dropped here, not leaked).
+    work.clear();
+    drop(push.take_started());
     count_too_large(&app, &conn, client.peer, &mut too_large);
 }
 
@@ -175,11 +188,34 @@ fn count_too_large<T: AsyncRead + AsyncWrite + Unpin, B: bytes::Buf>(
 /// those RST_STREAMs and its final GOAWAY before it is dropped (a client that stopped reading).
 pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Resolves when the connection's closing deadline resets its streams (or the connection is
-/// gone). A task that stops here drops its h2 handles; h2 then resets an unfinished stream with
-/// RST_STREAM CANCEL (RFC 9113 §8.1: a server that abandons a response resets the stream).
-pub(super) async fn cancelled(cancel: &mut watch::Receiver<bool>) {
-    let _ = cancel.wait_for(|c| *c).await;
+/// A client stream or a pushed response, run by its connection's task.
+pub(super) type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Polls the connection's streams and pushes, taking in the pushes they started meanwhile
+/// (`PushState::start`). Pending while any is left, so the select polls every branch on every
+/// wakeup however busy the streams are: h2's own I/O (`conn.accept()`) and the timers are
+/// never starved. `FuturesUnordered` polls only the futures that were woken and yields by
+/// itself (waking this task) after a round through the set, or as soon as two of them yield
+/// (tokio's cooperative budget spent). Ready when the set is empty.
+fn poll_work(
+    work: &mut FuturesUnordered<Work>,
+    push: &PushState,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    loop {
+        let next = work.poll_next_unpin(cx);
+        // New futures are polled by the next `poll_next`: go round again if there are any.
+        let started = push.take_started();
+        let more = !started.is_empty();
+        work.extend(started);
+        match next {
+            // One finished; the next round takes the others that are ready.
+            Poll::Ready(Some(())) => {}
+            Poll::Ready(None) if !more => return Poll::Ready(()),
+            Poll::Pending if !more => return Poll::Pending,
+            Poll::Ready(None) | Poll::Pending => {}
+        }
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

@@ -17,19 +17,19 @@ use h2::server::{SendPushedResponse, SendResponse};
 use http::{HeaderMap, Method, Request, Response};
 use http_body_util::BodyExt;
 use lru::LruCache;
-use tokio::sync::watch;
 use tracing::debug;
 
+use super::Work;
 use super::body::{SendError, send_body};
 use super::digest::ConnPushes;
 use crate::app::App;
-use crate::listener::Tracker;
 use crate::metrics::PushOutcome;
 use crate::push::digest::{self, Digest, Key};
 use crate::push::policy::{Preload, SkipReason};
 use crate::upstream::{ClientContext, rewrite_request_headers, strip_hop_by_hop};
 
-/// Per-connection push state, shared by the connection's stream tasks.
+/// Per-connection push state, shared by the connection's streams (all run by the connection's
+/// task, so its locks and atomics are never contended).
 pub struct PushState {
     /// Push is allowed until the first `push_request` error: h2 then tells us, opaquely, that
     /// the client sent SETTINGS_ENABLE_PUSH = 0 (RFC 9113 §6.5.2), and we stop trying.
@@ -43,26 +43,18 @@ pub struct PushState {
     /// The client's SETTINGS_MAX_CONCURRENT_STREAMS, as h2 last reported it.
     peer_max_streams: AtomicUsize,
     max_concurrent_pushes: usize,
-    /// The connection's active work: a pushed stream counts until it is completed or reset,
-    /// for the idle timeout and for draining.
-    active: Arc<Tracker>,
-    /// The connection's closing deadline (see `front::h2::cancelled`).
-    cancel: watch::Receiver<bool>,
+    /// Pushes started by a stream and not yet taken by the connection's loop, which runs them
+    /// beside its streams: a pushed stream counts as the connection's work until it is
+    /// completed or reset, for the idle timeout and for draining.
+    started: Mutex<Vec<Work>>,
     /// What this connection promised, for the cache digest cookie.
     pub digest: ConnPushes,
 }
 
 impl PushState {
-    pub fn new(
-        enabled: bool,
-        lru_capacity: NonZeroUsize,
-        max_concurrent_pushes: usize,
-        active: Arc<Tracker>,
-        cancel: watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(enabled: bool, lru_capacity: NonZeroUsize, max_concurrent_pushes: usize) -> Self {
         PushState {
-            active,
-            cancel,
+            started: Mutex::new(Vec::new()),
             enabled: AtomicBool::new(enabled),
             pushed: Mutex::new(None),
             lru_capacity,
@@ -87,6 +79,23 @@ impl PushState {
         pushed
             .get_or_insert_with(|| LruCache::new(self.lru_capacity))
             .put(url, ());
+    }
+
+    /// Hands a push to the connection's loop (`front::h2::poll_work`).
+    fn start(&self, push: Work) {
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(push);
+    }
+
+    /// The pushes started since the last call, for the connection's loop to run.
+    pub(super) fn take_started(&self) -> Vec<Work> {
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        if started.is_empty() {
+            return Vec::new();
+        }
+        std::mem::take(&mut *started)
     }
 
     pub fn set_peer_max_streams(&self, n: usize) {
@@ -273,22 +282,17 @@ fn decide_and_promise(
             log.promised.push(preload.path.clone());
             req.app.metrics.push(PushOutcome::Promised);
             let fetch = fetch_request(req, &preload.path);
-            let app = req.app.clone();
             // Pushes count against the connection's share of the upstream like its requests.
             let share = req.client.upstream_share.clone();
-            let active = req.state.active.enter();
-            let mut cancel = req.state.cancel.clone();
-            tokio::spawn(async move {
-                // At the closing deadline `pushed` is dropped, and h2 resets the promised
-                // stream (RST_STREAM CANCEL): never left open when the connection closes.
-                let outcome = tokio::select! {
-                    outcome = run(app.clone(), pushed, fetch, url_hash, share) => outcome,
-                    () = super::cancelled(&mut cancel) => PushOutcome::Cancelled,
-                };
-                app.metrics.push(outcome);
-                drop(slot);
-                drop(active);
-            });
+            let mut done = Done {
+                app: req.app.clone(),
+                outcome: PushOutcome::Cancelled,
+                _slot: slot,
+            };
+            req.state.start(Box::pin(async move {
+                let outcome = run(done.app.clone(), pushed, fetch, url_hash, share).await;
+                done.finished(outcome);
+            }));
             Decision::Promised
         }
         // The promised request's header list is over the client's SETTINGS_MAX_HEADER_LIST_SIZE
@@ -305,6 +309,28 @@ fn decide_and_promise(
             req.state.enabled.store(false, Ordering::Relaxed);
             Decision::Skipped(SkipReason::ClientDisabled)
         }
+    }
+}
+
+/// Records a push's outcome and frees its slot when the push ends. A push dropped unfinished
+/// (the connection's closing deadline, or the connection gone) is `Cancelled`: dropping it
+/// dropped `pushed`, and h2 resets the promised stream (RST_STREAM CANCEL), so it is never left
+/// open when the connection closes.
+struct Done {
+    app: Arc<App>,
+    outcome: PushOutcome,
+    _slot: PushSlot,
+}
+
+impl Done {
+    fn finished(&mut self, outcome: PushOutcome) {
+        self.outcome = outcome;
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.app.metrics.push(self.outcome);
     }
 }
 

@@ -220,6 +220,8 @@ async fn client_to_upstream<W: AsyncWrite + Unpin>(
 
 /// The upstream's side of the tunnel as a body for the send loop: chunks as they are read, the
 /// end at EOF.
+impl<R: AsyncRead + Unpin> super::body::ReadAhead for ReadBody<R> {}
+
 struct ReadBody<R> {
     read: R,
     buf: Box<[u8]>,
