@@ -30,9 +30,9 @@ pub enum ProxyError {
     #[error("not implemented: {0}")]
     NotImplemented(&'static str),
     #[error("upstream unreachable")]
-    UpstreamConnect(#[source] hyper_util::client::legacy::Error),
+    UpstreamConnect(#[source] std::io::Error),
     #[error("upstream request failed")]
-    UpstreamRequest(#[source] hyper_util::client::legacy::Error),
+    UpstreamRequest(#[source] hyper::Error),
     #[error("upstream sent no response headers within {0:?}")]
     UpstreamTimeout(std::time::Duration),
     #[error("upstream connection limit reached and no slot freed within {0:?}")]

@@ -1,5 +1,5 @@
-//! The pooled HTTP/1.1 client to the backend, the header rewriting of SPEC §3 (one function for
-//! both directions and for promised requests), and the capture of upstream 103s.
+//! The pooled HTTP/1.1 client to the backend ([`pool`]), the header rewriting of SPEC §3 (one
+//! function for both directions and for promised requests), and the capture of upstream 103s.
 //!
 //! Timeouts: `response_timeout` bounds the wait for a slot and the response head;
 //! `read_timeout` (nginx's `proxy_read_timeout`) bounds every wait for the next bytes of a
@@ -18,9 +18,6 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::config::UpstreamConfig;
@@ -28,9 +25,11 @@ use crate::error::ProxyError;
 use crate::metrics::Metrics;
 
 mod buffer;
+mod pool;
 mod share;
 
 pub use buffer::Buffered;
+pub use pool::Pool;
 pub use share::ClientShare;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -171,9 +170,7 @@ pub type Informational = Vec<HeaderValue>;
 /// The pooled client. Cheap to clone.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<CountingConnector, RequestBody>,
-    /// The upstream's `host:port`.
-    authority: http::uri::Authority,
+    pool: Pool,
     limit: Arc<Semaphore>,
     response_timeout: Duration,
     read_timeout: Duration,
@@ -182,25 +179,14 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig, metrics: Metrics) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        // A relayed 103 was measured ~40 ms late without TCP_NODELAY (Nagle + delayed ACK).
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(config.max_idle_per_host)
-            .http1_max_buf_size(MAX_READ_BUFFER)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .set_host(false)
-            .build(CountingConnector {
-                inner: connector,
-                metrics: metrics.clone(),
-            });
         Upstream {
-            client,
-            authority: config.authority.clone(),
+            pool: Pool::new(
+                &config.authority,
+                config.connect_timeout,
+                config.max_idle_per_host,
+                MAX_READ_BUFFER,
+                metrics.clone(),
+            ),
             limit: Arc::new(Semaphore::new(config.max_connections)),
             response_timeout: config.response_timeout,
             read_timeout: config.read_timeout,
@@ -208,17 +194,13 @@ impl Upstream {
         }
     }
 
-    /// The upstream URI for a request target (origin-form path and query), built from parts:
-    /// the request's already parsed path is reused, not formatted and parsed again.
+    /// The upstream request target for a path and query: origin-form (RFC 9112 §3.2.1), which
+    /// hyper's HTTP/1.1 connection writes as given; the `Host` field carries the authority.
     pub fn uri_for(
         &self,
         path_and_query: http::uri::PathAndQuery,
     ) -> Result<http::Uri, ProxyError> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query);
-        http::Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target"))
+        Ok(http::Uri::from(path_and_query))
     }
 
     /// [`Upstream::uri_for`] from a path string (a resolved Link target).
@@ -228,7 +210,8 @@ impl Upstream {
         self.uri_for(pq)
     }
 
-    /// Sends `req` (its URI from [`Upstream::uri_for`]). Upstream 103s are delivered to
+    /// Sends `req` (its URI from [`Upstream::uri_for`]) on an idle pooled connection or a new
+    /// one. Upstream 103s are delivered to
     /// `informational` as they arrive, before this future resolves. The response head is
     /// normalised ([`crate::headers::normalize_response`]); a 101 is accepted only when `req`
     /// carries `Upgrade`, and then `hyper::upgrade::on` on the response yields the connection.
@@ -253,6 +236,12 @@ impl Upstream {
                 }
             });
         }
+        // hyper's HTTP/1.1 connection writes the request-target as given: origin-form only.
+        if req.uri().scheme().is_some()
+            && let Some(pq) = req.uri().path_and_query().cloned()
+        {
+            *req.uri_mut() = http::Uri::from(pq);
+        }
         let upgrade_requested = req.headers().contains_key(header::UPGRADE);
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.response_timeout;
@@ -274,10 +263,15 @@ impl Upstream {
         };
         // The head is the first bytes `read_timeout` waits for.
         let head_deadline = deadline.min(tokio::time::Instant::now() + self.read_timeout);
-        let result = tokio::time::timeout_at(head_deadline, self.client.request(req)).await;
+        let result = tokio::time::timeout_at(head_deadline, self.request(req)).await;
         self.metrics.upstream_duration(started.elapsed());
         let err = match result {
-            Ok(Ok(res)) => {
+            Ok(Ok((res, sender))) => {
+                // A connection that switched protocols belongs to its tunnel: never pooled.
+                let reuse = (res.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Reuse {
+                    sender,
+                    pool: self.pool.clone(),
+                });
                 let (mut parts, body) = res.into_parts();
                 match crate::headers::normalize_response(
                     parts.status,
@@ -293,6 +287,7 @@ impl Upstream {
                                 read_timeout: self.read_timeout,
                                 waiting: None,
                                 metrics: self.metrics.clone(),
+                                reuse,
                             },
                         ));
                     }
@@ -301,11 +296,10 @@ impl Upstream {
             }
             // The request failed because the client's body did: the client's fault, not the
             // backend's (no upstream error counted, no WARN).
-            Ok(Err(e)) if caused_by_client_body(&e) => {
+            Ok(Err(ProxyError::UpstreamRequest(e))) if caused_by_client_body(&e) => {
                 return Err(ProxyError::ClientBody(e.into()));
             }
-            Ok(Err(e)) if e.is_connect() => ProxyError::UpstreamConnect(e),
-            Ok(Err(e)) => ProxyError::UpstreamRequest(e),
+            Ok(Err(e)) => e,
             Err(_) if head_deadline < deadline => {
                 ProxyError::UpstreamReadTimeout(self.read_timeout)
             }
@@ -313,6 +307,46 @@ impl Upstream {
         };
         self.metrics.upstream_error(err.kind());
         Err(err)
+    }
+}
+
+impl Upstream {
+    /// One request on a pooled connection, or on a new one when none is idle. A pooled
+    /// connection that closed before the request's first byte was written hands the request
+    /// back, and it is sent once more on a new connection (the backend closed an idle
+    /// keep-alive connection: RFC 9112 §9.3). Returns the connection's handle with the response.
+    async fn request(
+        &self,
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, pool::Sender), ProxyError> {
+        let req = match self.pool.checkout() {
+            Some(mut sender) => match sender.try_send_request(req).await {
+                Ok(res) => return Ok((res, sender)),
+                Err(mut e) => match e.take_message() {
+                    Some(req) => req,
+                    None => return Err(ProxyError::UpstreamRequest(e.into_error())),
+                },
+            },
+            None => req,
+        };
+        let mut sender = self.pool.connect().await?;
+        match sender.try_send_request(req).await {
+            Ok(res) => Ok((res, sender)),
+            Err(e) => Err(ProxyError::UpstreamRequest(e.into_error())),
+        }
+    }
+}
+
+/// A response's connection, given back to the pool when its body has been read to the end
+/// (hyper closes a connection whose body was abandoned midway).
+struct Reuse {
+    sender: pool::Sender,
+    pool: Pool,
+}
+
+impl Reuse {
+    fn release(self) {
+        self.pool.checkin(self.sender);
     }
 }
 
@@ -330,6 +364,19 @@ pub struct UpstreamBody {
     /// Armed when a poll found no data, reset whenever a frame arrives; allocated on first use.
     waiting: Option<(bool, Pin<Box<tokio::time::Sleep>>)>,
     metrics: Metrics,
+    /// The connection, until the body ends (then pooled) or fails (then dropped).
+    reuse: Option<Reuse>,
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body complete without a last poll (empty, or its end seen via `is_end_stream`).
+        if let Some(reuse) = self.reuse.take()
+            && self.inner.as_ref().is_some_and(Body::is_end_stream)
+        {
+            reuse.release();
+        }
+    }
 }
 
 /// A `max_connections` slot, counted in `linkpush_upstream_connections{state="in_use"}` until
@@ -363,13 +410,20 @@ impl Body for UpstreamBody {
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(None) => {
-                // Done: free the slot now, not when the front end gets round to dropping us.
+                // Done: free the slot and the connection now, not when the front end gets round
+                // to dropping us.
                 this.permit = None;
+                if let Some(reuse) = this.reuse.take() {
+                    reuse.release();
+                }
                 Poll::Ready(None)
             }
             Poll::Ready(Some(frame)) => {
                 if let Some((armed, _)) = &mut this.waiting {
                     *armed = false;
+                }
+                if frame.is_err() {
+                    this.reuse = None;
                 }
                 Poll::Ready(Some(frame.map_err(BoxError::from)))
             }
@@ -388,6 +442,7 @@ impl Body for UpstreamBody {
                 // Nothing for `read_timeout`: drop the connection and the slot now.
                 this.inner = None;
                 this.permit = None;
+                this.reuse = None;
                 let err = ProxyError::UpstreamReadTimeout(this.read_timeout);
                 this.metrics.upstream_error(err.kind());
                 Poll::Ready(Some(Err(Box::new(err))))
@@ -403,91 +458,6 @@ impl Body for UpstreamBody {
         self.inner
             .as_ref()
             .map_or_else(SizeHint::default, Body::size_hint)
-    }
-}
-
-/// The HTTP connector, counting each open connection in
-/// `linkpush_upstream_connections` (the pool itself exposes no counts).
-#[derive(Clone)]
-pub struct CountingConnector {
-    inner: HttpConnector,
-    metrics: Metrics,
-}
-
-impl tower_service::Service<http::Uri> for CountingConnector {
-    type Response = Counted;
-    type Error = <HttpConnector as tower_service::Service<http::Uri>>::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Counted, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let io = connecting.await?;
-            Ok(Counted {
-                io,
-                _open: metrics.upstream_connection_open(),
-            })
-        })
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// An upstream connection, counted as open until hyper drops it.
-    pub struct Counted {
-        #[pin]
-        io: hyper_util::rt::TokioIo<tokio::net::TcpStream>,
-        _open: crate::metrics::GaugeGuard,
-    }
-}
-
-impl hyper_util::client::legacy::connect::Connection for Counted {
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        self.io.connected()
-    }
-}
-
-impl hyper::rt::Read for Counted {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        self.project().io.poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for Counted {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().io.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
     }
 }
 
