@@ -7,6 +7,7 @@
 #
 #   benches/instructions.sh                      # linkpush and nginx, /small.txt and /index.html
 #   PROXIES=linkpush PATHS=/small.txt N1=1000 N2=3000 benches/instructions.sh
+#   ACCESS_LOG=1 PROXIES=linkpush benches/instructions.sh   # linkpush with its default logging
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROXIES=${PROXIES:-"linkpush nginx"}
@@ -61,6 +62,9 @@ http { access_log off; $temps
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$host; proxy_buffers 16 16k; proxy_max_temp_file_size 0; } } }
 CONF
+# ACCESS_LOG=1: linkpush's default logging (level info, one access line per request), as operators
+# run it; otherwise warnings only and no access log.
+if [[ ${ACCESS_LOG:-0} == 1 ]]; then LOG_SECTION=""; else LOG_SECTION=$'[log]\nlevel = "warn"\naccess_log = false'; fi
 cat > "$TMP/linkpush.toml" <<CONF
 [server]
 listen = "127.0.0.1:$PROXY"
@@ -70,9 +74,7 @@ key = "$TMP/key.pem"
 [upstream]
 url = "http://127.0.0.1:$ORIGIN"
 max_idle_per_host = 512
-[log]
-level = "warn"
-access_log = false
+$LOG_SECTION
 CONF
 nginx -c "$TMP/origin.conf" -p "$TMP" & PIDS+=($!)
 for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$ORIGIN/small.txt" && break; sleep 0.1; done

@@ -158,7 +158,10 @@ fn init_tracing(config: &Config) -> (Logging, linkpush::log_writer::WorkerGuard)
         filter_fn(move |meta| meta.is_span() || json.load(Ordering::Relaxed) == want_json)
     };
     let (writer, guard) =
-        linkpush::log_writer::non_blocking(std::io::stderr(), linkpush::log_writer::QUEUE_LINES);
+        linkpush::log_writer::non_blocking(std::io::stderr(), linkpush::log_writer::QUEUE_BYTES);
+    // Access lines skip tracing's formatting (its field visitors cost more than the rest of a
+    // request's logging): `front::access_log` writes them here, in the same layouts.
+    linkpush::log_writer::set_access_sink(writer.clone(), json.clone());
     let text_layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer.clone())

@@ -1,9 +1,12 @@
 //! The client-facing protocols: `h2` (the h2 crate directly, for push and 103) and `h1`
 //! (hyper's HTTP/1.1 server, no push). What both need lives here.
 
+mod access_log;
 pub mod h1;
 pub mod h2;
 pub mod tunnel;
+
+pub use access_log::AccessLog;
 
 use std::time::Duration;
 
@@ -297,58 +300,6 @@ impl RequestInfo {
     }
 }
 
-/// A duration in milliseconds rounded to 0.1 ms: `52.1`, not `52.093545999999996`. (The
-/// nearest double to a tenth prints as that tenth.)
-fn millis(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 10_000.0).round() / 10.0
-}
-
-/// One access-log line per request (SPEC §7), the same fields on both protocols.
-pub struct AccessLog<'a> {
-    pub protocol: &'static str,
-    pub client: std::net::SocketAddr,
-    pub request: &'a RequestInfo,
-    pub status: u16,
-    /// Response body bytes handed to the connection, also when the response was cut short.
-    pub bytes: u64,
-    /// From sending the upstream request to its response head (or failure); `None` when no
-    /// upstream request was sent.
-    pub upstream: Option<std::time::Duration>,
-    pub pushed: &'a [String],
-    /// How many of `pushed` were pushed from learned links, before the upstream answered.
-    pub pushed_learned: usize,
-    /// The 103s sent: their links and sources.
-    pub hints: &'a EarlyHints,
-    /// `ProxyError::kind` (or a body-phase kind: `upstream_body`, `client_gone`, …).
-    pub error: Option<&'static str>,
-}
-
-impl AccessLog<'_> {
-    pub fn emit(&self) {
-        let r = self.request;
-        let user_agent = r.user_agent.as_ref().and_then(|v| v.to_str().ok());
-        tracing::info!(
-            target: "linkpush::access",
-            protocol = self.protocol,
-            client = %self.client,
-            host = r.host.as_str(),
-            method = %r.method,
-            path = r.path.as_str(),
-            status = self.status,
-            bytes = self.bytes,
-            duration_ms = millis(r.started.elapsed()),
-            upstream_ms = self.upstream.map(millis),
-            user_agent = user_agent.unwrap_or(""),
-            request_id = r.request_id.to_str().unwrap_or(""),
-            pushed = %self.pushed.join(","),
-            pushed_learned = self.pushed_learned,
-            hinted = %self.hints.hinted_paths(),
-            hint_sources = %self.hints.sources.join(","),
-            error = self.error,
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,14 +390,6 @@ mod tests {
     fn generated_request_ids_differ() {
         let ids: std::collections::HashSet<_> = (0..1000).map(|_| new_request_id()).collect();
         assert_eq!(ids.len(), 1000);
-    }
-
-    #[test]
-    fn milliseconds_are_rounded_to_a_tenth() {
-        use std::time::Duration;
-        assert_eq!(millis(Duration::from_nanos(52_093_545)).to_string(), "52.1");
-        assert_eq!(millis(Duration::from_micros(3)).to_string(), "0");
-        assert_eq!(millis(Duration::from_millis(1500)).to_string(), "1500");
     }
 
     #[test]

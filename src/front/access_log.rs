@@ -1,0 +1,478 @@
+//! One access-log line per request (SPEC §7), the same fields on both protocols, in the layout
+//! tracing-subscriber's fmt layers give every other line (text, or one flat JSON object).
+//!
+//! In the binary the line is formatted here, into a per-thread buffer, and handed straight to
+//! the log writer ([`crate::log_writer::access_sink`]); tracing only decides whether it is wanted
+//! (`linkpush::access` at INFO under `log.level`). Going through tracing's field visitors cost
+//! ~23,000 instructions per request (callgrind, `/small.txt`: 22% of all the proxy's work, +8 µs
+//! of CPU per request in `benches/compare.sh`'s default round); this costs a few hundred.
+//! Without a sink (linkpush used as a library, or tests with their own subscriber) the line is
+//! an ordinary `tracing::info!` event with the same fields.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use super::{EarlyHints, RequestInfo};
+
+pub const TARGET: &str = "linkpush::access";
+
+/// A duration in milliseconds rounded to 0.1 ms: `52.1`, not `52.093545999999996`. (The
+/// nearest double to a tenth prints as that tenth.)
+pub(super) fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+pub struct AccessLog<'a> {
+    pub protocol: &'static str,
+    pub client: std::net::SocketAddr,
+    pub request: &'a RequestInfo,
+    pub status: u16,
+    /// Response body bytes handed to the connection, also when the response was cut short.
+    pub bytes: u64,
+    /// From sending the upstream request to its response head (or failure); `None` when no
+    /// upstream request was sent.
+    pub upstream: Option<Duration>,
+    pub pushed: &'a [String],
+    /// How many of `pushed` were pushed from learned links, before the upstream answered.
+    pub pushed_learned: usize,
+    /// The 103s sent: their links and sources.
+    pub hints: &'a EarlyHints,
+    /// `ProxyError::kind` (or a body-phase kind: `upstream_body`, `client_gone`, …).
+    pub error: Option<&'static str>,
+}
+
+thread_local! {
+    static LINE: RefCell<Line> = RefCell::new(Line::default());
+}
+
+/// A thread's line buffer and the date-and-time part of its last timestamp (formatted once a
+/// second).
+#[derive(Default)]
+struct Line {
+    out: String,
+    second: u64,
+    stamp: String,
+}
+
+/// A field value as the line writes it.
+enum Value<'a> {
+    /// Quoted in text (tracing's `Debug` of a `&str`), a JSON string.
+    Str(&'a str),
+    /// Unquoted in text (tracing's `%` fields), a JSON string.
+    Bare(&'a str),
+    /// A number in both.
+    Num(&'a str),
+}
+
+impl AccessLog<'_> {
+    pub fn emit(&self) {
+        if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+            return;
+        }
+        let Some(sink) = crate::log_writer::access_sink() else {
+            return self.emit_event();
+        };
+        LINE.with_borrow_mut(|line| {
+            self.format(line, sink.json(), SystemTime::now());
+            sink.write(line.out.as_bytes());
+        });
+    }
+
+    /// The line into `line.out`. Hand-formatted (`itoa`, `push_str`): `core::fmt` with its
+    /// padding and `Display` of addresses and floats was most of the cost.
+    fn format(&self, line: &mut Line, json: bool, now: SystemTime) {
+        let r = self.request;
+        let mut num = itoa::Buffer::new();
+        let (mut n1, mut n2, mut n3, mut n4) = (
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+        );
+        let mut client = String::with_capacity(24);
+        push_addr(&mut client, &self.client, &mut num);
+        let mut duration = String::with_capacity(8);
+        push_tenths(&mut duration, r.started.elapsed(), &mut num);
+        let upstream = self.upstream.map(|d| {
+            let mut s = String::with_capacity(8);
+            push_tenths(&mut s, d, &mut num);
+            s
+        });
+        let mut pushed = String::new();
+        push_joined(&mut pushed, self.pushed);
+        let hinted = if self.hints.sources.is_empty() {
+            String::new()
+        } else {
+            self.hints.hinted_paths().to_string()
+        };
+        let mut sources = String::new();
+        push_joined(&mut sources, &self.hints.sources);
+        let fields: [(&str, Option<Value<'_>>); 16] = [
+            ("protocol", Some(Value::Str(self.protocol))),
+            ("client", Some(Value::Bare(&client))),
+            ("host", Some(Value::Str(&r.host))),
+            ("method", Some(Value::Bare(r.method.as_str()))),
+            ("path", Some(Value::Str(&r.path))),
+            ("status", Some(Value::Num(n1.format(self.status)))),
+            ("bytes", Some(Value::Num(n2.format(self.bytes)))),
+            ("duration_ms", Some(Value::Num(&duration))),
+            ("upstream_ms", upstream.as_deref().map(Value::Num)),
+            (
+                "user_agent",
+                Some(Value::Str(
+                    r.user_agent
+                        .as_ref()
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(""),
+                )),
+            ),
+            (
+                "request_id",
+                Some(Value::Str(r.request_id.to_str().unwrap_or(""))),
+            ),
+            ("pushed", Some(Value::Bare(&pushed))),
+            (
+                "pushed_learned",
+                Some(Value::Num(n3.format(self.pushed_learned))),
+            ),
+            ("hinted", Some(Value::Bare(&hinted))),
+            ("hint_sources", Some(Value::Bare(&sources))),
+            ("error", self.error.map(Value::Str)),
+        ];
+        let fields = fields.iter().filter_map(|(k, v)| Some((*k, v.as_ref()?)));
+        let since = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        if line.stamp.is_empty() || line.second != since.as_secs() {
+            line.second = since.as_secs();
+            line.stamp.clear();
+            let _ = write!(line.stamp, "{}", DateTime(line.second));
+        }
+        let out = &mut line.out;
+        out.clear();
+        let micros = n4.format(1_000_000 + since.subsec_micros());
+        if json {
+            out.push_str("{\"timestamp\":\"");
+            out.push_str(&line.stamp);
+            out.push('.');
+            out.push_str(&micros[1..]);
+            out.push_str("Z\",\"level\":\"INFO\"");
+            for (key, value) in fields {
+                out.push_str(",\"");
+                out.push_str(key);
+                out.push_str("\":");
+                match value {
+                    Value::Str(s) | Value::Bare(s) => json_string(out, s),
+                    Value::Num(n) => out.push_str(n),
+                }
+            }
+            out.push_str(",\"target\":\"");
+            out.push_str(TARGET);
+            out.push_str("\"}\n");
+        } else {
+            out.push_str(&line.stamp);
+            out.push('.');
+            out.push_str(&micros[1..]);
+            out.push_str("Z  INFO ");
+            out.push_str(TARGET);
+            out.push(':');
+            for (key, value) in fields {
+                out.push(' ');
+                out.push_str(key);
+                out.push('=');
+                match value {
+                    Value::Str(s) => text_string(out, s),
+                    Value::Bare(s) | Value::Num(s) => out.push_str(s),
+                }
+            }
+            out.push('\n');
+        }
+    }
+
+    /// The same line as a tracing event, for a process without the binary's log writer.
+    fn emit_event(&self) {
+        let r = self.request;
+        let user_agent = r.user_agent.as_ref().and_then(|v| v.to_str().ok());
+        tracing::info!(
+            target: TARGET,
+            protocol = self.protocol,
+            client = %self.client,
+            host = r.host.as_str(),
+            method = %r.method,
+            path = r.path.as_str(),
+            status = self.status,
+            bytes = self.bytes,
+            duration_ms = millis(r.started.elapsed()),
+            upstream_ms = self.upstream.map(millis),
+            user_agent = user_agent.unwrap_or(""),
+            request_id = r.request_id.to_str().unwrap_or(""),
+            pushed = %Joined(self.pushed),
+            pushed_learned = self.pushed_learned,
+            hinted = %self.hints.hinted_paths(),
+            hint_sources = %Joined(&self.hints.sources),
+            error = self.error,
+        );
+    }
+}
+
+/// `a,b,c`.
+struct Joined<'a, T>(&'a [T]);
+
+impl<T: AsRef<str>> std::fmt::Display for Joined<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(s.as_ref())?;
+        }
+        Ok(())
+    }
+}
+
+/// `a,b,c`.
+fn push_joined<T: AsRef<str>>(out: &mut String, items: &[T]) {
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(s.as_ref());
+    }
+}
+
+/// Milliseconds rounded to a tenth, as `millis` gives them and tracing and serde_json print
+/// an `f64`: `52.1`, `1500.0`.
+fn push_tenths(out: &mut String, d: Duration, num: &mut itoa::Buffer) {
+    let tenths = (d.as_secs_f64() * 10_000.0).round() as u64;
+    out.push_str(num.format(tenths / 10));
+    out.push('.');
+    out.push_str(num.format(tenths % 10));
+}
+
+/// `127.0.0.1:4321`, `[::1]:4321`.
+fn push_addr(out: &mut String, addr: &std::net::SocketAddr, num: &mut itoa::Buffer) {
+    match addr {
+        std::net::SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(num.format(*octet));
+            }
+            out.push(':');
+            out.push_str(num.format(v4.port()));
+        }
+        std::net::SocketAddr::V6(_) => {
+            let _ = write!(out, "{addr}");
+        }
+    }
+}
+
+/// A JSON string (RFC 8259 §7): quotes, backslashes and control characters escaped.
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A quoted string as tracing's text format writes a `&str` field (Rust's `Debug`).
+fn text_string(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        let _ = write!(out, "{s:?}");
+    }
+}
+
+/// `2026-12-03T08:27:00` for these seconds since the epoch (UTC); the line adds the
+/// microseconds and `Z`, as tracing-subscriber's default timer prints the time.
+struct DateTime(u64);
+
+impl std::fmt::Display for DateTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (year, month, day) = civil_from_days((self.0 / 86_400) as i64);
+        let rem = self.0 % 86_400;
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60,
+        )
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderValue, Method};
+
+    #[test]
+    fn milliseconds_are_rounded_to_a_tenth() {
+        assert_eq!(millis(Duration::from_nanos(52_093_545)).to_string(), "52.1");
+        assert_eq!(millis(Duration::from_micros(3)).to_string(), "0");
+        assert_eq!(millis(Duration::from_millis(1500)).to_string(), "1500");
+    }
+
+    #[test]
+    fn numbers_and_addresses_print_as_display_would() {
+        let mut num = itoa::Buffer::new();
+        for (d, want) in [
+            (Duration::from_nanos(52_093_545), "52.1"),
+            (Duration::from_micros(3), "0.0"),
+            (Duration::from_millis(1500), "1500.0"),
+        ] {
+            let mut out = String::new();
+            push_tenths(&mut out, d, &mut num);
+            assert_eq!(out, want);
+            assert_eq!(format!("{:?}", millis(d)), want);
+        }
+        for addr in ["127.0.0.1:4321", "10.200.0.255:65535", "[::1]:8443"] {
+            let mut out = String::new();
+            push_addr(&mut out, &addr.parse().expect("addr"), &mut num);
+            assert_eq!(out, addr);
+        }
+    }
+
+    #[test]
+    fn dates_are_gregorian() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
+        assert_eq!(civil_from_days(20_790), (2026, 12, 3));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(DateTime(1_796_286_420).to_string(), "2026-12-03T08:27:00");
+    }
+
+    fn request(user_agent: &'static str) -> RequestInfo {
+        RequestInfo {
+            method: Method::GET,
+            path: "/p?q=\"x\"".into(),
+            host: "example.com".into(),
+            user_agent: Some(HeaderValue::from_static(user_agent)),
+            request_id: HeaderValue::from_static("abc"),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn line(json: bool, error: Option<&'static str>, upstream: Option<Duration>) -> String {
+        let info = request("agent \\ 1");
+        let hints = EarlyHints::default();
+        let pushed = ["/a.css".to_owned(), "/b.js".to_owned()];
+        let log = AccessLog {
+            protocol: "h2",
+            client: "127.0.0.1:4321".parse().expect("addr"),
+            request: &info,
+            status: 200,
+            bytes: 1234,
+            upstream,
+            pushed: &pushed,
+            pushed_learned: 1,
+            hints: &hints,
+            error,
+        };
+        let mut line = Line::default();
+        let now = SystemTime::UNIX_EPOCH + Duration::new(1_796_286_420, 5_000);
+        log.format(&mut line, json, now);
+        line.out
+    }
+
+    #[test]
+    fn the_json_line_is_one_flat_object_with_every_field() {
+        let text = line(
+            true,
+            Some("upstream_timeout"),
+            Some(Duration::from_micros(1500)),
+        );
+        assert!(text.ends_with("}\n") && text.lines().count() == 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect(&text);
+        assert_eq!(v["timestamp"], "2026-12-03T08:27:00.000005Z");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["target"], "linkpush::access");
+        assert_eq!(v["protocol"], "h2");
+        assert_eq!(v["client"], "127.0.0.1:4321");
+        assert_eq!(v["host"], "example.com");
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["path"], "/p?q=\"x\"");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["bytes"], 1234);
+        assert_eq!(v["upstream_ms"], 1.5);
+        assert!(v["duration_ms"].is_f64(), "{text}");
+        assert_eq!(v["user_agent"], "agent \\ 1");
+        assert_eq!(v["request_id"], "abc");
+        assert_eq!(v["pushed"], "/a.css,/b.js");
+        assert_eq!(v["pushed_learned"], 1);
+        assert_eq!(v["hinted"], "");
+        assert_eq!(v["hint_sources"], "");
+        assert_eq!(v["error"], "upstream_timeout");
+    }
+
+    #[test]
+    fn absent_values_are_left_out_as_tracing_does() {
+        let v: serde_json::Value = serde_json::from_str(&line(true, None, None)).expect("json");
+        assert!(
+            v.get("error").is_none() && v.get("upstream_ms").is_none(),
+            "{v}"
+        );
+        let text = line(false, None, None);
+        assert!(
+            !text.contains("error=") && !text.contains("upstream_ms="),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_text_line_reads_like_tracings() {
+        let text = line(false, Some("client_gone"), Some(Duration::from_millis(2)));
+        // `duration_ms` is the time since the request started: whatever it is, a tenth.
+        let (head, rest) = text.split_once(" duration_ms=").expect(&text);
+        let (duration, tail) = rest.split_once(' ').expect(&text);
+        assert!(
+            duration.parse::<f64>().is_ok() && duration.contains('.'),
+            "{text}"
+        );
+        assert_eq!(
+            head,
+            "2026-12-03T08:27:00.000005Z  INFO linkpush::access: protocol=\"h2\" \
+             client=127.0.0.1:4321 host=\"example.com\" method=GET path=\"/p?q=\\\"x\\\"\" \
+             status=200 bytes=1234"
+        );
+        assert_eq!(
+            tail,
+            "upstream_ms=2.0 user_agent=\"agent \\\\ 1\" request_id=\"abc\" \
+             pushed=/a.css,/b.js pushed_learned=1 hinted= hint_sources= error=\"client_gone\"\n"
+        );
+    }
+}
