@@ -217,26 +217,6 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
-    /// A sink that blocks every write until the test lets it go, like a stderr nobody reads.
-    struct Stalled {
-        release: mpsc::Receiver<()>,
-        written: Arc<Mutex<Vec<u8>>>,
-    }
-
-    impl Write for Stalled {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let _ = self.release.recv();
-            self.written
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);
 
@@ -253,10 +233,26 @@ mod tests {
         }
     }
 
+    /// A sink that blocks every write until the test lets it go, like a stderr nobody reads.
+    struct Stalled {
+        release: mpsc::Receiver<()>,
+        written: Sink,
+    }
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.release.recv();
+            self.written.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn a_stalled_sink_drops_and_counts_lines_instead_of_blocking() {
         let (release, gate) = mpsc::channel();
-        let written = Arc::new(Mutex::new(Vec::new()));
+        let written = Sink::default();
         // Room for ten 8-byte lines beyond the batch the writer thread may hold.
         let (writer, guard) = spawn(
             Stalled {
@@ -278,7 +274,7 @@ mod tests {
             let _ = release.send(());
         }
         drop(guard);
-        let kept = written.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let kept = written.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let kept = String::from_utf8_lossy(&kept);
         assert_eq!(
             kept.lines().count() + dropped,

@@ -22,7 +22,7 @@
 mod env;
 mod locate;
 mod raw;
-mod render;
+pub(crate) mod render;
 #[cfg(test)]
 mod test_support;
 mod units;

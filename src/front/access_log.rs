@@ -269,23 +269,9 @@ fn push_addr(out: &mut String, addr: &std::net::SocketAddr, num: &mut itoa::Buff
     }
 }
 
-/// A JSON string (RFC 8259 §7): quotes, backslashes and control characters escaped.
+/// A JSON string (RFC 8259 §7): the escapes of a TOML basic string are JSON's too.
 fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    crate::config::render::push_quoted(out, s);
 }
 
 /// A quoted string as tracing's text format writes a `&str` field (Rust's `Debug`).
