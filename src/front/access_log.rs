@@ -55,14 +55,67 @@ struct Line {
     stamp: String,
 }
 
-/// A field value as the line writes it.
-enum Value<'a> {
+/// Appends `key=value` (text, as tracing's fmt layer writes fields) or `,"key":value` (one
+/// flat JSON object) to a line.
+struct Fields<'a> {
+    out: &'a mut String,
+    json: bool,
+}
+
+impl Fields<'_> {
+    fn key(&mut self, key: &str) {
+        if self.json {
+            self.out.push_str(",\"");
+            self.out.push_str(key);
+            self.out.push_str("\":");
+        } else {
+            self.out.push(' ');
+            self.out.push_str(key);
+            self.out.push('=');
+        }
+    }
+
     /// Quoted in text (tracing's `Debug` of a `&str`), a JSON string.
-    Str(&'a str),
-    /// Unquoted in text (tracing's `%` fields), a JSON string.
-    Bare(&'a str),
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        if self.json {
+            json_string(self.out, value);
+        } else {
+            text_string(self.out, value);
+        }
+    }
+
+    /// Unquoted in text (tracing's `%` fields), a JSON string: written by `write` in place,
+    /// escaped afterwards only in the rare case that it needs it.
+    fn bare(&mut self, key: &str, write: impl FnOnce(&mut String)) {
+        self.key(key);
+        if !self.json {
+            return write(self.out);
+        }
+        let start = self.out.len();
+        write(self.out);
+        let clean = self.out.as_bytes()[start..]
+            .iter()
+            .all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f);
+        if clean {
+            self.out.insert(start, '"');
+            self.out.push('"');
+        } else {
+            let value = self.out.split_off(start);
+            json_string(self.out, &value);
+        }
+    }
+
     /// A number in both.
-    Num(&'a str),
+    fn num(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.out.push_str(value);
+    }
+
+    fn tenths(&mut self, key: &str, d: Duration, num: &mut itoa::Buffer) {
+        self.key(key);
+        push_tenths(self.out, d, num);
+    }
 }
 
 impl AccessLog<'_> {
@@ -79,68 +132,11 @@ impl AccessLog<'_> {
         });
     }
 
-    /// The line into `line.out`. Hand-formatted (`itoa`, `push_str`): `core::fmt` with its
-    /// padding and `Display` of addresses and floats was most of the cost.
+    /// The line into `line.out`, written in place with no allocation per request: `itoa` and
+    /// `push_str`, because `core::fmt` with its padding and `Display` of addresses and floats
+    /// was most of the cost.
     fn format(&self, line: &mut Line, json: bool, now: SystemTime) {
         let r = self.request;
-        let mut num = itoa::Buffer::new();
-        let (mut n1, mut n2, mut n3, mut n4) = (
-            itoa::Buffer::new(),
-            itoa::Buffer::new(),
-            itoa::Buffer::new(),
-            itoa::Buffer::new(),
-        );
-        let mut client = String::with_capacity(24);
-        push_addr(&mut client, &self.client, &mut num);
-        let mut duration = String::with_capacity(8);
-        push_tenths(&mut duration, r.started.elapsed(), &mut num);
-        let upstream = self.upstream.map(|d| {
-            let mut s = String::with_capacity(8);
-            push_tenths(&mut s, d, &mut num);
-            s
-        });
-        let mut pushed = String::new();
-        push_joined(&mut pushed, self.pushed);
-        let hinted = if self.hints.sources.is_empty() {
-            String::new()
-        } else {
-            self.hints.hinted_paths().to_string()
-        };
-        let mut sources = String::new();
-        push_joined(&mut sources, &self.hints.sources);
-        let fields: [(&str, Option<Value<'_>>); 16] = [
-            ("protocol", Some(Value::Str(self.protocol))),
-            ("client", Some(Value::Bare(&client))),
-            ("host", Some(Value::Str(&r.host))),
-            ("method", Some(Value::Bare(r.method.as_str()))),
-            ("path", Some(Value::Str(&r.path))),
-            ("status", Some(Value::Num(n1.format(self.status)))),
-            ("bytes", Some(Value::Num(n2.format(self.bytes)))),
-            ("duration_ms", Some(Value::Num(&duration))),
-            ("upstream_ms", upstream.as_deref().map(Value::Num)),
-            (
-                "user_agent",
-                Some(Value::Str(
-                    r.user_agent
-                        .as_ref()
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or(""),
-                )),
-            ),
-            (
-                "request_id",
-                Some(Value::Str(r.request_id.to_str().unwrap_or(""))),
-            ),
-            ("pushed", Some(Value::Bare(&pushed))),
-            (
-                "pushed_learned",
-                Some(Value::Num(n3.format(self.pushed_learned))),
-            ),
-            ("hinted", Some(Value::Bare(&hinted))),
-            ("hint_sources", Some(Value::Bare(&sources))),
-            ("error", self.error.map(Value::Str)),
-        ];
-        let fields = fields.iter().filter_map(|(k, v)| Some((*k, v.as_ref()?)));
         let since = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
@@ -149,44 +145,54 @@ impl AccessLog<'_> {
             line.stamp.clear();
             let _ = write!(line.stamp, "{}", DateTime(line.second));
         }
+        let mut num = itoa::Buffer::new();
+        let micros = &num.format(1_000_000 + since.subsec_micros())[1..];
         let out = &mut line.out;
         out.clear();
-        let micros = n4.format(1_000_000 + since.subsec_micros());
         if json {
             out.push_str("{\"timestamp\":\"");
-            out.push_str(&line.stamp);
-            out.push('.');
-            out.push_str(&micros[1..]);
-            out.push_str("Z\",\"level\":\"INFO\"");
-            for (key, value) in fields {
-                out.push_str(",\"");
-                out.push_str(key);
-                out.push_str("\":");
-                match value {
-                    Value::Str(s) | Value::Bare(s) => json_string(out, s),
-                    Value::Num(n) => out.push_str(n),
-                }
-            }
-            out.push_str(",\"target\":\"");
-            out.push_str(TARGET);
-            out.push_str("\"}\n");
+        }
+        out.push_str(&line.stamp);
+        out.push('.');
+        out.push_str(micros);
+        out.push_str(if json {
+            "Z\",\"level\":\"INFO\""
         } else {
-            out.push_str(&line.stamp);
-            out.push('.');
-            out.push_str(&micros[1..]);
-            out.push_str("Z  INFO ");
-            out.push_str(TARGET);
-            out.push(':');
-            for (key, value) in fields {
-                out.push(' ');
-                out.push_str(key);
-                out.push('=');
-                match value {
-                    Value::Str(s) => text_string(out, s),
-                    Value::Bare(s) | Value::Num(s) => out.push_str(s),
-                }
+            "Z  INFO linkpush::access:"
+        });
+        let mut f = Fields { out, json };
+        let mut num = itoa::Buffer::new();
+        f.str("protocol", self.protocol);
+        f.bare("client", |out| push_addr(out, &self.client, &mut num));
+        f.str("host", &r.host);
+        f.bare("method", |out| out.push_str(r.method.as_str()));
+        f.str("path", &r.path);
+        f.num("status", num.format(self.status));
+        f.num("bytes", num.format(self.bytes));
+        f.tenths("duration_ms", r.started.elapsed(), &mut num);
+        if let Some(upstream) = self.upstream {
+            f.tenths("upstream_ms", upstream, &mut num);
+        }
+        let user_agent = r.user_agent.as_ref().and_then(|v| v.to_str().ok());
+        f.str("user_agent", user_agent.unwrap_or(""));
+        f.str("request_id", r.request_id.to_str().unwrap_or(""));
+        f.bare("pushed", |out| push_joined(out, self.pushed));
+        f.num("pushed_learned", num.format(self.pushed_learned));
+        f.bare("hinted", |out| {
+            if !self.hints.sources.is_empty() {
+                let _ = write!(out, "{}", self.hints.hinted_paths());
             }
-            out.push('\n');
+        });
+        f.bare("hint_sources", |out| push_joined(out, &self.hints.sources));
+        if let Some(error) = self.error {
+            f.str("error", error);
+        }
+        if json {
+            f.out.push_str(",\"target\":\"");
+            f.out.push_str(TARGET);
+            f.out.push_str("\"}\n");
+        } else {
+            f.out.push('\n');
         }
     }
 
@@ -207,27 +213,12 @@ impl AccessLog<'_> {
             upstream_ms = self.upstream.map(millis),
             user_agent = user_agent.unwrap_or(""),
             request_id = r.request_id.to_str().unwrap_or(""),
-            pushed = %Joined(self.pushed),
+            pushed = %self.pushed.join(","),
             pushed_learned = self.pushed_learned,
             hinted = %self.hints.hinted_paths(),
-            hint_sources = %Joined(&self.hints.sources),
+            hint_sources = %self.hints.sources.join(","),
             error = self.error,
         );
-    }
-}
-
-/// `a,b,c`.
-struct Joined<'a, T>(&'a [T]);
-
-impl<T: AsRef<str>> std::fmt::Display for Joined<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, s) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            f.write_str(s.as_ref())?;
-        }
-        Ok(())
     }
 }
 
