@@ -8,6 +8,8 @@
 #   benches/instructions.sh                      # linkpush and nginx, /small.txt and /index.html
 #   PROXIES=linkpush PATHS=/small.txt N1=1000 N2=3000 benches/instructions.sh
 #   ACCESS_LOG=1 PROXIES=linkpush benches/instructions.sh   # linkpush with its default logging
+#   KEEP=/tmp/cg PROXIES=linkpush benches/instructions.sh   # keep the callgrind files there, for
+#                                                           # callgrind_annotate --inclusive=yes
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROXIES=${PROXIES:-"linkpush nginx"}
@@ -103,6 +105,7 @@ instructions() { # PROXY N PATH
   if [[ $1 == nginx ]]; then kill -QUIT "$pid"; else kill -TERM "$pid"; fi
   wait "$pid" 2>/dev/null || true
   trap - EXIT
+  if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && cp "$out".* "$KEEP"/; fi
   grep -h "^summary:" "$out".* | awk '{s+=$2} END {print s}'
 }
 
