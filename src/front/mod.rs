@@ -88,13 +88,16 @@ pub fn may_push_final(method: &Method, status: http::StatusCode) -> bool {
 /// request that says `Sec-Fetch-Dest: document`. Every current browser sends them on
 /// navigations (Fetch Metadata); curl, bots and load generators send neither and get none.
 pub fn wants_learned_hints(headers: &HeaderMap) -> bool {
-    let is = |name: &str, value: &[u8]| {
+    // Names made once: looking a field up by `&str` parses the name on every call.
+    static SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
+    static SEC_FETCH_DEST: http::HeaderName = http::HeaderName::from_static("sec-fetch-dest");
+    let is = |name: &http::HeaderName, value: &[u8]| {
         headers
             .get_all(name)
             .iter()
             .any(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(value))
     };
-    is("sec-fetch-mode", b"navigate") || is("sec-fetch-dest", b"document")
+    is(&SEC_FETCH_MODE, b"navigate") || is(&SEC_FETCH_DEST, b"document")
 }
 
 /// The 103s of one request (SPEC §5): Chromium acts only on the first 103, so the first one

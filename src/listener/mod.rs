@@ -216,11 +216,7 @@ async fn serve_connection(
                     return;
                 }
             };
-            let client = ClientContext {
-                peer,
-                scheme: "https",
-                upstream_share,
-            };
+            let client = ClientContext::new(peer, "https", upstream_share);
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 front::h2::serve(app, stream, client, shutdown).await;
             } else {
@@ -228,11 +224,7 @@ async fn serve_connection(
             }
         }
         None => {
-            let client = ClientContext {
-                peer,
-                scheme: "http",
-                upstream_share,
-            };
+            let client = ClientContext::new(peer, "http", upstream_share);
             let (io, is_h2) = match tokio::time::timeout(deadline, sniff_preface(socket)).await {
                 Ok(Ok(sniffed)) => sniffed,
                 Ok(Err(err)) => {

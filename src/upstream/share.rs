@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::buffer::Buffered;
-use super::{Informational, RequestBody, Upstream};
+use super::{InformationalTx, RequestBody, Upstream};
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 
@@ -97,7 +97,7 @@ impl Upstream {
         &self,
         share: &ClientShare,
         req: Request<RequestBody>,
-        informational: Option<mpsc::Sender<Informational>>,
+        informational: Option<InformationalTx>,
     ) -> Result<Response<Buffered>, ProxyError> {
         let slot = self.client_slot(share).await?;
         let response = self.send(req, informational).await?;

@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::debug;
 
 mod io;
@@ -39,8 +39,8 @@ use crate::learn::{self, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::target::RequestBase;
 use crate::upstream::{
-    BoxError, ClientBodyError, ClientContext, Informational, MAX_INFORMATIONAL, RequestBody,
-    rewrite_request_headers, strip_hop_by_hop,
+    BoxError, ClientBodyError, ClientContext, Informational, RequestBody, rewrite_request_headers,
+    strip_hop_by_hop,
 };
 
 /// SPEC §8: bounded request heads.
@@ -251,7 +251,7 @@ async fn proxy(
     let mut early: Vec<HeaderValue> = Vec::new();
     let upstream_started = Instant::now();
     let response = if hints_on || app.learn.is_some() {
-        let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
+        let (tx, mut rx) = crate::upstream::informational();
         let upstream = app
             .upstream
             .send_for(&client.upstream_share, upstream_req, Some(tx));
@@ -267,7 +267,7 @@ async fn proxy(
         let res = loop {
             tokio::select! {
                 biased;
-                Some(fields) = rx.recv() => take(fields),
+                fields = rx.recv() => take(fields),
                 res = &mut upstream => break res,
             }
         };
@@ -275,7 +275,7 @@ async fn proxy(
         // hands over the final response, so a 103 can land in the channel after `rx` was polled
         // empty but before `upstream` is polled ready: drain it, or the route is learned without
         // the 103's links (as the HTTP/2 stream already does).
-        while let Ok(fields) = rx.try_recv() {
+        while let Some(fields) = rx.try_recv() {
             take(fields);
         }
         res

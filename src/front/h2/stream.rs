@@ -18,7 +18,6 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::body::{H2RequestBody, SendError, send_body_counted};
@@ -33,9 +32,7 @@ use crate::metrics::{HintSource, Protocol};
 use crate::push::digest::Digest;
 use crate::push::policy::{Preload, SkipReason};
 use crate::push::target::RequestBase;
-use crate::upstream::{
-    ClientContext, Informational, MAX_INFORMATIONAL, RequestBody, rewrite_request_headers,
-};
+use crate::upstream::{ClientContext, Informational, RequestBody, rewrite_request_headers};
 
 /// One client-initiated stream.
 pub(super) struct Stream {
@@ -63,11 +60,12 @@ enum Waited {
 }
 
 /// What a stream knows about its request once the head is parsed.
-struct Head {
+struct Head<'a> {
     method: Method,
     scheme: &'static str,
     authority: String,
-    path: String,
+    /// The request target, borrowed from the access log's [`RequestInfo`].
+    path: &'a str,
     /// `push.request_headers` copied from the request, for promised requests.
     push_headers: HeaderMap,
     learned_hints_ok: bool,
@@ -77,12 +75,12 @@ struct Head {
     digest: Option<Digest>,
 }
 
-impl Head {
+impl Head<'_> {
     fn base(&self) -> RequestBase<'_> {
         RequestBase {
             scheme: self.scheme,
             authority: &self.authority,
-            path_and_query: &self.path,
+            path_and_query: self.path,
         }
     }
 }
@@ -108,7 +106,7 @@ impl Stream {
         mut respond: SendResponse<Bytes>,
     ) {
         let info = RequestInfo::take(&mut req);
-        let (status, bytes, error) = match self.proxy(req, &info.path, &mut respond).await {
+        let (status, bytes, error) = match self.proxy(req, &info, &mut respond).await {
             Ok((status, bytes, error)) => (status, bytes, error),
             Err(err) => {
                 let (status, bytes) = self.send_error(&mut respond, &err);
@@ -133,12 +131,22 @@ impl Stream {
         }
     }
 
-    fn parse_head(&self, req: &Request<RecvStream>, path: &str) -> Result<Head, ProxyError> {
+    fn parse_head<'a>(
+        &self,
+        req: &Request<RecvStream>,
+        info: &'a RequestInfo,
+    ) -> Result<Head<'a>, ProxyError> {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::BadRequest("CONNECT is not supported"));
         }
-        // RFC 9113 §8.3.1: :authority, or Host when a client sends none.
-        let authority = crate::front::request_authority(req.uri(), req.headers())?;
+        // RFC 9113 §8.3.1: :authority, or Host when a client sends none. `RequestInfo` has it
+        // already when valid (empty when not: checked again here for the error).
+        let authority = if info.host.is_empty() {
+            crate::front::request_authority(req.uri(), req.headers())?
+        } else {
+            info.host.clone()
+        };
+        let path = info.path.as_str();
         let scheme = if self.client.scheme == "https" {
             "https"
         } else {
@@ -149,18 +157,18 @@ impl Stream {
                 "request target must be an absolute path",
             ));
         }
-        let path = path.to_owned();
+        // Only when a push could follow: copied for promised requests, the digest decoded once.
+        let may_push =
+            self.app.config.push.enabled && self.push.is_enabled() && req.method() == Method::GET;
         let mut push_headers = HeaderMap::new();
-        for name in &self.app.config.push.request_headers {
-            for value in req.headers().get_all(name) {
-                push_headers.append(name.clone(), value.clone());
+        if may_push {
+            for name in &self.app.config.push.request_headers {
+                for value in req.headers().get_all(name) {
+                    push_headers.append(name.clone(), value.clone());
+                }
             }
         }
-        // Decoded once per request, only when a push could follow.
-        let digest = (self.app.config.push.cache_digest
-            && self.app.config.push.enabled
-            && self.push.is_enabled()
-            && req.method() == Method::GET)
+        let digest = (may_push && self.app.config.push.cache_digest)
             .then(|| super::digest::incoming(req.headers(), &self.app.push_freshness.clock))
             .flatten();
         Ok(Head {
@@ -179,19 +187,19 @@ impl Stream {
     async fn proxy(
         &mut self,
         req: Request<RecvStream>,
-        path: &str,
+        info: &RequestInfo,
         respond: &mut SendResponse<Bytes>,
     ) -> Result<(u16, u64, Option<&'static str>), ProxyError> {
         if super::tunnel::is_extended_connect(&req) {
             return super::tunnel::run(&self.app, &self.client, req, respond).await;
         }
-        let head = self.parse_head(&req, path)?;
+        let head = self.parse_head(&req, info)?;
         let upstream_req = self.upstream_request(req, &head)?;
         let app = self.app.clone();
 
         // Learned links first: the pushes or the 103 go out before the upstream request is even
         // sent, because the backend's think time is exactly what they are meant to fill.
-        let route = learn::route_key(&head.authority, &head.path, &app.config.learn.ignore_query);
+        let route = learn::route_key(&head.authority, head.path, &app.config.learn.ignore_query);
         let learned = match (&app.learn, head.method == Method::GET) {
             (Some(learn), true) => learn.get(&route),
             _ => None,
@@ -200,18 +208,31 @@ impl Stream {
             self.act_learned(respond, &head, links);
         }
 
-        let (tx, mut rx) = mpsc::channel::<Informational>(MAX_INFORMATIONAL);
+        // Upstream 103s are forwarded (`early_hints`), pushed from, or learned with the final
+        // links; when none of that can happen, hyper is not asked for them at all.
+        let wants_103 = app.config.early_hints.enabled
+            || app.learn.is_some()
+            || (self.may_push(&head) && self.push.is_enabled());
+        let (tx, mut rx) = match wants_103 {
+            true => {
+                let (tx, rx) = crate::upstream::informational();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
         let share = self.client.upstream_share.clone();
         let upstream_started = Instant::now();
         let response = {
-            let upstream = app.upstream.send_for(&share, upstream_req, Some(tx));
+            let upstream = app.upstream.send_for(&share, upstream_req, tx);
             tokio::pin!(upstream);
             loop {
                 // 103s first: one that arrived before the final response is acted on first. A
                 // client reset (or a dead connection) drops the upstream request at once, so
                 // reset streams leave no upstream work behind (rapid reset, CVE-2023-44487).
                 let next = std::future::poll_fn(|cx| {
-                    if let Poll::Ready(Some(links)) = rx.poll_recv(cx) {
+                    if let Some(rx) = rx.as_mut()
+                        && let Poll::Ready(links) = rx.poll_recv(cx)
+                    {
                         return Poll::Ready(Waited::Hints(links));
                     }
                     if let Poll::Ready(res) = upstream.as_mut().poll(cx) {
@@ -231,11 +252,11 @@ impl Stream {
             }
         };
         self.upstream_time = Some(upstream_started.elapsed());
-        while let Ok(links) = rx.try_recv() {
+        while let Some(links) = rx.as_mut().and_then(|rx| rx.try_recv()) {
             self.on_upstream_hints(respond, &head, &links);
         }
         let response = response?;
-        let (mut parts, body) = response.into_parts();
+        let (parts, body) = response.into_parts();
 
         // Nothing to do with the final links when this client takes no pushes and nothing is
         // learned: don't even parse them.
@@ -258,7 +279,7 @@ impl Stream {
             }
         }
 
-        crate::upstream::strip_hop_by_hop(&mut parts.headers);
+        // Connection-specific fields are gone already (`headers::normalize_response`).
         let status = parts.status;
         let mut head_out = Response::new(());
         *head_out.status_mut() = status;
@@ -302,7 +323,7 @@ impl Stream {
         let (mut parts, recv) = req.into_parts();
         let uri = match parts.uri.path_and_query() {
             Some(pq) => self.app.upstream.uri_for(pq.clone())?,
-            None => self.app.upstream.uri_for_path(&head.path)?,
+            None => self.app.upstream.uri_for_path(head.path)?,
         };
         rewrite_request_headers(&mut parts.headers, &head.authority, &self.client);
         let body: RequestBody = if recv.is_end_stream() {
