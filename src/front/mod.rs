@@ -291,6 +291,9 @@ impl RequestInfo {
     /// Reads the head and sets its `X-Request-Id` (see [`request_id`]).
     pub fn take<B>(req: &mut http::Request<B>) -> Self {
         let started = std::time::Instant::now();
+        // Room for what the proxy adds (the request id here; Host and X-Forwarded-* for the
+        // upstream): the map grows once instead of rehashing on the way.
+        req.headers_mut().reserve(6);
         let request_id = request_id(req.headers_mut());
         RequestInfo {
             method: req.method().clone(),

@@ -101,7 +101,8 @@ const TRACKING_PARAMS: [&str; 2] = ["gclid", "fbclid"];
 /// compared ASCII case-insensitively); the other parameters keep their order and spelling.
 pub fn route_key(authority: &str, path_and_query: &str, ignore_query: &[String]) -> String {
     let mut key = String::with_capacity(authority.len() + path_and_query.len());
-    key.push_str(&authority.to_ascii_lowercase());
+    key.push_str(authority);
+    key.make_ascii_lowercase();
     let Some((path, query)) = path_and_query.split_once('?') else {
         key.push_str(path_and_query);
         return key;
