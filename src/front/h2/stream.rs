@@ -191,7 +191,9 @@ impl Stream {
         respond: &mut SendResponse<Bytes>,
     ) -> Result<(u16, u64, Option<&'static str>), ProxyError> {
         if super::tunnel::is_extended_connect(&req) {
-            return super::tunnel::run(&self.app, &self.client, req, respond).await;
+            // Boxed: the tunnel's state is large (1.3 KB) and rare; inline, every stream's
+            // future carried it (5.4 KB instead of 4.0 KB, copied into the heap per request).
+            return Box::pin(super::tunnel::run(&self.app, &self.client, req, respond)).await;
         }
         let head = self.parse_head(&req, info)?;
         let upstream_req = self.upstream_request(req, &head)?;
