@@ -88,16 +88,19 @@ pub fn may_push_final(method: &Method, status: http::StatusCode) -> bool {
 /// request that says `Sec-Fetch-Dest: document`. Every current browser sends them on
 /// navigations (Fetch Metadata); curl, bots and load generators send neither and get none.
 pub fn wants_learned_hints(headers: &HeaderMap) -> bool {
-    // Names made once: looking a field up by `&str` parses the name on every call.
+    headers
+        .iter()
+        .any(|(name, value)| is_navigation(name, value))
+}
+
+/// Whether this one field says the request is a navigation ([`wants_learned_hints`]), for a
+/// caller that looks at every field anyway.
+pub fn is_navigation(name: &http::HeaderName, value: &HeaderValue) -> bool {
+    // Names made once: comparing with a `&str` parses it on every call.
     static SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
     static SEC_FETCH_DEST: http::HeaderName = http::HeaderName::from_static("sec-fetch-dest");
-    let is = |name: &http::HeaderName, value: &[u8]| {
-        headers
-            .get_all(name)
-            .iter()
-            .any(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(value))
-    };
-    is(&SEC_FETCH_MODE, b"navigate") || is(&SEC_FETCH_DEST, b"document")
+    let is = |v: &[u8]| value.as_bytes().trim_ascii().eq_ignore_ascii_case(v);
+    (*name == SEC_FETCH_MODE && is(b"navigate")) || (*name == SEC_FETCH_DEST && is(b"document"))
 }
 
 /// The 103s of one request (SPEC §5): Chromium acts only on the first 103, so the first one

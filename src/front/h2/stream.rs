@@ -25,7 +25,7 @@ use super::push::{Decision, PushLog, PushRequest, PushState, promise_all};
 use crate::app::App;
 use crate::error::{ProxyError, error_body};
 use crate::front::{
-    AccessLog, EarlyHints, RequestInfo, final_links, may_push_final, wants_learned_hints,
+    AccessLog, EarlyHints, RequestInfo, final_links, is_navigation, may_push_final,
 };
 use crate::learn::{self, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
@@ -160,13 +160,18 @@ impl Stream {
         // Only when a push could follow: copied for promised requests, the digest decoded once.
         let may_push =
             self.app.config.push.enabled && self.push.is_enabled() && req.method() == Method::GET;
+        let request_headers = &self.app.config.push.request_headers;
+        // One pass over the fields instead of a lookup per name (callgrind: ~900 instructions
+        // per request in lookups).
         let mut push_headers = HeaderMap::new();
-        if may_push {
-            for name in &self.app.config.push.request_headers {
-                for value in req.headers().get_all(name) {
-                    push_headers.append(name.clone(), value.clone());
-                }
+        let mut learned_hints_ok = false;
+        let mut authorization = false;
+        for (name, value) in req.headers() {
+            if may_push && request_headers.contains(name) {
+                push_headers.append(name.clone(), value.clone());
             }
+            learned_hints_ok |= is_navigation(name, value);
+            authorization |= name == header::AUTHORIZATION;
         }
         let digest = (may_push && self.app.config.push.cache_digest)
             .then(|| super::digest::incoming(req.headers(), &self.app.push_freshness.clock))
@@ -178,8 +183,8 @@ impl Stream {
             authority,
             path,
             push_headers,
-            learned_hints_ok: wants_learned_hints(req.headers()),
-            authorization: req.headers().contains_key(header::AUTHORIZATION),
+            learned_hints_ok,
+            authorization,
         })
     }
 
