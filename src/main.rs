@@ -236,6 +236,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let (logging, _log_guard) = init_tracing(&config);
     log_ignored_env();
     runtime()?.block_on(async {
+        let signals = Signals::install()?;
         let server = Server::start(config).await?;
         for addr in server.local_addrs() {
             info!(%addr, "listening");
@@ -243,7 +244,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         if let Some(addr) = server.admin_addr() {
             info!(%addr, "admin listening");
         }
-        serve_until_signal(server, Some((path.to_path_buf(), logging))).await
+        serve_until_signal(server, signals, Some((path.to_path_buf(), logging))).await
     })
 }
 
@@ -252,6 +253,7 @@ fn demo(listen: SocketAddr, admin: Option<SocketAddr>) -> anyhow::Result<()> {
         let backend = linkpush::demo::start_backend().await.context("demo backend")?;
         let config = linkpush::demo::config(listen, backend, admin)?;
         let _logging = init_tracing(&config);
+        let signals = Signals::install()?;
         let (key, _pem) = linkpush::listener::tls::self_signed()?;
         let server = Server::start_with(config, TlsSource::Certificate(key)).await?;
         let addr = server.local_addrs()[0];
@@ -262,20 +264,43 @@ fn demo(listen: SocketAddr, admin: Option<SocketAddr>) -> anyhow::Result<()> {
             println!("see the metrics:     curl http://{admin}/metrics");
         }
         println!("press Ctrl-C to stop");
-        serve_until_signal(server, None).await
+        serve_until_signal(server, signals, None).await
     })
+}
+
+/// The handlers of the signals linkpush answers.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installed before the listeners are bound: once a connection can succeed, a supervisor's
+    /// SIGTERM must start a drain, not meet the default action and kill the process (a test
+    /// that signalled as soon as it could connect lost that race on a loaded CI machine).
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?,
+        })
+    }
 }
 
 /// Waits for SIGTERM (after `server.shutdown_delay`, drain and exit), SIGINT (drain and exit)
 /// and SIGHUP (reload the config file, when there is one).
 async fn serve_until_signal(
     server: Server,
+    signals: Signals,
     mut reloadable: Option<(PathBuf, Logging)>,
 ) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     let delayed = loop {
         tokio::select! {
             _ = term.recv() => break true,
