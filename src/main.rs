@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 /// mimalloc instead of glibc's malloc: a proxied request allocates and frees a few dozen small
 /// blocks (header maps, frames, futures), and glibc's malloc and free were ~12% of the
 /// instructions per request (callgrind, `benches/instructions.sh`). The price is memory held
-/// per thread: an idle TLS HTTP/2 connection 13.1 KiB instead of 11.8, and the peak of the
+/// per thread: an idle TLS HTTP/2 connection 12.3-13.1 KiB instead of 11.8, and the peak of the
 /// never-reading clients in tests/fairness.rs 27-32 MB instead of 19-21 (docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

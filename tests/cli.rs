@@ -632,10 +632,9 @@ async fn sigint_when_idle_exits_0() {
 }
 
 /// The signal handlers exist before the first connection can succeed: a SIGTERM sent as soon
-/// as the listeners accept drains and exits 0 (before the fix, about one start in seven met
-/// the default action and died of the signal). The race is timing-dependent, so it is run
-/// many times; with the handlers installed after binding, 30 starts lose it with a
-/// probability above 99%.
+/// as the listeners accept drains and exits 0. The race is timing-dependent, so it is run 30
+/// times: with the handlers installed after binding, a start died of the signal about one time
+/// in seven (a start-and-signal loop, 200 starts), and this test failed in each of 3 runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_as_soon_as_the_listeners_accept_exits_0() {
     let up = Upstream::new().start().await;

@@ -431,8 +431,8 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_is_closed_after_idle
     // budget (1 MiB) + a stream send buffer (16 KiB) per stream + a 64 KiB upstream read buffer
     // per slot of its share (32), plus a margin for the allocator, tasks and 128 upstream
     // connections' state. Measured in all: 19-21 MB with glibc's malloc, 27-32 MB with mimalloc
-    // (linkpush's allocator since issue 9: its per-thread pages keep memory freed on the other
-    // worker until their owner collects it), so the margin is 24 MiB.
+    // (linkpush's allocator since issue 9, which holds more freed memory before reusing it), so
+    // the margin is 24 MiB.
     // Unbounded (256 KiB send buffers, ~400 KiB read buffers, no budget) this was ≈0.5 MB per
     // stream: 64 MB here, still well above the bound (38 MiB).
     let per_conn = 1024 * 1024 + u64::from(STREAMS) * 16 * 1024 + 32 * 64 * 1024;
