@@ -42,6 +42,19 @@ pub struct RouteLinks {
     pub skipped: Vec<SkipReason>,
 }
 
+/// The links of a response without Link fields, shared: one process-wide entry instead of an
+/// allocation and a parse per response.
+pub fn no_links() -> Links {
+    static NONE: OnceLock<Links> = OnceLock::new();
+    NONE.get_or_init(|| {
+        Arc::new(RouteLinks {
+            fields: fields_digest(&[], []),
+            ..RouteLinks::default()
+        })
+    })
+    .clone()
+}
+
 impl RouteLinks {
     /// Parses and classifies Link field values against the request URL.
     pub fn classify<'a>(
