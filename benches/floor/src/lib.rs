@@ -1,0 +1,103 @@
+//! What the two floors share: linkpush's config file (only `listen`, `cert`, `key` and `url`
+//! are read, by line), its TLS setup (rustls with ring, ALPN h2) and its `check` subcommand, so
+//! that `benches/compare.sh` and `benches/instructions.sh` run them in linkpush's place
+//! (`LINKPUSH_BIN`).
+
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+pub struct Setup {
+    pub listen: String,
+    /// `host:port` of `upstream.url`.
+    pub origin: String,
+    pub tls: tokio_rustls::TlsAcceptor,
+}
+
+/// `None` for `check --config F` (the config is linkpush's: nothing to check here).
+pub fn setup() -> Option<Setup> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("check") {
+        return None;
+    }
+    let path = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1))
+        .expect("usage: --config linkpush.toml");
+    let conf = std::fs::read_to_string(path).expect("read the config");
+    let field = |key: &str| {
+        conf.lines()
+            .find_map(|l| {
+                let rest = l.trim().strip_prefix(key)?.trim_start();
+                Some(rest.strip_prefix('=')?.trim().trim_matches('"').to_owned())
+            })
+            .unwrap_or_else(|| panic!("no {key} in {path}"))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(field("cert"))
+        .expect("cert")
+        .collect::<Result<_, _>>()
+        .expect("cert");
+    let key = PrivateKeyDer::from_pem_file(field("key")).expect("key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("certificate");
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let origin = field("url");
+    Some(Setup {
+        listen: field("listen"),
+        origin: origin
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned(),
+        tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+    })
+}
+
+/// Accepts connections until SIGTERM (then exits 0, so valgrind writes its profile), each
+/// with TCP_NODELAY, TLS and the HTTP/2 handshake, and hands them to `serve`.
+pub async fn run<F, Fut>(setup: Setup, serve: F)
+where
+    F: Fn(
+            h2::server::Connection<
+                tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+                bytes::Bytes,
+            >,
+        ) -> Fut
+        + Clone
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind(&setup.listen)
+        .await
+        .expect("bind");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    loop {
+        let (sock, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+            _ = term.recv() => std::process::exit(0),
+        };
+        let _ = sock.set_nodelay(true);
+        let tls = setup.tls.clone();
+        let serve = serve.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = tls.accept(sock).await else {
+                return;
+            };
+            let Ok(conn) = h2::server::handshake(tls).await else {
+                return;
+            };
+            serve(conn).await;
+        });
+    }
+}
