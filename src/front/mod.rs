@@ -303,9 +303,11 @@ impl RequestInfo {
     /// Reads the head and sets its `X-Request-Id` (see [`request_id`]).
     pub fn take<B>(req: &mut http::Request<B>) -> Self {
         let started = std::time::Instant::now();
-        // Room for what the proxy adds (the request id here; Host and X-Forwarded-* for the
-        // upstream): the map grows once instead of rehashing on the way.
-        req.headers_mut().reserve(6);
+        // No `reserve` for what the proxy adds (the request id here; Host and X-Forwarded-* for
+        // the upstream, five fields at most): reserving six grew the map whenever its length
+        // plus six passed its capacity, which a later insert passes less often (callgrind,
+        // h2load's requests: 59,859 -> 59,519 instructions on /small.txt, 83,723 -> 82,919 on
+        // /index.html).
         let request_id = request_id(req.headers_mut());
         RequestInfo {
             method: req.method().clone(),
