@@ -3,7 +3,11 @@
 //! that `benches/compare.sh` and `benches/instructions.sh` run them in linkpush's place
 //! (`LINKPUSH_BIN`).
 
+use std::future::Future;
 use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Empty;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -100,4 +104,73 @@ where
             serve(conn).await;
         });
     }
+}
+
+/// Runs a proxying stand-in: `state` made once from the origin's `host:port`, and each stream's
+/// request handed to `forward` with a clone of it, in a task of its own.
+pub async fn proxy<S, F, Fut>(state: impl FnOnce(&str) -> S, forward: F)
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>, S) -> Fut
+        + Copy
+        + Send
+        + Sync
+        + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(setup) = setup() else {
+        return;
+    };
+    let state = state(&setup.origin);
+    run(setup, move |mut conn| {
+        let state = state.clone();
+        async move {
+            while let Some(Ok((req, respond))) = conn.accept().await {
+                tokio::spawn(forward(req, respond, state.clone()));
+            }
+        }
+    })
+    .await;
+}
+
+/// [`proxy`] for a stand-in built on hyper's client: `forward` gets the request as
+/// [`hyper_request`] makes it (a request it cannot make is dropped).
+pub async fn hyper_proxy<S, F, Fut>(state: impl FnOnce(&str) -> S, forward: F)
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(http::Request<Empty<Bytes>>, h2::server::SendResponse<Bytes>, S) -> Fut
+        + Copy
+        + Send
+        + Sync
+        + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    proxy(state, move |req, respond, state| async move {
+        if let Some(out) = hyper_request(req) {
+            forward(out, respond, state).await;
+        }
+    })
+    .await;
+}
+
+/// The upstream request for hyper: the h2 request's method, path and fields, and a Host.
+pub fn hyper_request(req: http::Request<h2::RecvStream>) -> Option<http::Request<Empty<Bytes>>> {
+    let (parts, _body) = req.into_parts();
+    let pq = parts.uri.path_and_query()?.clone();
+    let host = http::HeaderValue::from_str(parts.uri.authority()?.as_str()).ok()?;
+    let mut out = http::Request::new(Empty::<Bytes>::new());
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = http::Uri::from(pq);
+    let mut headers = parts.headers;
+    headers.insert(http::header::HOST, host);
+    *out.headers_mut() = headers;
+    Some(out)
+}
+
+/// A hyper response head as an h2 one: without Connection and Keep-Alive.
+pub fn h2_head(mut head: http::response::Parts) -> http::Response<()> {
+    head.headers.remove(http::header::CONNECTION);
+    head.headers.remove("keep-alive");
+    head.version = http::Version::HTTP_2;
+    http::Response::from_parts(head, ())
 }

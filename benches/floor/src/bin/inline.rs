@@ -39,23 +39,10 @@ async fn checkout(idle: &Idle, origin: &str) -> Option<Upstream> {
 }
 
 async fn forward(
-    req: http::Request<h2::RecvStream>,
+    out: http::Request<Empty<Bytes>>,
     mut respond: h2::server::SendResponse<Bytes>,
-    idle: Idle,
-    origin: Arc<str>,
+    (idle, origin): (Idle, Arc<str>),
 ) {
-    let (parts, _body) = req.into_parts();
-    let (Some(pq), Some(authority)) = (parts.uri.path_and_query(), parts.uri.authority()) else {
-        return;
-    };
-    let mut out = http::Request::new(Empty::<Bytes>::new());
-    *out.method_mut() = parts.method.clone();
-    *out.uri_mut() = http::Uri::from(pq.clone());
-    let mut headers = parts.headers;
-    if let Ok(host) = http::HeaderValue::from_str(authority.as_str()) {
-        headers.insert(http::header::HOST, host);
-    }
-    *out.headers_mut() = headers;
     let Some((mut handle, mut conn)) = checkout(&idle, &origin).await else {
         return;
     };
@@ -65,11 +52,8 @@ async fn forward(
         _ = &mut conn => return,
     };
     let Ok(res) = res else { return };
-    let (mut head, mut body) = res.into_parts();
-    head.headers.remove(http::header::CONNECTION);
-    head.headers.remove("keep-alive");
-    head.version = http::Version::HTTP_2;
-    let Ok(mut send) = respond.send_response(http::Response::from_parts(head, ()), false) else {
+    let (head, mut body) = res.into_parts();
+    let Ok(mut send) = respond.send_response(linkpush_floor::h2_head(head), false) else {
         return;
     };
     loop {
@@ -96,18 +80,5 @@ async fn forward(
 
 #[tokio::main]
 async fn main() {
-    let Some(setup) = linkpush_floor::setup() else {
-        return;
-    };
-    let idle: Idle = Arc::default();
-    let origin: Arc<str> = setup.origin.clone().into();
-    linkpush_floor::run(setup, move |mut conn| {
-        let (idle, origin) = (idle.clone(), origin.clone());
-        async move {
-            while let Some(Ok((req, respond))) = conn.accept().await {
-                tokio::spawn(forward(req, respond, idle.clone(), origin.clone()));
-            }
-        }
-    })
-    .await;
+    linkpush_floor::hyper_proxy(|origin| (Idle::default(), Arc::from(origin)), forward).await;
 }

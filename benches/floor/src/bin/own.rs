@@ -61,8 +61,7 @@ fn parse(buf: &mut BytesMut) -> Option<Option<(StatusCode, HeaderMap, usize)>> {
 async fn forward(
     req: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
-    idle: Idle,
-    origin: Arc<str>,
+    (idle, origin): (Idle, Arc<str>),
 ) {
     let (parts, _body) = req.into_parts();
     let (Some(pq), Some(authority)) = (parts.uri.path_and_query(), parts.uri.authority()) else {
@@ -126,18 +125,5 @@ async fn forward(
 
 #[tokio::main]
 async fn main() {
-    let Some(setup) = linkpush_floor::setup() else {
-        return;
-    };
-    let idle: Idle = Arc::default();
-    let origin: Arc<str> = setup.origin.clone().into();
-    linkpush_floor::run(setup, move |mut conn| {
-        let (idle, origin) = (idle.clone(), origin.clone());
-        async move {
-            while let Some(Ok((req, respond))) = conn.accept().await {
-                tokio::spawn(forward(req, respond, idle.clone(), origin.clone()));
-            }
-        }
-    })
-    .await;
+    linkpush_floor::proxy(|origin| (Idle::default(), Arc::from(origin)), forward).await;
 }
