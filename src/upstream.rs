@@ -68,7 +68,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// the names followed by lookups of `Connection` and `TE` still cost ~1,000 per upstream
 /// response, nearly all of which carry `Connection: keep-alive`.
 pub fn strip_connection_specific(headers: &mut HeaderMap, te_trailers: bool) {
-    // The fixed list, as bits of `present`.
+    // The fixed list: bit `i` of `present` stands for `FIXED[i]`, the index the match below
+    // gives each name (`strips_connection_specific_fields` strips every one of them).
     const FIXED: [HeaderName; 7] = [
         header::TE,
         header::CONNECTION,

@@ -196,21 +196,25 @@ pub fn final_links(
     request_has_authorization: bool,
 ) -> Links {
     let fields = headers.get_all(http::header::LINK);
+    // Most responses (assets) carry no links, on a route with nothing learned (`learned` is
+    // looked up for every GET, and expired entries are dropped then): nothing to classify,
+    // learn or forget. Callgrind: classifying, the checks and the store's lock and lookup were
+    // ~1,000 instructions per asset.
+    if learned.is_none() && early.is_empty() && fields.iter().next().is_none() {
+        return learn::no_links();
+    }
     let digest = learn::fields_digest(early, fields.iter());
     let had_learned = learned.is_some();
     let links = match learned {
         Some(l) if l.same_fields(digest) => l,
-        // Most responses (assets) carry no links at all: one shared empty entry.
-        _ if early.is_empty() && fields.iter().next().is_none() => learn::no_links(),
         _ if early.is_empty() => Arc::new(RouteLinks::classify(fields.iter(), base)),
         _ => Arc::new(
             RouteLinks::classify(fields.iter(), base)
                 .with_early(&RouteLinks::classify(early, base), digest),
         ),
     };
-    // No links on a route with nothing learned (`learned` is looked up for every GET, and
-    // expired entries are dropped then): nothing to learn and nothing to forget. Callgrind: the
-    // checks and the store's lock and lookup were ~550 instructions per asset.
+    // Links that all classify to nothing (a `rel=canonical`), on a route with nothing learned:
+    // nothing to learn or forget either.
     if links.is_empty() && !had_learned {
         return links;
     }

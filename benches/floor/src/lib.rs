@@ -87,7 +87,11 @@ where
         let (sock, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
-                Err(_) => continue,
+                // Out of descriptors, say: wait a little rather than spin on the error.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
             },
             _ = term.recv() => std::process::exit(0),
         };
@@ -165,6 +169,24 @@ pub fn hyper_request(req: http::Request<h2::RecvStream>) -> Option<http::Request
     headers.insert(http::header::HOST, host);
     *out.headers_mut() = headers;
     Some(out)
+}
+
+/// A hyper connection that is ours to drive: the handle and its connection future.
+pub type HyperConnection = (
+    hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    hyper::client::conn::http1::Connection<
+        hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+        Empty<Bytes>,
+    >,
+);
+
+/// A new upstream connection (`TCP_NODELAY`) and hyper's HTTP/1.1 handshake on it.
+pub async fn hyper_connect(origin: &str) -> Option<HyperConnection> {
+    let tcp = tokio::net::TcpStream::connect(origin).await.ok()?;
+    let _ = tcp.set_nodelay(true);
+    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .ok()
 }
 
 /// A hyper response head as an h2 one: without Connection and Keep-Alive.

@@ -7,14 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1::{Connection, SendRequest};
-use hyper_util::rt::TokioIo;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-type Conn = Connection<TokioIo<tokio::net::TcpStream>, Empty<Bytes>>;
-type Upstream = (SendRequest<Empty<Bytes>>, Conn);
+type Upstream = linkpush_floor::HyperConnection;
 type Idle = Arc<Mutex<Vec<Upstream>>>;
 
 async fn checkout(idle: &Idle, origin: &str) -> Option<Upstream> {
@@ -31,11 +28,7 @@ async fn checkout(idle: &Idle, origin: &str) -> Option<Upstream> {
             return Some((handle, conn));
         }
     }
-    let tcp = tokio::net::TcpStream::connect(origin).await.ok()?;
-    let _ = tcp.set_nodelay(true);
-    hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .ok()
+    linkpush_floor::hyper_connect(origin).await
 }
 
 async fn forward(

@@ -93,6 +93,10 @@ async fn forward(
             Some(None) => {}
             None => return,
         }
+        // A head over 64 KiB is refused, as linkpush refuses one.
+        if up.read.len() > 64 * 1024 {
+            return;
+        }
         match up.io.read_buf(&mut up.read).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}

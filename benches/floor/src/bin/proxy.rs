@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,11 +24,7 @@ async fn checkout(idle: &Idle, origin: &str) -> Option<SendRequest<Empty<Bytes>>
             None => break,
         }
     }
-    let tcp = tokio::net::TcpStream::connect(origin).await.ok()?;
-    let _ = tcp.set_nodelay(true);
-    let (handle, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .ok()?;
+    let (handle, conn) = linkpush_floor::hyper_connect(origin).await?;
     tokio::spawn(conn);
     Some(handle)
 }
