@@ -32,7 +32,7 @@ pub enum ProxyError {
     #[error("upstream unreachable")]
     UpstreamConnect(#[source] std::io::Error),
     #[error("upstream request failed")]
-    UpstreamRequest(#[source] hyper::Error),
+    UpstreamRequest(#[source] crate::upstream::conn::Error),
     #[error("upstream sent no response headers within {0:?}")]
     UpstreamTimeout(std::time::Duration),
     #[error("upstream connection limit reached and no slot freed within {0:?}")]

@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::UpstreamConfig;
@@ -25,6 +24,7 @@ use crate::error::ProxyError;
 use crate::metrics::Metrics;
 
 mod buffer;
+pub mod conn;
 mod pool;
 mod share;
 
@@ -35,13 +35,6 @@ pub use share::ClientShare;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Any request body: a client's streamed body, or empty for promised requests.
 pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// The most hyper reads ahead per upstream connection, and so the largest upstream response
-/// head accepted (a larger one is a 502, as Envoy's 60 KiB and nginx's `proxy_buffer_size`
-/// limits do). hyper's default, ~400 KiB per connection, let 128 never-read streams cost
-/// ~40 MB of read buffers (tests/fairness.rs); with this, a body chunk is at most 64 KiB, the
-/// default `upstream.buffer_size`, so read-ahead charges are the real bytes.
-const MAX_READ_BUFFER: usize = 64 * 1024;
 
 /// How many upstream 103s of one request are kept for the front end (a hostile upstream could
 /// send thousands; the first few carry all a browser would use).
@@ -235,10 +228,10 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, authority: &str, client:
 /// The Link fields of one upstream 103.
 pub type Informational = Vec<HeaderValue>;
 
-/// Upstream 103s of one request, from hyper's connection task (which runs the
-/// `on_informational` callback) to the request's stream: at most [`MAX_INFORMATIONAL`] held, the
-/// rest dropped rather than blocking hyper. One small allocation per request (tokio's mpsc
-/// allocated a 32-slot block per request for what is almost always no 103 at all).
+/// Upstream 103s of one request, from the exchange that reads them ([`conn::exchange`]) to the
+/// request's stream, which may be waiting on other things too: at most [`MAX_INFORMATIONAL`]
+/// held, the rest dropped. One small allocation per request (tokio's mpsc allocated a 32-slot
+/// block per request for what is almost always no 103 at all).
 pub fn informational() -> (InformationalTx, InformationalRx) {
     let shared = Arc::new(std::sync::Mutex::new(Queue::default()));
     (InformationalTx(shared.clone()), InformationalRx(shared))
@@ -255,11 +248,11 @@ fn lock_queue(q: &std::sync::Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
     q.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The sending half of [`informational`], moved into hyper's callback.
+/// The sending half of [`informational`], lent to the exchange.
 pub struct InformationalTx(Arc<std::sync::Mutex<Queue>>);
 
 impl InformationalTx {
-    fn send(&self, links: Informational) {
+    pub(crate) fn send(&self, links: Informational) {
         let mut q = lock_queue(&self.0);
         if q.items.len() < MAX_INFORMATIONAL {
             q.items.push_back(links);
@@ -317,7 +310,6 @@ impl Upstream {
                 &config.authority,
                 config.connect_timeout,
                 config.max_idle_per_host,
-                MAX_READ_BUFFER,
                 metrics.clone(),
             ),
             limit: Arc::new(Semaphore::new(config.max_connections)),
@@ -327,8 +319,8 @@ impl Upstream {
         }
     }
 
-    /// The upstream request target for a path and query: origin-form (RFC 9112 §3.2.1), which
-    /// hyper's HTTP/1.1 connection writes as given; the `Host` field carries the authority.
+    /// The upstream request target for a path and query: origin-form (RFC 9112 §3.2.1); the
+    /// `Host` field carries the authority.
     pub fn uri_for(
         &self,
         path_and_query: http::uri::PathAndQuery,
@@ -344,31 +336,16 @@ impl Upstream {
     }
 
     /// Sends `req` (its URI from [`Upstream::uri_for`]) on an idle pooled connection or a new
-    /// one. Upstream 103s are delivered to
-    /// `informational` as they arrive, before this future resolves. The response head is
-    /// normalised ([`crate::headers::normalize_response`]); a 101 is accepted only when `req`
-    /// carries `Upgrade`, and then `hyper::upgrade::on` on the response yields the connection.
+    /// one. Upstream 103s are delivered to `informational` as they arrive, before this future
+    /// resolves. The response head is normalised ([`crate::headers::normalize_response`]); a 101
+    /// is accepted only when `req` carries `Upgrade`, and then [`UpstreamBody::take_upgraded`]
+    /// yields the connection.
     pub async fn send(
         &self,
         mut req: Request<RequestBody>,
         informational: Option<InformationalTx>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        if let Some(tx) = informational {
-            hyper::ext::on_informational(&mut req, move |res| {
-                if res.status() == StatusCode::EARLY_HINTS {
-                    let links: Informational = res
-                        .headers()
-                        .get_all(header::LINK)
-                        .iter()
-                        .cloned()
-                        .collect();
-                    if !links.is_empty() {
-                        tx.send(links);
-                    }
-                }
-            });
-        }
-        // hyper's HTTP/1.1 connection writes the request-target as given: origin-form only.
+        // The request-target is written as given: origin-form only.
         if req.uri().scheme().is_some()
             && let Some(pq) = req.uri().path_and_query().cloned()
         {
@@ -400,33 +377,29 @@ impl Upstream {
         };
         // The head is the first bytes `read_timeout` waits for.
         let head_deadline = deadline.min(tokio::time::Instant::now() + self.read_timeout);
-        let result = tokio::time::timeout_at(head_deadline, self.request(req)).await;
+        let result =
+            tokio::time::timeout_at(head_deadline, self.request(req, informational.as_ref())).await;
         self.metrics.upstream_duration(started.elapsed());
         let err = match result {
-            Ok(Ok((res, sender))) => {
-                // A connection that switched protocols belongs to its tunnel: never pooled.
-                let reuse = (res.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Reuse {
-                    sender,
-                    pool: self.pool.clone(),
-                });
-                let (mut parts, body) = res.into_parts();
+            Ok(Ok(mut res)) => {
                 match crate::headers::normalize_response(
-                    parts.status,
-                    &mut parts.headers,
+                    res.status,
+                    &mut res.headers,
                     upgrade_requested,
                 ) {
                     Ok(()) => {
-                        return Ok(Response::from_parts(
-                            parts,
-                            UpstreamBody {
-                                inner: Some(body),
-                                permit: Some(permit),
-                                read_timeout: self.read_timeout,
-                                waiting: None,
-                                metrics: self.metrics.clone(),
-                                reuse,
-                            },
-                        ));
+                        let mut response = Response::new(UpstreamBody {
+                            inner: Some(res.body),
+                            permit: Some(permit),
+                            read_timeout: self.read_timeout,
+                            waiting: None,
+                            metrics: self.metrics.clone(),
+                            pool: Some(self.pool.clone()),
+                        });
+                        *response.status_mut() = res.status;
+                        *response.version_mut() = res.version;
+                        *response.headers_mut() = res.headers;
+                        return Ok(response);
                     }
                     Err(err) => err,
                 }
@@ -449,69 +422,69 @@ impl Upstream {
 
 impl Upstream {
     /// One request on a pooled connection, or on a new one when none is idle. A pooled
-    /// connection that closed before the request's first byte was written hands the request
-    /// back, and it is sent once more on a new connection (the backend closed an idle
-    /// keep-alive connection: RFC 9112 §9.3). Returns the connection's handle with the response.
+    /// connection that closed before any byte of a response is tried once more on a new
+    /// connection when the request may be sent again (see [`conn`]: the backend closed an idle
+    /// keep-alive connection, RFC 9112 §9.3.1).
     async fn request(
         &self,
         req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, pool::Sender), ProxyError> {
-        let req = match self.pool.checkout() {
-            Some(mut sender) => match sender.try_send_request(req).await {
-                Ok(res) => return Ok((res, sender)),
-                Err(mut e) => match e.take_message() {
-                    Some(req) => req,
-                    None => return Err(ProxyError::UpstreamRequest(e.into_error())),
-                },
-            },
-            None => req,
+        informational: Option<&InformationalTx>,
+    ) -> Result<conn::Exchanged, ProxyError> {
+        let pooled = self.pool.checkout();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => self.pool.connect().await?,
         };
-        let mut sender = self.pool.connect().await?;
-        match sender.try_send_request(req).await {
-            Ok(res) => Ok((res, sender)),
-            Err(e) => Err(ProxyError::UpstreamRequest(e.into_error())),
+        let out = conn.encode(req);
+        let out = match conn::exchange(conn, out, informational).await {
+            Ok(res) => return Ok(res),
+            Err(conn::Failed::Retry(again)) => again,
+            Err(conn::Failed::Error(e)) => return Err(ProxyError::UpstreamRequest(e)),
+        };
+        let conn = self.pool.connect().await?;
+        match conn::exchange(conn, out, informational).await {
+            Ok(res) => Ok(res),
+            Err(conn::Failed::Retry(_)) => Err(ProxyError::UpstreamRequest(conn::Error::Closed)),
+            Err(conn::Failed::Error(e)) => Err(ProxyError::UpstreamRequest(e)),
         }
-    }
-}
-
-/// A response's connection, given back to the pool when its body has been read to the end
-/// (hyper closes a connection whose body was abandoned midway).
-struct Reuse {
-    sender: pool::Sender,
-    pool: Pool,
-}
-
-impl Reuse {
-    fn release(self) {
-        self.pool.checkin(self.sender);
     }
 }
 
 /// An upstream response body; holds its connection-limit permit until dropped, and fails with
 /// [`ProxyError::UpstreamReadTimeout`] when no bytes come for `read_timeout`.
 ///
-/// On that failure the connection is dropped at once (hyper closes an upstream connection
-/// whose body was not read to the end) and the permit released; the front end resets the
-/// client's stream, since a truncated body must never end cleanly (SPEC §3).
+/// On that failure the connection is closed at once (a connection whose body was not read to
+/// the end is never reused) and the permit released; the front end resets the client's stream,
+/// since a truncated body must never end cleanly (SPEC §3).
 pub struct UpstreamBody {
     /// `None` once the body failed on a read timeout.
-    inner: Option<Incoming>,
+    inner: Option<conn::ConnBody>,
     permit: Option<Held>,
     read_timeout: Duration,
     /// Armed when a poll found no data, reset whenever a frame arrives; allocated on first use.
     waiting: Option<(bool, Pin<Box<tokio::time::Sleep>>)>,
     metrics: Metrics,
-    /// The connection, until the body ends (then pooled) or fails (then dropped).
-    reuse: Option<Reuse>,
+    /// Where the connection goes back when the body has ended, if it may carry another request.
+    pool: Option<Pool>,
+}
+
+impl UpstreamBody {
+    /// Pools the connection if the body has ended and it may serve another request.
+    fn release(&mut self) {
+        if let (Some(pool), Some(inner)) = (&self.pool, self.inner.as_mut())
+            && let Some(conn) = inner.take_reusable()
+        {
+            pool.checkin(conn);
+        }
+        self.pool = None;
+    }
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // A body complete without a last poll (empty, or its end seen via `is_end_stream`).
-        if let Some(reuse) = self.reuse.take()
-            && self.inner.as_ref().is_some_and(Body::is_end_stream)
-        {
-            reuse.release();
+        if self.pool.is_some() {
+            self.release();
         }
     }
 }
@@ -528,6 +501,12 @@ impl UpstreamBody {
     /// 101 (the body of which is empty).
     pub fn take_permit(&mut self) -> Option<Held> {
         self.permit.take()
+    }
+
+    /// The connection of a 101 to a request that asked to upgrade, for its tunnel.
+    pub fn take_upgraded(&mut self) -> Option<conn::Upgraded> {
+        self.pool = None;
+        self.inner.as_mut()?.take_upgraded()
     }
 }
 
@@ -550,9 +529,7 @@ impl Body for UpstreamBody {
                 // Done: free the slot and the connection now, not when the front end gets round
                 // to dropping us.
                 this.permit = None;
-                if let Some(reuse) = this.reuse.take() {
-                    reuse.release();
-                }
+                this.release();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(frame)) => {
@@ -560,9 +537,9 @@ impl Body for UpstreamBody {
                     *armed = false;
                 }
                 if frame.is_err() {
-                    this.reuse = None;
+                    this.pool = None;
                 }
-                Poll::Ready(Some(frame.map_err(BoxError::from)))
+                Poll::Ready(Some(frame))
             }
             Poll::Pending => {
                 let deadline = tokio::time::Instant::now() + this.read_timeout;
@@ -579,7 +556,7 @@ impl Body for UpstreamBody {
                 // Nothing for `read_timeout`: drop the connection and the slot now.
                 this.inner = None;
                 this.permit = None;
-                this.reuse = None;
+                this.pool = None;
                 let err = ProxyError::UpstreamReadTimeout(this.read_timeout);
                 this.metrics.upstream_error(err.kind());
                 Poll::Ready(Some(Err(Box::new(err))))

@@ -171,12 +171,12 @@ pub async fn relay_h1(
     metrics: Metrics,
     idle: Duration,
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    upstream: crate::upstream::conn::Upgraded,
     permit: Option<crate::upstream::Held>,
 ) {
     let _permit = permit;
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
+    let client = match client.await {
+        Ok(client) => client,
         Err(err) => {
             debug!(error = %err, "upgrade failed");
             return;
@@ -185,7 +185,7 @@ pub async fn relay_h1(
     let _gauge = metrics.tunnel(Protocol::Http1);
     let activity = Activity::new();
     let client = Tracked::new(TokioIo::new(client), activity.clone());
-    let upstream = Tracked::new(TokioIo::new(upstream), activity.clone());
+    let upstream = Tracked::new(upstream, activity.clone());
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
     let up = async {

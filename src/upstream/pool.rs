@@ -1,5 +1,5 @@
-//! linkpush's own upstream connection pool: HTTP/1.1 connections made with
-//! `hyper::client::conn::http1`, their idle `SendRequest` handles kept for reuse.
+//! linkpush's own upstream connection pool: idle HTTP/1.1 connections ([`super::conn::Conn`])
+//! kept for reuse.
 //!
 //! Design. The idle handles live in one short list per worker thread (a shard), each behind its
 //! own mutex. A thread checks connections in and out of its home shard, so in the common case the
@@ -16,34 +16,26 @@
 //! connection reused is the one most recently known alive and the oldest expire at the front.
 //!
 //! Stale connections: a backend may close an idle keep-alive connection at any time
-//! (RFC 9112 §9.3, §9.6). A handle whose connection has closed is skipped at checkout; one that
-//! closes in the instant between checkout and write hands the request back unwritten
-//! (`TrySendError::take_message`), and the caller retries once on a new connection, as
-//! hyper-util does (`retry_canceled_requests`). A request some byte of which was written is
-//! never retried: it may not be idempotent (RFC 9110 §9.2.2).
+//! (RFC 9112 §9.3, §9.6). A connection the reactor has seen closed is skipped at checkout
+//! ([`Conn::is_open`]); one that closes in the instant between checkout and request ends before
+//! any byte of a response, and the request is sent once more on a new connection when its
+//! method is idempotent and it has no body (RFC 9110 §9.2.2; see [`super::conn`]).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use super::RequestBody;
+use super::conn::Conn;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 
 /// How long an unused upstream connection is kept (hyper-util's default, which linkpush used
 /// before it had its own pool; no configuration key sets it).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A ready-to-use handle on one upstream connection.
-pub type Sender = SendRequest<RequestBody>;
 
 /// One shard: handles with the time each became idle, oldest first.
 type IdleList<T> = VecDeque<(Instant, T)>;
@@ -183,12 +175,11 @@ pub struct Pool {
 }
 
 struct Shared {
-    idle: Shards<Sender>,
+    idle: Shards<Box<Conn>>,
     /// `host` without IPv6 brackets, and port, for `TcpStream::connect`.
     host: String,
     port: u16,
     connect_timeout: Duration,
-    builder: http1::Builder,
     metrics: Metrics,
     reaper: AtomicBool,
 }
@@ -198,29 +189,18 @@ impl Pool {
         authority: &http::uri::Authority,
         connect_timeout: Duration,
         max_idle: usize,
-        max_read_buffer: usize,
         metrics: Metrics,
     ) -> Self {
-        Self::with_timeout(
-            authority,
-            connect_timeout,
-            max_idle,
-            max_read_buffer,
-            metrics,
-            IDLE_TIMEOUT,
-        )
+        Self::with_timeout(authority, connect_timeout, max_idle, metrics, IDLE_TIMEOUT)
     }
 
     fn with_timeout(
         authority: &http::uri::Authority,
         connect_timeout: Duration,
         max_idle: usize,
-        max_read_buffer: usize,
         metrics: Metrics,
         idle_timeout: Duration,
     ) -> Self {
-        let mut builder = http1::Builder::new();
-        builder.max_buf_size(max_read_buffer);
         let host = authority.host();
         let host = host
             .strip_prefix('[')
@@ -233,7 +213,6 @@ impl Pool {
                 host: host.to_owned(),
                 port: authority.port_u16().unwrap_or(80),
                 connect_timeout,
-                builder,
                 metrics,
                 reaper: AtomicBool::new(false),
             }),
@@ -241,37 +220,15 @@ impl Pool {
     }
 
     /// An idle connection ready for a request, if any.
-    pub fn checkout(&self) -> Option<Sender> {
-        self.shared.idle.take(Instant::now(), Sender::is_ready)
+    pub fn checkout(&self) -> Option<Box<Conn>> {
+        self.shared.idle.take(Instant::now(), |c| c.is_open())
     }
 
-    /// Keeps a connection whose response was read to the end for the next request. A connection
-    /// the response closed (`Connection: close`, RFC 9112 §9.6) reports `is_closed` and is
-    /// dropped; so is one beyond `max_idle_per_host`.
-    pub fn checkin(&self, mut sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
-        if !sender.is_ready() {
-            // hyper's driver has not yet taken up the connection again (it may still be running
-            // on another thread, or writing the rest of a request body the backend answered
-            // early): pool it once it has, as hyper-util does, rather than hand a request a
-            // connection that would refuse it.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let pool = self.clone();
-                rt.spawn(async move {
-                    if sender.ready().await.is_ok() {
-                        pool.put(sender);
-                    }
-                });
-            }
-            return;
-        }
-        self.put(sender);
-    }
-
-    fn put(&self, sender: Sender) {
-        if self.shared.idle.put(sender, Instant::now()).is_ok() {
+    /// Keeps a connection whose response was read to the end, and which may serve another
+    /// request ([`super::conn::ConnBody::take_reusable`]), for the next request; one beyond
+    /// `max_idle_per_host` is closed.
+    pub fn checkin(&self, conn: Box<Conn>) {
+        if self.shared.idle.put(conn, Instant::now()).is_ok() {
             self.start_reaper();
         }
     }
@@ -283,7 +240,7 @@ impl Pool {
 
     /// Closes idle connections unused for the idle timeout at `now` (the reaper's tick).
     pub fn reap(&self, now: Instant) -> usize {
-        self.shared.idle.reap(now, Sender::is_closed)
+        self.shared.idle.reap(now, |c| !c.is_open())
     }
 
     /// One task per pool closes expired idle connections, so a quiet thread's shard does not
@@ -302,15 +259,13 @@ impl Pool {
             loop {
                 tokio::time::sleep(tick).await;
                 let Some(shared) = weak.upgrade() else { return };
-                shared.idle.reap(Instant::now(), Sender::is_closed);
+                shared.idle.reap(Instant::now(), |c| !c.is_open());
             }
         });
     }
 
-    /// A new connection: TCP with `TCP_NODELAY`, the HTTP/1.1 handshake, and its driver task,
-    /// spawned once for the life of the connection (with upgrades, so a 101 hands the socket to
-    /// `hyper::upgrade::on`).
-    pub async fn connect(&self) -> Result<Sender, ProxyError> {
+    /// A new connection: TCP with `TCP_NODELAY`, bounded by `connect_timeout`.
+    pub async fn connect(&self) -> Result<Box<Conn>, ProxyError> {
         let s = &*self.shared;
         let stream = match tokio::time::timeout(
             s.connect_timeout,
@@ -331,71 +286,7 @@ impl Pool {
         stream
             .set_nodelay(true)
             .map_err(ProxyError::UpstreamConnect)?;
-        let io = Counted {
-            io: TokioIo::new(stream),
-            _open: s.metrics.upstream_connection_open(),
-        };
-        let (sender, conn) = s
-            .builder
-            .handshake(io)
-            .await
-            .map_err(ProxyError::UpstreamRequest)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// An upstream connection, counted in `linkpush_upstream_connections` until closed, also
-    /// after an upgrade hands it to a tunnel.
-    pub struct Counted {
-        #[pin]
-        io: TokioIo<tokio::net::TcpStream>,
-        _open: crate::metrics::GaugeGuard,
-    }
-}
-
-impl hyper::rt::Read for Counted {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        self.project().io.poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for Counted {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().io.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
+        Ok(Conn::new(stream, s.metrics.upstream_connection_open()))
     }
 }
 
@@ -627,90 +518,6 @@ mod socket_tests {
                 assert_eq!(seen.recv().await, Some(Seen::Answered(i, true)));
             }
         }
-    }
-
-    /// Polls `fut` to completion while driving `conn` (a connection not spawned, so that the
-    /// test decides when its driver runs).
-    async fn driving<C: Future + Unpin, F: Future>(conn: &mut C, fut: F) -> F::Output {
-        tokio::select! {
-            biased;
-            out = fut => out,
-            _ = conn => panic!("connection ended"),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_request_handed_back_by_a_closed_connection_is_retried_once() {
-        // A pooled, ready handle whose connection the peer closed after a first response, and
-        // whose driver has not run since: the request is queued on it, handed back unwritten
-        // when the driver finds the close, and retried on a new connection.
-        let (addr, mut seen) = backend(false, false, None).await;
-        let upstream = upstream(addr, 8);
-        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(dead.local_addr().unwrap())
-            .await
-            .unwrap();
-        let client = client.into_std().unwrap();
-        let probe = client.try_clone().unwrap();
-        let client = TcpStream::from_std(client).unwrap();
-        let (mut server_side, _) = dead.accept().await.unwrap();
-        let (mut stale, conn) = http1::handshake::<_, RequestBody>(TokioIo::new(client))
-            .await
-            .unwrap();
-        let mut conn = Box::pin(conn);
-        let body: RequestBody = Empty::new().map_err(|e| match e {}).boxed_unsync();
-        let req = http::Request::builder().uri("/x").body(body).unwrap();
-        let server = async {
-            let mut head = [0u8; 1024];
-            let n = server_side.read(&mut head).await.unwrap();
-            assert!(head[..n].ends_with(b"\r\n\r\n"));
-            server_side
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await
-                .unwrap();
-        };
-        let (res, ()) = driving(&mut conn, async {
-            tokio::join!(stale.try_send_request(req), server)
-        })
-        .await;
-        driving(&mut conn, res.unwrap().into_body().collect())
-            .await
-            .unwrap();
-        // One more turn of the driver: it now waits for the next request.
-        std::future::poll_fn(|cx| {
-            assert!(conn.as_mut().poll(cx).is_pending());
-            Poll::Ready(())
-        })
-        .await;
-        assert!(stale.is_ready());
-        drop(server_side);
-        // Wait (bounded, without yielding to the driver) for the FIN to reach the client socket.
-        let mut fin = false;
-        for _ in 0..1_000_000 {
-            match probe.peek(&mut [0u8; 1]) {
-                Ok(0) => {
-                    fin = true;
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                other => panic!("{other:?}"),
-            }
-        }
-        assert!(fin, "the close never reached the client socket");
-        // Let tokio's reactor record the socket's readiness (the driver is not spawned, so it
-        // does not run), as it would have long before a real checkout.
-        tokio::task::yield_now().await;
-        assert!(stale.is_ready(), "the driver has not seen the close yet");
-        upstream
-            .pool
-            .shared
-            .idle
-            .put(stale, Instant::now())
-            .map_err(drop)
-            .unwrap();
-        tokio::spawn(conn);
-        assert_eq!(get(&upstream).await.unwrap(), "ok");
-        assert_eq!(seen.recv().await, Some(Seen::Accepted(1)));
     }
 
     #[tokio::test]

@@ -233,7 +233,7 @@ async fn proxy(
     };
     if let Some(client_upgrade) = client_upgrade {
         // A tunnel is relayed, not read ahead: it takes the raw upstream response, which
-        // carries hyper's upgrade handle and the pool slot the tunnel holds until it closes.
+        // carries the upstream connection and the pool slot the tunnel holds until it closes.
         let response = app.upstream.send(upstream_req, None).await?;
         // A 101 exists only for an upgrade request (`Upstream::send` refuses any other).
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -310,18 +310,20 @@ async fn proxy(
 fn switch(
     app: &App,
     client_upgrade: hyper::upgrade::OnUpgrade,
-    mut response: Response<crate::upstream::UpstreamBody>,
+    response: Response<crate::upstream::UpstreamBody>,
 ) -> Response<ResponseBody> {
-    let upstream_upgrade = hyper::upgrade::on(&mut response);
     let (parts, mut body) = response.into_parts();
     let permit = body.take_permit();
-    tokio::spawn(tunnel::relay_h1(
-        app.metrics.clone(),
-        app.config.server.tunnel_idle_timeout,
-        client_upgrade,
-        upstream_upgrade,
-        permit,
-    ));
+    // A 101 to an upgrade request always carries its connection (`Upstream::send`).
+    if let Some(upstream) = body.take_upgraded() {
+        tokio::spawn(tunnel::relay_h1(
+            app.metrics.clone(),
+            app.config.server.tunnel_idle_timeout,
+            client_upgrade,
+            upstream,
+            permit,
+        ));
+    }
     let mut res = Response::new(
         http_body_util::Empty::new()
             .map_err(|e| match e {})

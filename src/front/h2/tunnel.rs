@@ -20,7 +20,6 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tracing::debug;
 
@@ -89,7 +88,7 @@ pub(super) async fn run(
     *upstream_req.version_mut() = Version::HTTP_11;
     *upstream_req.headers_mut() = parts.headers;
 
-    let mut response = {
+    let response = {
         let upstream = app.upstream.send(upstream_req, None);
         tokio::pin!(upstream);
         tokio::select! {
@@ -110,12 +109,11 @@ pub(super) async fn run(
         app.metrics.upstream_error(err.kind());
         return Err(err);
     }
-    let on_upgrade = hyper::upgrade::on(&mut response);
     let (head, mut body) = response.into_parts();
     let _permit = body.take_permit();
-    let upgraded = on_upgrade
-        .await
-        .map_err(|_| ProxyError::Internal("upstream upgrade failed"))?;
+    let upgraded = body
+        .take_upgraded()
+        .ok_or(ProxyError::Internal("upstream upgrade failed"))?;
 
     let mut ok = Response::new(());
     for name in [SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_EXTENSIONS] {
@@ -129,7 +127,7 @@ pub(super) async fn run(
     let _gauge = app.metrics.tunnel(Protocol::Http2);
     let idle = app.config.server.tunnel_idle_timeout;
     let activity = Activity::new();
-    let io = Tracked::new(TokioIo::new(upgraded), activity.clone());
+    let io = Tracked::new(upgraded, activity.clone());
     let (read, write) = tokio::io::split(io);
 
     let outcome = {

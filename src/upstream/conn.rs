@@ -1,0 +1,1451 @@
+//! linkpush's HTTP/1.1 client connection to the backend (RFC 9112), driven by the future that
+//! awaits its response: no task of its own, no channel between the request and the connection.
+//!
+//! Why not hyper's client. `benches/floor` measured hyper's upstream exchange (its dispatcher
+//! task, the request channel, the HeaderMap → text → HeaderMap round trip) at ~15k instructions
+//! per request, a quarter of linkpush's whole request, and a minimal client of its own at half of
+//! that (docs/BENCHMARKS.md, "What the stack itself costs"). The parser is httparse, as hyper's.
+//!
+//! What it keeps of hyper's behaviour, each covered by tests: 1xx relay (a 103's Link fields go
+//! to the request's [`InformationalTx`], other 1xx are skipped), a 101 ends the exchange when the
+//! request asked to upgrade and hands over the socket ([`Upgraded`]); response bodies framed by
+//! RFC 9112 §6.3 (none for HEAD, 1xx, 204 and 304; chunked; Content-Length; close-delimited);
+//! request bodies streamed as they come (Content-Length when known, else chunked), written while
+//! the response is read, so a backend that answers before reading the whole upload is heard;
+//! persistence by RFC 9112 §9.3; a response head bounded at [`MAX_HEAD`].
+//!
+//! Stale connections. A backend may close an idle keep-alive connection at any time (RFC 9112
+//! §9.3.1). With no task watching the socket, the pool asks [`Conn::is_open`] at checkout, which
+//! sees a close the reactor has already reported. One that races the request is found when the
+//! connection ends before any byte of a response: such a request is sent once more on a new
+//! connection only when that is safe, i.e. its method is idempotent (RFC 9110 §9.2.2) and it has
+//! no body to replay.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::{BoxError, ClientBodyError, Informational, InformationalTx, RequestBody};
+
+/// The largest response head accepted, 1xx heads included (Envoy's 60 KiB and nginx's
+/// `proxy_buffer_size` bound it too; a larger one is a 502). Also the most read ahead at once.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most fields in one response head or trailer section (hyper's default).
+const MAX_FIELDS: usize = 100;
+/// The first read of a response; doubled after each read that fills it, up to [`MAX_HEAD`].
+const FIRST_READ: usize = 8 * 1024;
+/// The longest chunk-size line (size and extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// Why an exchange or a response body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("upstream connection failed")]
+    Io(#[from] io::Error),
+    #[error("upstream closed the connection before a complete response head")]
+    Closed,
+    #[error("upstream closed the connection before the end of the response body")]
+    Truncated,
+    #[error("invalid upstream response: {0}")]
+    Invalid(&'static str),
+    #[error("upstream response head over {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    /// The client's request body failed; the source says how (a [`ClientBodyError`]).
+    #[error("request body failed")]
+    RequestBody(#[source] BoxError),
+}
+
+/// One open connection to the backend, idle or serving one request.
+pub struct Conn {
+    io: TcpStream,
+    _open: crate::metrics::GaugeGuard,
+    /// Bytes read and not yet consumed.
+    rbuf: BytesMut,
+    /// The size of the next read (see [`FIRST_READ`]).
+    read_size: usize,
+    /// Request heads are encoded here; its allocation is reused once the last head is written.
+    wbuf: BytesMut,
+    /// Whether a request was sent on this connection before (a close may then be a stale
+    /// keep-alive connection, not a refusal of this request).
+    reused: bool,
+}
+
+impl Conn {
+    pub fn new(io: TcpStream, open: crate::metrics::GaugeGuard) -> Box<Conn> {
+        Box::new(Conn {
+            io,
+            _open: open,
+            rbuf: BytesMut::new(),
+            read_size: FIRST_READ,
+            wbuf: BytesMut::new(),
+            reused: false,
+        })
+    }
+
+    /// `req` encoded for this connection (see [`encode`]).
+    pub fn encode(&mut self, req: Request<RequestBody>) -> Outgoing {
+        encode(req, &mut self.wbuf)
+    }
+
+    /// Whether an idle connection is still usable: false when the backend closed it or sent
+    /// bytes nobody asked for, as far as the reactor has seen. No system call unless the socket
+    /// was reported readable.
+    pub fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Reads more bytes into `rbuf`: `Ready(Ok(0))` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
+            self.rbuf.reserve(self.read_size);
+        }
+        loop {
+            ready!(self.io.poll_read_ready(cx))?;
+            let room = self.rbuf.capacity() - self.rbuf.len();
+            match self.io.try_read_buf(&mut self.rbuf) {
+                Ok(n) => {
+                    if n == room && self.read_size < MAX_HEAD {
+                        self.read_size *= 2;
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// How a request body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sending {
+    /// Content-Length: the bytes still to come.
+    Length(u64),
+    Chunked,
+}
+
+/// The bytes of one request still to be written: the head and body pieces queued, and the body
+/// itself until its end.
+pub struct Outgoing {
+    queue: VecDeque<Bytes>,
+    body: Option<(RequestBody, Sending)>,
+    /// The head again, kept while a retry on a new connection may still be needed.
+    retry: Option<Bytes>,
+    head_request: bool,
+    upgrade: bool,
+}
+
+/// A request encoded for the wire (RFC 9112 §3): the head written from the request's own parts,
+/// the body left to stream.
+pub fn encode(req: Request<RequestBody>, wbuf: &mut BytesMut) -> Outgoing {
+    let (parts, body) = req.into_parts();
+    let sending = if body.is_end_stream() {
+        None
+    } else if let Some(n) = body.size_hint().exact() {
+        Some(Sending::Length(n))
+    } else {
+        match parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            Some(n) => Some(Sending::Length(n)),
+            None => Some(Sending::Chunked),
+        }
+    };
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let mut size = parts.method.as_str().len() + target.len() + 32;
+    for (name, value) in &parts.headers {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    wbuf.reserve(size);
+    wbuf.put_slice(parts.method.as_str().as_bytes());
+    wbuf.put_u8(b' ');
+    wbuf.put_slice(target.as_bytes());
+    wbuf.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        // The framing is this connection's to decide (RFC 9112 §6.1, §6.2).
+        if name == header::TRANSFER_ENCODING
+            || (name == header::CONTENT_LENGTH && sending.is_some())
+        {
+            continue;
+        }
+        wbuf.put_slice(name.as_str().as_bytes());
+        wbuf.put_slice(b": ");
+        wbuf.put_slice(value.as_bytes());
+        wbuf.put_slice(b"\r\n");
+    }
+    match sending {
+        Some(Sending::Length(n)) => {
+            wbuf.put_slice(b"content-length: ");
+            wbuf.put_slice(itoa::Buffer::new().format(n).as_bytes());
+            wbuf.put_slice(b"\r\n");
+        }
+        Some(Sending::Chunked) => wbuf.put_slice(b"transfer-encoding: chunked\r\n"),
+        None => {}
+    }
+    wbuf.put_slice(b"\r\n");
+    let head = wbuf.split().freeze();
+    let idempotent = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    let upgrade = parts.headers.contains_key(header::UPGRADE);
+    Outgoing {
+        retry: (sending.is_none() && idempotent).then(|| head.clone()),
+        queue: VecDeque::from([head]),
+        body: sending.map(|s| (body, s)),
+        head_request: parts.method == Method::HEAD,
+        upgrade,
+    }
+}
+
+/// A chunk's size line: its length in hex, then CRLF.
+fn chunk_line(len: usize) -> Bytes {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut n = len;
+    loop {
+        at -= 1;
+        digits[at] = HEX[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut line = BytesMut::with_capacity(digits.len() - at + 2);
+    line.put_slice(&digits[at..]);
+    line.put_slice(b"\r\n");
+    line.freeze()
+}
+
+/// What writing found wrong.
+enum WriteError {
+    Io(io::Error),
+    Body(BoxError),
+}
+
+impl Outgoing {
+    /// The same request, for a new connection, when it may be sent again (see the module docs).
+    pub fn retry(&self) -> Option<Outgoing> {
+        self.retry.clone().map(|head| Outgoing {
+            queue: VecDeque::from([head]),
+            body: None,
+            retry: None,
+            head_request: self.head_request,
+            upgrade: self.upgrade,
+        })
+    }
+
+    fn done(&self) -> bool {
+        self.queue.is_empty() && self.body.is_none()
+    }
+
+    /// Writes what can be written without waiting; `Ready(Ok)` once the request is all out.
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut TcpStream,
+    ) -> Poll<Result<(), WriteError>> {
+        loop {
+            if !self.queue.is_empty() {
+                let mut slices = [IoSlice::new(&[]); 8];
+                let mut n = 0;
+                for (slot, piece) in slices.iter_mut().zip(&self.queue) {
+                    *slot = IoSlice::new(piece);
+                    n += 1;
+                }
+                let written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]))
+                    .map_err(WriteError::Io)?;
+                if written == 0 {
+                    return Poll::Ready(Err(WriteError::Io(io::ErrorKind::WriteZero.into())));
+                }
+                self.advance(written);
+                continue;
+            }
+            let Some((body, sending)) = &mut self.body else {
+                return Poll::Ready(Ok(()));
+            };
+            match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        if data.is_empty() {
+                            continue;
+                        }
+                        match sending {
+                            Sending::Length(left) => {
+                                let Some(rest) = left.checked_sub(data.len() as u64) else {
+                                    return Poll::Ready(Err(WriteError::Body(
+                                        ClientBodyError::boxed(
+                                            "request body longer than its Content-Length",
+                                        ),
+                                    )));
+                                };
+                                *left = rest;
+                            }
+                            Sending::Chunked => {
+                                self.queue.push_back(chunk_line(data.len()));
+                            }
+                        }
+                        self.queue.push_back(data);
+                        if *sending == Sending::Chunked {
+                            self.queue.push_back(Bytes::from_static(b"\r\n"));
+                        }
+                    }
+                    Err(frame) => {
+                        // Trailers: only chunked framing can carry them (RFC 9112 §7.1.2).
+                        if let (Ok(trailers), Sending::Chunked) = (frame.into_trailers(), *sending)
+                        {
+                            let mut end = BytesMut::from(&b"0\r\n"[..]);
+                            for (name, value) in &trailers {
+                                end.put_slice(name.as_str().as_bytes());
+                                end.put_slice(b": ");
+                                end.put_slice(value.as_bytes());
+                                end.put_slice(b"\r\n");
+                            }
+                            end.put_slice(b"\r\n");
+                            self.queue.push_back(end.freeze());
+                            self.body = None;
+                        }
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(Err(WriteError::Body(e))),
+                None => {
+                    match sending {
+                        Sending::Length(0) => {}
+                        Sending::Length(_) => {
+                            return Poll::Ready(Err(WriteError::Body(ClientBodyError::boxed(
+                                "request body shorter than its Content-Length",
+                            ))));
+                        }
+                        Sending::Chunked => {
+                            self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                        }
+                    }
+                    self.body = None;
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                self.queue.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+}
+
+/// An exchange that failed.
+pub enum Failed {
+    /// The connection ended before any byte of a response, and the request may be sent again
+    /// on a new connection (see the module docs).
+    Retry(Outgoing),
+    Error(Error),
+}
+
+/// A final response head and the body that follows it.
+pub struct Exchanged {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: ConnBody,
+}
+
+/// Sends `out` on `conn` and reads up to the final response head, passing the Link fields of
+/// each 103 to `informational`.
+pub async fn exchange(
+    mut conn: Box<Conn>,
+    mut out: Outgoing,
+    informational: Option<&InformationalTx>,
+) -> Result<Exchanged, Failed> {
+    let reused = std::mem::replace(&mut conn.reused, true);
+    // An error writing does not end the exchange: the backend may have answered (a 413 before
+    // the whole upload) and closed; its response is still read, and the error reported only if
+    // none comes.
+    let mut write_failed: Option<io::Error> = None;
+    let mut writing = true;
+    let mut got_bytes = !conn.rbuf.is_empty();
+    let head = std::future::poll_fn(|cx| {
+        loop {
+            if writing {
+                match out.poll_write(cx, &mut conn.io) {
+                    Poll::Ready(Ok(())) => writing = false,
+                    Poll::Ready(Err(WriteError::Io(e))) => {
+                        writing = false;
+                        write_failed = Some(e);
+                        out.body = None;
+                        out.queue.clear();
+                    }
+                    Poll::Ready(Err(WriteError::Body(e))) => {
+                        return Poll::Ready(Err(Error::RequestBody(e)));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            match parse_head(&mut conn.rbuf, out.head_request, out.upgrade) {
+                Ok(Some(Parsed::Interim(status, headers))) => {
+                    if status == StatusCode::EARLY_HINTS
+                        && let Some(tx) = informational
+                    {
+                        let links: Informational =
+                            headers.get_all(header::LINK).iter().cloned().collect();
+                        if !links.is_empty() {
+                            tx.send(links);
+                        }
+                    }
+                    continue;
+                }
+                Ok(Some(Parsed::Final(head))) => return Poll::Ready(Ok(head)),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            if conn.rbuf.len() >= MAX_HEAD {
+                return Poll::Ready(Err(Error::HeadTooLarge));
+            }
+            match conn.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(match write_failed.take() {
+                        Some(e) if !got_bytes => Error::Io(e),
+                        _ => Error::Closed,
+                    }));
+                }
+                Poll::Ready(Ok(_)) => got_bytes = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
+    let head = match head {
+        Ok(head) => head,
+        Err(e) => {
+            let stale = reused && !got_bytes && matches!(e, Error::Closed | Error::Io(_));
+            return Err(match out.retry() {
+                Some(again) if stale => Failed::Retry(again),
+                _ => Failed::Error(e),
+            });
+        }
+    };
+    out.retry = None;
+    let pending = (!out.done() && write_failed.is_none()).then_some(out);
+    Ok(Exchanged {
+        status: head.status,
+        version: head.version,
+        headers: head.headers,
+        body: ConnBody {
+            conn: Some(conn),
+            framing: head.framing,
+            pending,
+            keep_alive: head.keep_alive && write_failed.is_none(),
+        },
+    })
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, PartialEq)]
+enum Framing {
+    /// No body, or the end of one read.
+    Done,
+    Length(u64),
+    Chunked(Chunked),
+    /// Until the backend closes the connection.
+    Close,
+    /// The connection switched protocols: it belongs to an [`Upgraded`] now.
+    Switched,
+}
+
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+enum Parsed {
+    Interim(StatusCode, HeaderMap),
+    Final(Head),
+}
+
+/// Parses one response head from the front of `buf` and removes it, or returns `None` when more
+/// bytes are needed.
+fn parse_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+    upgrade: bool,
+) -> Result<Option<Parsed>, Error> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut res = httparse::Response::new(&mut fields);
+    let len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::Invalid("too many header fields"));
+        }
+        Err(_) => return Err(Error::Invalid("malformed response head")),
+    };
+    let code = res.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid("invalid status code"))?;
+    let version = match res.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Offsets first: the values are then sliced out of the frozen head without copying.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_FIELDS];
+    let count = res.headers.len();
+    for (span, field) in spans.iter_mut().zip(res.headers.iter()) {
+        let name = field.name.as_bytes();
+        *span = (
+            name.as_ptr() as usize - base,
+            name.len(),
+            field.value.as_ptr() as usize - base,
+            field.value.len(),
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let headers = fields_from(&head, &spans[..count])?;
+    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Some(Parsed::Interim(status, headers)));
+    }
+    let mut keep_alive = persistent(version, &headers);
+    let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+        // A 101 the request did not ask for is refused by `normalize_response`; the connection
+        // is not reused either way.
+        keep_alive = false;
+        if upgrade {
+            Framing::Switched
+        } else {
+            Framing::Done
+        }
+    } else if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Done
+    } else if let Some(te) = last_transfer_coding(&headers) {
+        // RFC 9112 §6.3 rule 3: Transfer-Encoding wins over Content-Length, and such a message
+        // may be an attempt at smuggling: the connection is not reused.
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            keep_alive = false;
+        }
+        if te.eq_ignore_ascii_case(b"chunked") {
+            Framing::Chunked(Chunked::default())
+        } else {
+            keep_alive = false;
+            Framing::Close
+        }
+    } else if let Some(n) = content_length(&headers)? {
+        Framing::Length(n)
+    } else {
+        keep_alive = false;
+        Framing::Close
+    };
+    let mut headers = headers;
+    if matches!(framing, Framing::Chunked(_)) {
+        // The body is re-framed for the client; its length is unknown.
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    Ok(Some(Parsed::Final(Head {
+        status,
+        version,
+        headers,
+        framing: if framing == Framing::Length(0) {
+            Framing::Done
+        } else {
+            framing
+        },
+        keep_alive,
+    })))
+}
+
+fn fields_from(head: &Bytes, spans: &[(usize, usize, usize, usize)]) -> Result<HeaderMap, Error> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(name_at, name_len, value_at, value_len) in spans {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            .map_err(|_| Error::Invalid("invalid field name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+            .map_err(|_| Error::Invalid("invalid field value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// RFC 9112 §9.3: HTTP/1.1 persists unless `Connection: close`; HTTP/1.0 only with
+/// `Connection: keep-alive`.
+fn persistent(version: Version, headers: &HeaderMap) -> bool {
+    let has = |option: &[u8]| {
+        headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|o| o.trim_ascii().eq_ignore_ascii_case(option))
+        })
+    };
+    if version == Version::HTTP_10 {
+        has(b"keep-alive")
+    } else {
+        !has(b"close")
+    }
+}
+
+/// The last transfer coding named, if any `Transfer-Encoding` field is present.
+fn last_transfer_coding(headers: &HeaderMap) -> Option<&[u8]> {
+    let last = headers.get_all(header::TRANSFER_ENCODING).iter().next_back()?;
+    Some(
+        last.as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii(),
+    )
+}
+
+/// RFC 9110 §8.6: Content-Length fields (or list elements) that all agree give the length;
+/// differing ones, or a value that is not a number, make the response invalid.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for element in value.as_bytes().split(|&b| b == b',') {
+            let element = element.trim_ascii();
+            if element.is_empty() || !element.iter().all(u8::is_ascii_digit) {
+                return Err(Error::Invalid("invalid Content-Length"));
+            }
+            let n = std::str::from_utf8(element)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(Error::Invalid("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::Invalid("conflicting Content-Length"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
+}
+
+/// The chunked coding's decoder (RFC 9112 §7.1), fed from the front of a buffer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Chunked {
+    state: ChunkState,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+enum ChunkState {
+    /// Before a chunk-size line.
+    #[default]
+    Size,
+    /// Inside a chunk: the bytes of its data still to come.
+    Data(u64),
+    /// After a chunk's data: its CRLF.
+    DataEnd,
+    /// After the last chunk: the trailer section.
+    Trailers,
+    End,
+}
+
+/// What the decoder found at the front of its buffer.
+#[derive(Debug, PartialEq)]
+pub enum Decoded {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    /// The body ended.
+    End,
+    /// More bytes are needed.
+    More,
+}
+
+impl Chunked {
+    /// Decodes the next piece of the body from the front of `buf`, consuming what it used.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
+        loop {
+            match self.state {
+                ChunkState::Size => {
+                    let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
+                        if buf.len() > MAX_CHUNK_LINE {
+                            return Err(Error::Invalid("chunk-size line too long"));
+                        }
+                        return Ok(Decoded::More);
+                    };
+                    if lf > MAX_CHUNK_LINE {
+                        return Err(Error::Invalid("chunk-size line too long"));
+                    }
+                    let size = chunk_size(&buf[..lf])?;
+                    buf.advance(lf + 1);
+                    self.state = match size {
+                        0 => ChunkState::Trailers,
+                        n => ChunkState::Data(n),
+                    };
+                }
+                ChunkState::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    self.state = match left {
+                        0 => ChunkState::DataEnd,
+                        _ => ChunkState::Data(left),
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::More);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(Error::Invalid("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailers => {
+                    if buf.len() >= 2 && &buf[..2] == b"\r\n" {
+                        buf.advance(2);
+                        self.state = ChunkState::End;
+                        return Ok(Decoded::End);
+                    }
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        if buf.len() >= MAX_HEAD {
+                            return Err(Error::HeadTooLarge);
+                        }
+                        if buf.len() >= 2 && buf[0] == b'\r' && buf[1] != b'\n' {
+                            return Err(Error::Invalid("malformed trailer section"));
+                        }
+                        return Ok(Decoded::More);
+                    };
+                    let section = buf.split_to(end + 4).freeze();
+                    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+                    let parsed = match httparse::parse_headers(&section, &mut fields) {
+                        Ok(httparse::Status::Complete((_, parsed))) => parsed,
+                        _ => return Err(Error::Invalid("malformed trailer section")),
+                    };
+                    let base = section.as_ptr() as usize;
+                    let spans: Vec<_> = parsed
+                        .iter()
+                        .map(|f| {
+                            (
+                                f.name.as_ptr() as usize - base,
+                                f.name.len(),
+                                f.value.as_ptr() as usize - base,
+                                f.value.len(),
+                            )
+                        })
+                        .collect();
+                    let trailers = fields_from(&section, &spans)?;
+                    self.state = ChunkState::End;
+                    return Ok(Decoded::Trailers(trailers));
+                }
+                ChunkState::End => return Ok(Decoded::End),
+            }
+        }
+    }
+
+    fn ended(&self) -> bool {
+        self.state == ChunkState::End
+    }
+}
+
+/// A chunk-size line without its LF: hex digits, then optional extensions (RFC 9112 §7.1.1,
+/// which are ignored), then CR.
+fn chunk_size(line: &[u8]) -> Result<u64, Error> {
+    let Some(line) = line.strip_suffix(b"\r") else {
+        return Err(Error::Invalid("chunk-size line without CRLF"));
+    };
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(Error::Invalid("invalid chunk size"));
+    }
+    let rest = &line[digits..];
+    // BWS before an extension is tolerated, as RFC 9112 §7.1.1 asks.
+    let rest = rest.trim_ascii_start();
+    if !(rest.is_empty() || rest[0] == b';') {
+        return Err(Error::Invalid("invalid chunk size"));
+    }
+    if rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(Error::Invalid("invalid chunk extension"));
+    }
+    let mut size: u64 = 0;
+    for &b in &line[..digits] {
+        let d = u64::from(char::from(b).to_digit(16).unwrap_or(0));
+        size = size
+            .checked_mul(16)
+            .and_then(|s| s.checked_add(d))
+            .ok_or(Error::Invalid("chunk size too large"))?;
+    }
+    Ok(size)
+}
+
+/// A response body read from its connection by whoever polls it. At its end the connection is
+/// handed back by [`ConnBody::take_reusable`] when it may carry another request.
+pub struct ConnBody {
+    /// `None` once taken (pooled, upgraded) or dropped on an error.
+    conn: Option<Box<Conn>>,
+    framing: Framing,
+    /// The rest of a request body the backend answered before reading it all.
+    pending: Option<Outgoing>,
+    keep_alive: bool,
+}
+
+impl ConnBody {
+    /// The connection, if the body has ended and the connection may serve another request:
+    /// kept alive by both sides, request written whole, and nothing read beyond the response.
+    pub fn take_reusable(&mut self) -> Option<Box<Conn>> {
+        let reusable = self.framing == Framing::Done
+            && self.keep_alive
+            && self.pending.is_none()
+            && self.conn.as_ref().is_some_and(|c| c.rbuf.is_empty());
+        if reusable { self.conn.take() } else { None }
+    }
+
+    /// The socket of a connection that switched protocols (a 101 to an upgrade request), with
+    /// the bytes the backend sent after its 101.
+    pub fn take_upgraded(&mut self) -> Option<Upgraded> {
+        if self.framing != Framing::Switched {
+            return None;
+        }
+        let conn = self.conn.take()?;
+        let conn = *conn;
+        Some(Upgraded {
+            leftover: conn.rbuf.freeze(),
+            io: conn.io,
+            _open: conn._open,
+        })
+    }
+
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.framing = Framing::Done;
+        self.keep_alive = false;
+        Poll::Ready(Some(Err(Box::new(e))))
+    }
+}
+
+impl Body for ConnBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // The rest of the request first, without waiting for it: the backend reads it while it
+        // answers (an echo), or has stopped reading, and then the connection is not reused.
+        if let Some(out) = &mut this.pending {
+            match out.poll_write(cx, &mut conn.io) {
+                Poll::Ready(Ok(())) => this.pending = None,
+                Poll::Ready(Err(_)) => {
+                    this.pending = None;
+                    this.keep_alive = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            match &mut this.framing {
+                Framing::Done | Framing::Switched => return Poll::Ready(None),
+                Framing::Length(left) => {
+                    if !conn.rbuf.is_empty() {
+                        let n = usize::try_from(*left)
+                            .unwrap_or(usize::MAX)
+                            .min(conn.rbuf.len());
+                        let data = conn.rbuf.split_to(n).freeze();
+                        *left -= n as u64;
+                        if *left == 0 {
+                            this.framing = Framing::Done;
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::Chunked(decoder) => match decoder.decode(&mut conn.rbuf) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::Trailers(trailers)) => {
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(Decoded::End) => {
+                        this.framing = Framing::Done;
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::More) => {}
+                    Err(e) => return this.fail(e),
+                },
+                Framing::Close => {
+                    if !conn.rbuf.is_empty() {
+                        let data = conn.rbuf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+            }
+            match conn.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    if this.framing == Framing::Close {
+                        this.framing = Framing::Done;
+                        return Poll::Ready(None);
+                    }
+                    return this.fail(Error::Truncated);
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return this.fail(Error::Io(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.framing {
+            Framing::Done | Framing::Switched => true,
+            Framing::Chunked(c) => c.ended(),
+            Framing::Length(_) | Framing::Close => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done | Framing::Switched => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// A connection that switched protocols, for a tunnel: the bytes read past the 101 first, then
+/// the socket. Counted in `linkpush_upstream_connections` until dropped.
+pub struct Upgraded {
+    io: TcpStream,
+    _open: crate::metrics::GaugeGuard,
+    leftover: Bytes,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.leftover.is_empty() {
+            let n = self.leftover.len().min(buf.remaining());
+            buf.put_slice(&self.leftover[..n]);
+            self.leftover.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty, StreamBody};
+    use proptest::prelude::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn empty() -> RequestBody {
+        Empty::new().map_err(|e| match e {}).boxed_unsync()
+    }
+
+    /// A body of the given frames, its length unknown (so chunked when sent).
+    fn frames(frames: Vec<Frame<Bytes>>) -> RequestBody {
+        let stream = futures_util::stream::iter(frames.into_iter().map(Ok::<_, BoxError>));
+        StreamBody::new(stream).boxed_unsync()
+    }
+
+    fn head(raw: &str) -> Result<Option<Parsed>, Error> {
+        parse_head(&mut BytesMut::from(raw), false, false)
+    }
+
+    fn final_head(raw: &str) -> Head {
+        match head(raw) {
+            Ok(Some(Parsed::Final(h))) => h,
+            other => panic!("{raw:?}: {:?}", other.map(|p| p.is_some())),
+        }
+    }
+
+    /// Decodes `wire` fed in pieces of `step` bytes: the data, the trailers, or the error.
+    fn decode_all(wire: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>), Error> {
+        let mut dec = Chunked::default();
+        let mut buf = BytesMut::new();
+        let mut fed = 0;
+        let (mut data, mut trailers) = (Vec::new(), None);
+        loop {
+            match dec.decode(&mut buf)? {
+                Decoded::Data(d) => data.extend_from_slice(&d),
+                Decoded::Trailers(t) => trailers = Some(t),
+                Decoded::End => return Ok((data, trailers)),
+                Decoded::More if fed >= wire.len() => return Err(Error::Truncated),
+                Decoded::More => {
+                    let end = (fed + step).min(wire.len());
+                    buf.extend_from_slice(&wire[fed..end]);
+                    fed = end;
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn chunked_bodies_decode_whatever_their_chunks_and_reads(
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+            cuts in proptest::collection::vec(1usize..200, 1..8),
+            ext in proptest::option::of("[a-z]{1,5}(=[a-z0-9]{1,5})?"),
+            upper in any::<bool>(),
+            step in 1usize..40,
+            trailer in any::<bool>(),
+        ) {
+            let mut wire = Vec::new();
+            let mut rest = &body[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                let size = if upper { format!("{n:X}") } else { format!("{n:x}") };
+                wire.extend_from_slice(size.as_bytes());
+                if let Some(ext) = &ext {
+                    wire.extend_from_slice(format!(" ;{ext}").as_bytes());
+                }
+                wire.extend_from_slice(b"\r\n");
+                wire.extend_from_slice(&rest[..n]);
+                wire.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+                i += 1;
+            }
+            wire.extend_from_slice(b"0\r\n");
+            if trailer {
+                wire.extend_from_slice(b"X-Sum: 7\r\n");
+            }
+            wire.extend_from_slice(b"\r\n");
+            let (data, trailers) = decode_all(&wire, step).unwrap();
+            prop_assert_eq!(data, body);
+            prop_assert_eq!(trailers.map(|t| t["x-sum"].clone()), trailer.then(|| HeaderValue::from_static("7")));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoder(
+            wire in proptest::collection::vec(any::<u8>(), 0..300),
+            step in 1usize..20,
+        ) {
+            let _ = decode_all(&wire, step);
+        }
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused() {
+        for wire in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"5 x\r\nhello\r\n0\r\n\r\n",
+            b"5;a\x01\r\nhello\r\n0\r\n\r\n",
+            b"0\r\n\rX",
+        ] {
+            assert!(
+                matches!(decode_all(wire, 3), Err(Error::Invalid(_))),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let long = format!("5;{}\r\nhello\r\n0\r\n\r\n", "a".repeat(MAX_CHUNK_LINE));
+        assert!(matches!(
+            decode_all(long.as_bytes(), 1000),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(decode_all(b"5\r\nhel", 2), Err(Error::Truncated)));
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112_section_6_3() {
+        let h = final_head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
+        let h = final_head("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.framing, Framing::Done);
+        let h = final_head("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(h.framing, Framing::Length(5));
+        let h = final_head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(
+            (h.framing, h.keep_alive),
+            (Framing::Chunked(Chunked::default()), true)
+        );
+        // Both: chunked wins, Content-Length goes, and the connection is not reused.
+        let h = final_head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        );
+        assert_eq!(
+            (h.framing, h.keep_alive),
+            (Framing::Chunked(Chunked::default()), false)
+        );
+        assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
+        let h = final_head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        let h = final_head("HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        for status in ["204 No Content", "304 Not Modified"] {
+            let h = final_head(&format!("HTTP/1.1 {status}\r\nContent-Length: 9\r\n\r\n"));
+            assert_eq!(h.framing, Framing::Done, "{status}");
+        }
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
+        let Ok(Some(Parsed::Final(h))) = parse_head(&mut buf, true, false) else {
+            panic!("HEAD response")
+        };
+        assert_eq!(h.framing, Framing::Done, "no body after a HEAD");
+        let h = final_head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 1\r\n\r\n",
+        );
+        assert!(!h.keep_alive);
+        let h = final_head("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n");
+        assert!(!h.keep_alive, "HTTP/1.0 closes by default");
+        let h =
+            final_head("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\n");
+        assert!(h.keep_alive);
+        // A 101 the request did not ask for is a final response without a body.
+        let h = final_head("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Done, false));
+    }
+
+    #[test]
+    fn bad_response_heads_are_refused() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            "SMTP ready\r\n\r\n",
+        ] {
+            assert!(matches!(head(raw), Err(Error::Invalid(_))), "{raw:?}");
+        }
+        let many = format!(
+            "HTTP/1.1 200 OK\r\n{}\r\n",
+            "X-A: 1\r\n".repeat(MAX_FIELDS + 1)
+        );
+        assert!(matches!(head(&many), Err(Error::Invalid(_))));
+        assert!(
+            matches!(head("HTTP/1.1 200 OK\r\nX-A: 1\r\n"), Ok(None)),
+            "partial"
+        );
+    }
+
+    #[test]
+    fn interim_responses_come_before_the_final_one_and_leave_the_rest() {
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
+        let Ok(Some(Parsed::Interim(status, fields))) = parse_head(&mut buf, false, false) else {
+            panic!("103 first")
+        };
+        assert_eq!(
+            (status, &fields["link"]),
+            (
+                StatusCode::EARLY_HINTS,
+                &HeaderValue::from_static("</a.css>; rel=preload")
+            )
+        );
+        let Ok(Some(Parsed::Final(h))) = parse_head(&mut buf, false, false) else {
+            panic!("then 200")
+        };
+        assert_eq!(h.status, StatusCode::OK);
+        assert_eq!(&buf[..], b"ok", "the body stays in the buffer");
+    }
+
+    fn request(method: Method, body: RequestBody) -> Request<RequestBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = method;
+        *req.uri_mut() = http::Uri::from_static("/up?x=1");
+        req.headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("backend"));
+        req
+    }
+
+    /// A connection to a fresh listener, and the listener's side of it.
+    async fn pair() -> (Box<Conn>, tokio::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let gauge = crate::metrics::Metrics::new().upstream_connection_open();
+        (Conn::new(client, gauge), server)
+    }
+
+    /// Reads from `server` until `until` has been seen; returns everything read.
+    async fn read_until(server: &mut tokio::net::TcpStream, until: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !got.windows(until.len()).any(|w| w == until) {
+            let n = server.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+        got
+    }
+
+    /// A connection that served one request, whose backend has since closed it.
+    async fn stale() -> Box<Conn> {
+        let (mut conn, mut server) = pair().await;
+        let out = conn.encode(request(Method::GET, empty()));
+        let backend = async {
+            read_until(&mut server, b"\r\n\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            server
+        };
+        let (res, server) = tokio::join!(exchange(conn, out, None), backend);
+        let Ok(mut res) = res else {
+            panic!("first exchange")
+        };
+        assert_eq!(
+            res.body
+                .frame()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_data()
+                .unwrap(),
+            "ok"
+        );
+        let conn = res.body.take_reusable().expect("kept alive");
+        drop(server);
+        conn
+    }
+
+    #[tokio::test]
+    async fn a_request_the_backend_closed_on_is_retried_only_when_safe() {
+        let mut conn = stale().await;
+        let out = conn.encode(request(Method::GET, empty()));
+        assert!(matches!(
+            exchange(conn, out, None).await,
+            Err(Failed::Retry(_))
+        ));
+        // Not idempotent, or a body that cannot be replayed: the error stands.
+        let mut conn = stale().await;
+        let out = conn.encode(request(Method::POST, empty()));
+        assert!(matches!(
+            exchange(conn, out, None).await,
+            Err(Failed::Error(_))
+        ));
+        let mut conn = stale().await;
+        let body = frames(vec![Frame::data(Bytes::from_static(b"x"))]);
+        let out = conn.encode(request(Method::PUT, body));
+        assert!(matches!(
+            exchange(conn, out, None).await,
+            Err(Failed::Error(_))
+        ));
+        // A new connection closed at once is the backend's refusal, never retried.
+        let (mut conn, server) = pair().await;
+        drop(server);
+        let out = conn.encode(request(Method::GET, empty()));
+        assert!(matches!(
+            exchange(conn, out, None).await,
+            Err(Failed::Error(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn request_bodies_are_framed_and_trailers_sent() {
+        let (mut conn, mut server) = pair().await;
+        let body = frames(vec![
+            Frame::data(Bytes::from_static(b"hello ")),
+            Frame::data(Bytes::from_static(b"world, this is seventeen+")),
+            Frame::trailers({
+                let mut t = HeaderMap::new();
+                t.insert("x-check", HeaderValue::from_static("1"));
+                t
+            }),
+        ]);
+        let mut req = request(Method::POST, body);
+        req.headers_mut()
+            .insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        let out = conn.encode(req);
+        let backend = async {
+            let got = read_until(&mut server, b"0\r\nx-check: 1\r\n\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
+            got
+        };
+        let (res, got) = tokio::join!(exchange(conn, out, None), backend);
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            "POST /up?x=1 HTTP/1.1\r\nhost: backend\r\ntransfer-encoding: chunked\r\n\r\n\
+             6\r\nhello \r\n19\r\nworld, this is seventeen+\r\n0\r\nx-check: 1\r\n\r\n"
+        );
+        let mut res = res.ok().unwrap();
+        assert!(res.body.is_end_stream());
+        assert!(res.body.take_reusable().is_some());
+
+        let (mut conn, mut server) = pair().await;
+        let body = http_body_util::Full::new(Bytes::from_static(b"abc"))
+            .map_err(|e| match e {})
+            .boxed_unsync();
+        let out = conn.encode(request(Method::PUT, body));
+        let backend = async {
+            let got = read_until(&mut server, b"abc").await;
+            server
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+                )
+                .await
+                .unwrap();
+            got
+        };
+        let (res, got) = tokio::join!(exchange(conn, out, None), backend);
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            "PUT /up?x=1 HTTP/1.1\r\nhost: backend\r\ncontent-length: 3\r\n\r\nabc"
+        );
+        let body = res.ok().unwrap().body.collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok");
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_whole_upload_is_read_and_the_connection_not_reused() {
+        let (mut conn, mut server) = pair().await;
+        // A body that never ends: the backend answers 413 after the head.
+        let never = futures_util::stream::pending::<Result<Frame<Bytes>, BoxError>>();
+        let body = StreamBody::new(never).boxed_unsync();
+        let out = conn.encode(request(Method::POST, body));
+        let backend = async {
+            read_until(&mut server, b"\r\n\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nbig")
+                .await
+                .unwrap();
+            server
+        };
+        let (res, _server) = tokio::join!(exchange(conn, out, None), backend);
+        let mut res = res.ok().unwrap();
+        assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            res.body
+                .frame()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_data()
+                .unwrap(),
+            "big"
+        );
+        assert!(res.body.frame().await.is_none());
+        assert!(
+            res.body.take_reusable().is_none(),
+            "the upload was never finished"
+        );
+    }
+
+    #[tokio::test]
+    async fn hints_are_passed_on_and_bodies_cut_short_fail() {
+        let (mut conn, mut server) = pair().await;
+        let out = conn.encode(request(Method::GET, empty()));
+        let (tx, mut rx) = crate::upstream::informational();
+        let backend = async {
+            read_until(&mut server, b"\r\n\r\n").await;
+            server
+                .write_all(
+                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+                      HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+                )
+                .await
+                .unwrap();
+            server
+        };
+        let (res, server) = tokio::join!(exchange(conn, out, Some(&tx)), backend);
+        assert_eq!(rx.try_recv().unwrap()[0], "</a.css>; rel=preload");
+        assert!(rx.try_recv().is_none());
+        let mut res = res.ok().unwrap();
+        assert_eq!(
+            res.body
+                .frame()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_data()
+                .unwrap(),
+            "short"
+        );
+        drop(server);
+        let err = res.body.frame().await.unwrap().unwrap_err();
+        assert!(
+            matches!(err.downcast_ref::<Error>(), Some(Error::Truncated)),
+            "{err}"
+        );
+        assert!(res.body.take_reusable().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_switch_hands_over_the_socket_with_the_bytes_after_the_101() {
+        let (mut conn, mut server) = pair().await;
+        let mut req = request(Method::GET, empty());
+        req.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let out = conn.encode(req);
+        let backend = async {
+            read_until(&mut server, b"\r\n\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nearly")
+                .await
+                .unwrap();
+            server
+        };
+        let (res, mut server) = tokio::join!(exchange(conn, out, None), backend);
+        let mut res = res.ok().unwrap();
+        assert_eq!(res.status, StatusCode::SWITCHING_PROTOCOLS);
+        assert!(res.body.take_reusable().is_none());
+        let mut up = res.body.take_upgraded().expect("upgraded");
+        let mut got = [0u8; 5];
+        up.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"early");
+        up.write_all(b"ping").await.unwrap();
+        let mut ping = [0u8; 4];
+        server.read_exact(&mut ping).await.unwrap();
+        assert_eq!(&ping, b"ping");
+    }
+}
