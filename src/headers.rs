@@ -144,13 +144,13 @@ fn same_authority(a: &str, b: &str, scheme: Option<&str>) -> bool {
 /// - RFC 9110 §15.2: a 1xx as the final response is only valid as a 101 to a request that asked
 ///   to upgrade; anything else has no meaning to the client (and `:status 101` is forbidden on
 ///   HTTP/2, RFC 9113 §8.6).
-/// - RFC 9112 §6.3 rule 5: several Content-Length fields with one value are that value (hyper
-///   already refused differing ones); the client gets a single field, since an HTTP/2 client
-///   treats a repeated one as malformed.
 /// - RFC 9110 §8.6: no Content-Length in a 1xx or 204 response.
-/// - RFC 9113 §8.2.2: no connection-specific field (Connection and the fields it names,
-///   Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade) and no TE in a response; a 101
-///   keeps Upgrade and Connection, which its front end needs.
+///
+/// The parser (`upstream::conn`) has already done the rest in its one pass over the fields:
+/// differing Content-Length fields refused, repeated equal ones kept once (an HTTP/2 client treats
+/// a repeated one as malformed), and connection-specific fields (Connection and the fields it
+/// names, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade, TE; RFC 9113 §8.2.2) left out,
+/// except in a 101, whose front end needs Upgrade and Connection.
 pub fn normalize_response(
     status: StatusCode,
     headers: &mut HeaderMap,
@@ -160,27 +160,11 @@ pub fn normalize_response(
     if status.is_informational() && !switching {
         return Err(ProxyError::UpstreamInvalid("final 1xx response"));
     }
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    if let Some(first) = lengths.next() {
-        let mut repeated = false;
-        for v in lengths {
-            if v != first {
-                return Err(ProxyError::UpstreamInvalid("conflicting Content-Length"));
-            }
-            repeated = true;
-        }
-        if repeated {
-            let first = first.clone();
-            headers.insert(header::CONTENT_LENGTH, first);
-        }
-    }
-    if status == StatusCode::NO_CONTENT || status.is_informational() {
+    if (status == StatusCode::NO_CONTENT || switching)
+        && headers.contains_key(header::CONTENT_LENGTH)
+    {
         headers.remove(header::CONTENT_LENGTH);
     }
-    if switching {
-        return Ok(());
-    }
-    crate::upstream::strip_connection_specific(headers, false);
     Ok(())
 }
 
@@ -242,24 +226,20 @@ mod tests {
     fn response_normalisation() {
         let mut h = HeaderMap::new();
         h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        h.append(header::TE, HeaderValue::from_static("trailers"));
-        h.append(header::CONNECTION, HeaderValue::from_static("x-a"));
         h.append("x-a", HeaderValue::from_static("1"));
         normalize_response(StatusCode::OK, &mut h, false).unwrap();
-        assert_eq!(h.get_all(header::CONTENT_LENGTH).iter().count(), 1);
-        assert_eq!(h.len(), 1, "{h:?}");
-
-        let mut h = HeaderMap::new();
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
-        assert!(normalize_response(StatusCode::OK, &mut h, false).is_err());
+        assert_eq!(h.len(), 2, "{h:?}");
+        normalize_response(StatusCode::NO_CONTENT, &mut h, false).unwrap();
+        assert!(!h.contains_key(header::CONTENT_LENGTH), "{h:?}");
 
         let mut h = HeaderMap::new();
         h.append(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         assert!(normalize_response(StatusCode::SWITCHING_PROTOCOLS, &mut h, false).is_err());
         normalize_response(StatusCode::SWITCHING_PROTOCOLS, &mut h, true).unwrap();
         assert_eq!(h[header::UPGRADE], "websocket");
+        assert!(!h.contains_key(header::CONTENT_LENGTH));
         assert!(normalize_response(StatusCode::CONTINUE, &mut h, true).is_err());
+        assert!(normalize_response(StatusCode::EARLY_HINTS, &mut h, false).is_err());
     }
 }

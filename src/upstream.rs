@@ -86,7 +86,7 @@ pub fn strip_connection_specific(headers: &mut HeaderMap, te_trailers: bool) {
                 0
             }
             "connection" => {
-                named.extend(connection_options(value));
+                named.extend(connection_options(value.as_bytes()));
                 1
             }
             "keep-alive" => 2,
@@ -111,9 +111,8 @@ pub fn strip_connection_specific(headers: &mut HeaderMap, te_trailers: bool) {
 /// The field names a `Connection` value lists, but for its usual options (`keep-alive`,
 /// `close`, `upgrade`), which need no lookup: fields of the fixed list, or not a field at all
 /// (a field named `close` is not worth a lookup on every response).
-fn connection_options(value: &HeaderValue) -> impl Iterator<Item = HeaderName> + '_ {
+fn connection_options(value: &[u8]) -> impl Iterator<Item = HeaderName> + '_ {
     value
-        .as_bytes()
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
         .filter(|option| {

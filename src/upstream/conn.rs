@@ -23,6 +23,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -490,8 +491,52 @@ enum Parsed {
     Final(Head),
 }
 
+/// What one field of a response head means to the parser.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Other,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Keep-Alive, Proxy-Connection, TE, Upgrade, HTTP2-Settings: connection-specific fields
+    /// with no bearing on framing (RFC 9110 §7.6.1, RFC 9113 §8.2.2).
+    HopByHop,
+    Link,
+}
+
+/// A field name's role, from its bytes as received (any case): one length test, then at most
+/// two comparisons.
+fn role(name: &[u8]) -> Role {
+    let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
+    match name.len() {
+        2 if is(b"te") => Role::HopByHop,
+        4 if is(b"link") => Role::Link,
+        7 if is(b"upgrade") => Role::HopByHop,
+        10 if is(b"connection") => Role::Connection,
+        10 if is(b"keep-alive") => Role::HopByHop,
+        14 if is(b"content-length") => Role::ContentLength,
+        14 if is(b"http2-settings") => Role::HopByHop,
+        16 if is(b"proxy-connection") => Role::HopByHop,
+        17 if is(b"transfer-encoding") => Role::TransferEncoding,
+        _ => Role::Other,
+    }
+}
+
+/// A field's name and value as offsets into its head (which [`MAX_HEAD`] keeps under 64 KiB).
+#[derive(Clone, Copy, Default)]
+struct Span {
+    name: (u16, u16),
+    value: (u16, u16),
+}
+
 /// Parses one response head from the front of `buf` and removes it, or returns `None` when more
 /// bytes are needed.
+///
+/// One pass over the fields reads what framing and persistence need (RFC 9112 §6.3, §9.3) and
+/// leaves out of the final head the fields that never cross the proxy: connection-specific ones
+/// (as [`super::strip_connection_specific`] would remove them; a 101 keeps them all, for its
+/// front end), and Content-Length fields after the first (RFC 9110 §8.6: they must agree). A
+/// 1xx keeps only its Link fields, all the proxy reads of it.
 fn parse_head(
     buf: &mut BytesMut,
     head_request: bool,
@@ -500,10 +545,19 @@ fn parse_head(
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut res = httparse::Response::new(&mut fields);
-    let len = match res.parse(buf) {
+    // Offsets fit a u16: no head is read beyond the first MAX_HEAD - 1 bytes.
+    let window = &buf[..buf.len().min(MAX_HEAD - 1)];
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        window,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if window.len() < buf.len() || buf.len() >= MAX_HEAD - 1 => {
+            return Err(Error::HeadTooLarge);
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(Error::Invalid("too many header fields"));
@@ -516,26 +570,70 @@ fn parse_head(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Offsets first: the values are then sliced out of the frozen head without copying.
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_FIELDS];
-    let count = res.headers.len();
-    for (span, field) in spans.iter_mut().zip(res.headers.iter()) {
+    let interim = status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS;
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+
+    let base = window.as_ptr() as usize;
+    let at = |part: &[u8]| ((part.as_ptr() as usize - base) as u16, part.len() as u16);
+    let mut spans = [Span::default(); MAX_FIELDS];
+    let mut kept = 0;
+    let mut length: Option<u64> = None;
+    let mut length_kept = false;
+    // Whether the last transfer coding named is chunked, when any is.
+    let mut chunked: Option<bool> = None;
+    let (mut close, mut keep_alive_option) = (false, false);
+    // Fields `Connection` names (RFC 9110 §7.6.1): rare, so allocated only when met.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for field in res.headers.iter() {
         let name = field.name.as_bytes();
-        *span = (
-            name.as_ptr() as usize - base,
-            name.len(),
-            field.value.as_ptr() as usize - base,
-            field.value.len(),
-        );
+        let value = field.value;
+        let role = role(name);
+        let keep = match role {
+            Role::ContentLength => {
+                length = Some(content_length(value, length)?);
+                !interim && !std::mem::replace(&mut length_kept, true)
+            }
+            Role::TransferEncoding => {
+                let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                false
+            }
+            Role::Connection => {
+                for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if option.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if option.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive_option = true;
+                    }
+                }
+                if !switching && !interim {
+                    named.extend(super::connection_options(value));
+                }
+                false
+            }
+            Role::HopByHop => false,
+            Role::Link => true,
+            Role::Other => !interim,
+        };
+        if keep || switching {
+            spans[kept] = Span {
+                name: at(name),
+                value: at(value),
+            };
+            kept += 1;
+        }
     }
     let head = buf.split_to(len).freeze();
-    let headers = fields_from(&head, &spans[..count])?;
-    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+    let mut headers = fields_from(&head, &spans[..kept])?;
+    if interim {
         return Ok(Some(Parsed::Interim(status, headers)));
     }
-    let mut keep_alive = persistent(version, &headers);
-    let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+    for name in named {
+        headers.remove(name);
+    }
+    // RFC 9112 §9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive`.
+    let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_option);
+    let framing = if switching {
         // A 101 the request did not ask for is refused by `normalize_response`; the connection
         // is not reused either way.
         keep_alive = false;
@@ -547,45 +645,44 @@ fn parse_head(
     } else if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
     {
         Framing::Done
-    } else if let Some(te) = last_transfer_coding(&headers) {
+    } else if let Some(chunked) = chunked {
         // RFC 9112 §6.3 rule 3: Transfer-Encoding wins over Content-Length, and such a message
-        // may be an attempt at smuggling: the connection is not reused.
-        if headers.contains_key(header::CONTENT_LENGTH) {
+        // may be an attempt at smuggling: the connection is not reused. The body is re-framed
+        // for the client, its length unknown.
+        if length_kept {
             keep_alive = false;
+            headers.remove(header::CONTENT_LENGTH);
         }
-        if te.eq_ignore_ascii_case(b"chunked") {
+        if chunked {
             Framing::Chunked(Chunked::default())
         } else {
             keep_alive = false;
             Framing::Close
         }
-    } else if let Some(n) = content_length(&headers)? {
-        Framing::Length(n)
     } else {
-        keep_alive = false;
-        Framing::Close
+        match length {
+            Some(0) => Framing::Done,
+            Some(n) => Framing::Length(n),
+            None => {
+                keep_alive = false;
+                Framing::Close
+            }
+        }
     };
-    let mut headers = headers;
-    if matches!(framing, Framing::Chunked(_)) {
-        // The body is re-framed for the client; its length is unknown.
-        headers.remove(header::CONTENT_LENGTH);
-    }
     Ok(Some(Parsed::Final(Head {
         status,
         version,
         headers,
-        framing: if framing == Framing::Length(0) {
-            Framing::Done
-        } else {
-            framing
-        },
+        framing,
         keep_alive,
     })))
 }
 
-fn fields_from(head: &Bytes, spans: &[(usize, usize, usize, usize)]) -> Result<HeaderMap, Error> {
+fn fields_from(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Error> {
     let mut headers = HeaderMap::with_capacity(spans.len());
-    for &(name_at, name_len, value_at, value_len) in spans {
+    for span in spans {
+        let (name_at, name_len) = (usize::from(span.name.0), usize::from(span.name.1));
+        let (value_at, value_len) = (usize::from(span.value.0), usize::from(span.value.1));
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
             .map_err(|_| Error::Invalid("invalid field name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
@@ -595,56 +692,25 @@ fn fields_from(head: &Bytes, spans: &[(usize, usize, usize, usize)]) -> Result<H
     Ok(headers)
 }
 
-/// RFC 9112 §9.3: HTTP/1.1 persists unless `Connection: close`; HTTP/1.0 only with
-/// `Connection: keep-alive`.
-fn persistent(version: Version, headers: &HeaderMap) -> bool {
-    let has = |option: &[u8]| {
-        headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|o| o.trim_ascii().eq_ignore_ascii_case(option))
-        })
-    };
-    if version == Version::HTTP_10 {
-        has(b"keep-alive")
-    } else {
-        !has(b"close")
-    }
-}
-
-/// The last transfer coding named, if any `Transfer-Encoding` field is present.
-fn last_transfer_coding(headers: &HeaderMap) -> Option<&[u8]> {
-    let last = headers.get_all(header::TRANSFER_ENCODING).iter().next_back()?;
-    Some(
-        last.as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .unwrap_or_default()
-            .trim_ascii(),
-    )
-}
-
-/// RFC 9110 §8.6: Content-Length fields (or list elements) that all agree give the length;
-/// differing ones, or a value that is not a number, make the response invalid.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for element in value.as_bytes().split(|&b| b == b',') {
-            let element = element.trim_ascii();
-            if element.is_empty() || !element.iter().all(u8::is_ascii_digit) {
-                return Err(Error::Invalid("invalid Content-Length"));
-            }
-            let n = std::str::from_utf8(element)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(Error::Invalid("invalid Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Error::Invalid("conflicting Content-Length"));
-            }
-            length = Some(n);
+/// RFC 9110 §8.6: a Content-Length value (a list of equal numbers is that number) that agrees
+/// with `before`, the value of any earlier field; differing ones, or a value that is not a
+/// number, make the response invalid.
+fn content_length(value: &[u8], before: Option<u64>) -> Result<u64, Error> {
+    let mut length = before;
+    for element in value.split(|&b| b == b',') {
+        let element = element.trim_ascii();
+        if element.is_empty() || element.len() > 19 || !element.iter().all(u8::is_ascii_digit) {
+            return Err(Error::Invalid("invalid Content-Length"));
         }
+        let n = element
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        if length.is_some_and(|l| l != n) {
+            return Err(Error::Invalid("conflicting Content-Length"));
+        }
+        length = Some(n);
     }
-    Ok(length)
+    length.ok_or(Error::Invalid("invalid Content-Length"))
 }
 
 /// The chunked coding's decoder (RFC 9112 §7.1), fed from the front of a buffer.
@@ -738,6 +804,9 @@ impl Chunked {
                         }
                         return Ok(Decoded::More);
                     };
+                    if end + 4 >= MAX_HEAD {
+                        return Err(Error::HeadTooLarge);
+                    }
                     let section = buf.split_to(end + 4).freeze();
                     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
                     let parsed = match httparse::parse_headers(&section, &mut fields) {
@@ -745,15 +814,13 @@ impl Chunked {
                         _ => return Err(Error::Invalid("malformed trailer section")),
                     };
                     let base = section.as_ptr() as usize;
-                    let spans: Vec<_> = parsed
+                    let at =
+                        |part: &[u8]| ((part.as_ptr() as usize - base) as u16, part.len() as u16);
+                    let spans: Vec<Span> = parsed
                         .iter()
-                        .map(|f| {
-                            (
-                                f.name.as_ptr() as usize - base,
-                                f.name.len(),
-                                f.value.as_ptr() as usize - base,
-                                f.value.len(),
-                            )
+                        .map(|f| Span {
+                            name: at(f.name.as_bytes()),
+                            value: at(f.value),
                         })
                         .collect();
                     let trailers = fields_from(&section, &spans)?;
@@ -1145,6 +1212,55 @@ mod tests {
         // A 101 the request did not ask for is a final response without a body.
         let h = final_head("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
         assert_eq!((h.framing, h.keep_alive), (Framing::Done, false));
+    }
+
+    #[test]
+    fn fields_that_never_cross_the_proxy_are_left_out_of_the_final_head() {
+        let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+                   Keep-Alive: timeout=5\r\nProxy-Connection: x\r\nTE: trailers\r\nUpgrade: foo\r\n\
+                   HTTP2-Settings: AAA\r\nContent-Length: 2\r\ncontent-length: 2\r\nX-Kept: yes\r\n\
+                   Link: </a.css>; rel=preload\r\n\r\n";
+        let h = final_head(raw);
+        let mut names: Vec<&str> = h.headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "link", "x-kept"]);
+        assert_eq!(h.headers.get_all(header::CONTENT_LENGTH).iter().count(), 1);
+        // The same head as a 101 to an upgrade request: everything stays, for its front end.
+        let raw = raw.replace("200 OK", "101 Switching Protocols");
+        let mut buf = BytesMut::from(raw.as_str());
+        let Ok(Some(Parsed::Final(h))) = parse_head(&mut buf, false, true) else {
+            panic!("101")
+        };
+        assert_eq!(h.headers.len(), 11);
+        assert_eq!(h.framing, Framing::Switched);
+        // A 103 keeps its Link fields only.
+        let raw = raw.replace("101 Switching Protocols", "103 Early Hints");
+        let Ok(Some(Parsed::Interim(_, h))) = head(&raw) else {
+            panic!("103")
+        };
+        assert_eq!(
+            h.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+            ["link"]
+        );
+    }
+
+    #[test]
+    fn a_head_over_the_bound_is_refused_however_it_arrives() {
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\n");
+        let field = format!("X-Big: {}\r\n", "a".repeat(1000));
+        while buf.len() < MAX_HEAD - 1 {
+            assert!(matches!(parse_head(&mut buf, false, false), Ok(None)));
+            buf.extend_from_slice(field.as_bytes());
+        }
+        assert!(matches!(
+            parse_head(&mut buf, false, false),
+            Err(Error::HeadTooLarge) | Err(Error::Invalid(_))
+        ));
+        let mut fields = String::from("HTTP/1.1 200 OK\r\n");
+        while fields.len() < MAX_HEAD + 10 {
+            fields.push_str("X: 1\r\n");
+        }
+        assert!(parse_head(&mut BytesMut::from(fields.as_str()), false, false).is_err());
     }
 
     #[test]
