@@ -1126,14 +1126,16 @@ mod test {
         world.extend_from_slice(&dst[9..12]);
         assert_eq!("world", huff_decode(&world));
 
-        assert_eq!(24, dst.len());
-        assert_eq!([0, 0, 15, 9, 4, 0, 0, 0, 0], &dst[0..9]);
-
-        // // Next is not indexed
-        assert_eq!(&[15, 47, 0x80 | 3], &dst[12..15]);
-        assert_eq!("zomg", huff_decode(&dst[15..18]));
-        assert_eq!(&[15, 47, 0x80 | 3], &dst[18..21]);
-        assert_eq!("sup", huff_decode(&dst[21..]));
+        // linkpush patch (PATCHES.md 10): the repeated values are indexed like the first, with
+        // the name from the dynamic table. Unpatched, each was a literal not indexed,
+        // [15, 47, 0x83] and its Huffman string, and the frame was 24 bytes.
+        assert_eq!(22, dst.len());
+        assert_eq!([0, 0, 13, 9, 4, 0, 0, 0, 0], &dst[0..9]);
+        assert_eq!(&[0x40 | 62, 0x80 | 3], &dst[12..14]);
+        assert_eq!("zomg", huff_decode(&dst[14..17]));
+        assert_eq!(0x40, dst[17] & 0xc0, "incremental indexing, name indexed");
+        assert_eq!(0x80 | 3, dst[18]);
+        assert_eq!("sup", huff_decode(&dst[19..]));
     }
 
     fn huff_decode(src: &[u8]) -> BytesMut {

@@ -123,14 +123,33 @@ impl Encoder {
                 // the name is the same as the previously yielded header. In
                 // which case, we skip table lookup and just use the same index
                 // as the previous entry.
+                //
+                // linkpush patch (PATCHES.md 10): a field that repeats the previous field's name
+                // is indexed like the first one, so that a response repeating the same fields
+                // (several `link` values, say) is sent as one-byte indexes from the second time
+                // on, instead of Huffman-encoding every value but the first again each time.
                 Err(value) => {
-                    self.encode_header_without_name(
-                        last_index.as_ref().unwrap_or_else(|| {
-                            panic!("encoding header without name, but no previous index to use for name");
-                        }),
-                        &value,
-                        dst,
-                    );
+                    let name =
+                        last_index
+                            .as_ref()
+                            .and_then(|last| match self.table.resolve(last) {
+                                Header::Field { name, .. } => Some(name.clone()),
+                                _ => None,
+                            });
+                    match name {
+                        Some(name) => {
+                            let index = self.table.index(Header::Field { name, value });
+                            self.encode_header(&index, dst);
+                            last_index = Some(index);
+                        }
+                        None => self.encode_header_without_name(
+                            last_index.as_ref().unwrap_or_else(|| {
+                                panic!("encoding header without name, but no previous index to use for name");
+                            }),
+                            &value,
+                            dst,
+                        ),
+                    }
                 }
             }
         }
@@ -711,9 +730,51 @@ mod test {
         assert_eq!(0x80 | 4, res[6]);
         assert_eq!("world", huff_decode(&res[7..11]));
 
-        // Next is not indexed
-        assert_eq!(&[15, 47, 0x80 | 3], &res[11..14]);
-        assert_eq!("zomg", huff_decode(&res[14..]));
+        // linkpush patch (PATCHES.md 10): next is indexed too, its name the entry just added
+        // (dynamic index 62). Unpatched, it was sent as a literal not indexed: [15, 47, 0x83].
+        assert_eq!(&[0x40 | 62, 0x80 | 3], &res[11..13]);
+        assert_eq!("zomg", huff_decode(&res[13..]));
+        assert_eq!(encoder.table.len(), 2);
+    }
+
+    /// linkpush patch (PATCHES.md 10): a response that repeats the same fields of one name is
+    /// sent as one-byte indexes from the second time on. Unpatched, every value after the first
+    /// of its name was Huffman-encoded again in every header block.
+    #[test]
+    fn repeated_fields_of_one_name_are_indexed_from_the_second_block_on() {
+        let mut encoder = Encoder::default();
+        let links = || {
+            let mut fields = vec![header("link", "</a.css>; rel=preload; as=style")];
+            for v in [
+                "</b.js>; rel=preload; as=script",
+                "</c.woff2>; rel=preload; as=font",
+            ] {
+                fields.push(Header::Field {
+                    name: None,
+                    value: HeaderValue::from_static(v),
+                });
+            }
+            fields
+        };
+        let first = encode(&mut encoder, links());
+        assert!(first.len() > 40, "{first:?}");
+        assert_eq!(encoder.table.len(), 3);
+        let second = encode(&mut encoder, links());
+        // The newest entry is 62: c, b, a.
+        assert_eq!(&second[..], &[0x80 | 64, 0x80 | 63, 0x80 | 62]);
+        // Sensitive and never-indexed values stay out of the table when repeated too.
+        let mut encoder = Encoder::default();
+        let mut secret = HeaderValue::from_static("b=2");
+        secret.set_sensitive(true);
+        let cookies = vec![
+            header("set-cookie", "a=1"),
+            Header::Field {
+                name: None,
+                value: secret,
+            },
+        ];
+        encode(&mut encoder, cookies);
+        assert_eq!(encoder.table.len(), 0);
     }
 
     #[test]

@@ -108,7 +108,10 @@ impl Send {
                     return Err(UserError::MalformedHeaders);
                 }
                 "te" => {
-                    if fields.get(http::header::TE).is_some_and(|te| te != "trailers") {
+                    if fields
+                        .get(http::header::TE)
+                        .is_some_and(|te| te != "trailers")
+                    {
                         tracing::debug!("illegal connection-specific headers found");
                         return Err(UserError::MalformedHeaders);
                     }
@@ -731,7 +734,11 @@ mod tests {
 
     #[test]
     fn connection_specific_fields_are_refused_and_te_trailers_is_allowed() {
-        let ordinary = [("content-type", "text/plain"), ("x-a", "1"), ("etag", "\"e\"")];
+        let ordinary = [
+            ("content-type", "text/plain"),
+            ("x-a", "1"),
+            ("etag", "\"e\""),
+        ];
         assert!(Send::check_headers(&fields(&ordinary)).is_ok());
         assert!(Send::check_headers(&fields(&[])).is_ok());
         assert!(Send::check_headers(&fields(&[("x-a", "1"), ("te", "trailers")])).is_ok());
