@@ -41,8 +41,6 @@ pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 pub const MAX_INFORMATIONAL: usize = 8;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Removes connection-specific fields (RFC 9110 §7.6.1, RFC 9113 §8.2.2), which never cross the
 /// proxy: Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade, HTTP2-Settings,
@@ -182,46 +180,45 @@ impl ClientContext {
     }
 }
 
-/// Rewrites the client's request head for the upstream (SPEC §3): hop-by-hop fields removed,
-/// `Host` = the client's authority, X-Forwarded-*, cookies joined.
-pub fn rewrite_request_headers(headers: &mut HeaderMap, authority: &str, client: &ClientContext) {
-    strip_hop_by_hop(headers);
-    // RFC 9113 §8.2.3: an HTTP/2 client may split cookies; HTTP/1.1 needs one field, "; "-joined.
-    let mut cookies = headers.get_all(header::COOKIE).iter();
-    if cookies.next().is_some() && cookies.next().is_some() {
-        let mut joined = Vec::new();
-        for (i, c) in headers.get_all(header::COOKIE).iter().enumerate() {
-            if i > 0 {
-                joined.extend_from_slice(b"; ");
-            }
-            joined.extend_from_slice(c.as_bytes());
-        }
-        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
-            headers.insert(header::COOKIE, v);
+/// How a request is forwarded to the upstream (SPEC §3). The connection writes it into the
+/// request head (`conn::encode`) in the one pass that writes the client's fields, so the request's
+/// header map is never rewritten:
+///
+/// - connection-specific fields are left out (Connection and the fields it names, Keep-Alive,
+///   Proxy-Connection, Transfer-Encoding, Upgrade, HTTP2-Settings, and TE unless it is exactly
+///   `trailers`);
+/// - `Host` and `X-Forwarded-Host` are the client's authority;
+/// - the client's address is appended to `X-Forwarded-For`, and `X-Forwarded-Proto` is the scheme
+///   it used;
+/// - cookies are joined into one field with "; " (RFC 9113 §8.2.3: an HTTP/2 client may split
+///   them; HTTP/1.1 needs one field);
+/// - with an upgrade token, `Upgrade` and `Connection: upgrade` are put back, for a protocol
+///   switch.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    /// `None` only for an authority that is no valid field value, which `request_authority`
+    /// never returns.
+    host: Option<HeaderValue>,
+    forwarded_for: HeaderValue,
+    proto: &'static str,
+    upgrade: Option<HeaderValue>,
+}
+
+impl Forward {
+    pub fn new(authority: &str, client: &ClientContext) -> Self {
+        Forward {
+            host: HeaderValue::from_str(authority).ok(),
+            forwarded_for: client.forwarded_for.clone(),
+            proto: client.scheme,
+            upgrade: None,
         }
     }
-    if let Ok(host) = HeaderValue::from_str(authority) {
-        headers.insert(header::HOST, host.clone());
-        headers.insert(X_FORWARDED_HOST, host);
+
+    /// The request asks the upstream to switch to `token`'s protocol.
+    pub fn upgrade(mut self, token: HeaderValue) -> Self {
+        self.upgrade = Some(token);
+        self
     }
-    let xff = X_FORWARDED_FOR;
-    let mut existing = headers.get_all(&xff).iter().peekable();
-    let value = if existing.peek().is_none() {
-        client.forwarded_for.clone()
-    } else {
-        let mut v = Vec::new();
-        for given in existing {
-            v.extend_from_slice(given.as_bytes());
-            v.extend_from_slice(b", ");
-        }
-        v.extend_from_slice(client.forwarded_for.as_bytes());
-        match HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
-            Ok(v) => v,
-            Err(_) => client.forwarded_for.clone(),
-        }
-    };
-    headers.insert(xff, value);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
 }
 
 /// The Link fields of one upstream 103.
@@ -334,14 +331,15 @@ impl Upstream {
         self.uri_for(pq)
     }
 
-    /// Sends `req` (its URI from [`Upstream::uri_for`]) on an idle pooled connection or a new
-    /// one. Upstream 103s are delivered to `informational` as they arrive, before this future
+    /// Sends `req` (its URI from [`Upstream::uri_for`]), rewritten as `forward` says, on an idle
+    /// pooled connection or a new one. Upstream 103s are delivered to `informational` as they arrive, before this future
     /// resolves. The response head is normalised ([`crate::headers::normalize_response`]); a 101
     /// is accepted only when `req` carries `Upgrade`, and then [`UpstreamBody::take_upgraded`]
     /// yields the connection.
     pub async fn send(
         &self,
         mut req: Request<RequestBody>,
+        forward: Option<Forward>,
         informational: Option<InformationalTx>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         // The request-target is written as given: origin-form only.
@@ -350,7 +348,10 @@ impl Upstream {
         {
             *req.uri_mut() = http::Uri::from(pq);
         }
-        let upgrade_requested = req.headers().contains_key(header::UPGRADE);
+        let upgrade_requested = match &forward {
+            Some(forward) => forward.upgrade.is_some(),
+            None => req.headers().contains_key(header::UPGRADE),
+        };
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.response_timeout;
         // `max_connections`: every request in flight holds a connection, so a permit per request
@@ -376,8 +377,11 @@ impl Upstream {
         };
         // The head is the first bytes `read_timeout` waits for.
         let head_deadline = deadline.min(tokio::time::Instant::now() + self.read_timeout);
-        let result =
-            tokio::time::timeout_at(head_deadline, self.request(req, informational.as_ref())).await;
+        let result = tokio::time::timeout_at(
+            head_deadline,
+            self.request(req, forward.as_ref(), informational.as_ref()),
+        )
+        .await;
         self.metrics.upstream_duration(started.elapsed());
         let err = match result {
             Ok(Ok(mut res)) => {
@@ -427,6 +431,7 @@ impl Upstream {
     async fn request(
         &self,
         req: Request<RequestBody>,
+        forward: Option<&Forward>,
         informational: Option<&InformationalTx>,
     ) -> Result<conn::Exchanged, ProxyError> {
         let pooled = self.pool.checkout();
@@ -434,7 +439,7 @@ impl Upstream {
             Some(conn) => conn,
             None => self.pool.connect().await?,
         };
-        let out = conn.encode(req);
+        let out = conn.encode(req, forward);
         let out = match conn::exchange(conn, out, informational).await {
             Ok(res) => return Ok(res),
             Err(conn::Failed::Retry(again)) => again,
@@ -683,26 +688,5 @@ mod tests {
         let mut h = map(&[("te", "trailers")]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h["te"], "trailers");
-    }
-
-    #[test]
-    fn request_rewrite_sets_forwarding_fields_and_joins_cookies() {
-        let mut h = map(&[
-            ("cookie", "a=1"),
-            ("cookie", "b=2"),
-            ("x-forwarded-for", "10.0.0.1"),
-            ("host", "wrong"),
-        ]);
-        let client = ClientContext::new(
-            "192.0.2.7:5000".parse().unwrap(),
-            "https",
-            ClientShare::new(&crate::config::Config::default().upstream),
-        );
-        rewrite_request_headers(&mut h, "example.com:8443", &client);
-        assert_eq!(h["cookie"], "a=1; b=2");
-        assert_eq!(h["host"], "example.com:8443");
-        assert_eq!(h["x-forwarded-host"], "example.com:8443");
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
-        assert_eq!(h["x-forwarded-proto"], "https");
     }
 }

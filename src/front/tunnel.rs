@@ -42,12 +42,6 @@ pub fn upgrade_token(version: http::Version, headers: &HeaderMap) -> Option<Head
     (listed && !h2c).then(|| upgrade.clone())
 }
 
-/// Puts back the two fields `strip_hop_by_hop` removed, on a request that is to upgrade.
-pub fn mark_upgrade(headers: &mut HeaderMap, token: HeaderValue) {
-    headers.insert(header::UPGRADE, token);
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-}
-
 /// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64 (RFC 6455 §4.1: "randomly selected",
 /// no stronger requirement; the key proves only that the server read this handshake). The bytes
 /// come from std's randomly keyed SipHash over a counter, unpredictable from outside the process.

@@ -34,7 +34,10 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{BoxError, ClientBodyError, Informational, InformationalTx, RequestBody};
+use super::{
+    BoxError, ClientBodyError, Forward, Informational, InformationalTx, RequestBody,
+    X_FORWARDED_FOR,
+};
 
 /// The largest response head accepted, 1xx heads included (Envoy's 60 KiB and nginx's
 /// `proxy_buffer_size` bound it too; a larger one is a 502). Also the most read ahead at once.
@@ -92,8 +95,8 @@ impl Conn {
     }
 
     /// `req` encoded for this connection (see [`encode`]).
-    pub fn encode(&mut self, req: Request<RequestBody>) -> Outgoing {
-        encode(req, &mut self.wbuf)
+    pub fn encode(&mut self, req: Request<RequestBody>, forward: Option<&Forward>) -> Outgoing {
+        encode(req, forward, &mut self.wbuf)
     }
 
     /// Whether an idle connection is still usable: false when the backend closed it or sent
@@ -146,8 +149,13 @@ pub struct Outgoing {
 }
 
 /// A request encoded for the wire (RFC 9112 §3): the head written from the request's own parts,
-/// the body left to stream.
-pub fn encode(req: Request<RequestBody>, wbuf: &mut BytesMut) -> Outgoing {
+/// the body left to stream. With `forward`, the head is rewritten for the upstream (SPEC §3) in
+/// the same pass: see [`Forward`].
+pub fn encode(
+    req: Request<RequestBody>,
+    forward: Option<&Forward>,
+    wbuf: &mut BytesMut,
+) -> Outgoing {
     let (parts, body) = req.into_parts();
     let sending = if body.is_end_stream() {
         None
@@ -168,7 +176,7 @@ pub fn encode(req: Request<RequestBody>, wbuf: &mut BytesMut) -> Outgoing {
         .uri
         .path_and_query()
         .map_or("/", http::uri::PathAndQuery::as_str);
-    let mut size = parts.method.as_str().len() + target.len() + 32;
+    let mut size = parts.method.as_str().len() + target.len() + 160;
     for (name, value) in &parts.headers {
         size += name.as_str().len() + value.len() + 4;
     }
@@ -177,25 +185,29 @@ pub fn encode(req: Request<RequestBody>, wbuf: &mut BytesMut) -> Outgoing {
     wbuf.put_u8(b' ');
     wbuf.put_slice(target.as_bytes());
     wbuf.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        // The framing is this connection's to decide (RFC 9112 §6.1, §6.2).
-        if name == header::TRANSFER_ENCODING
-            || (name == header::CONTENT_LENGTH && sending.is_some())
-        {
-            continue;
+    match forward {
+        Some(forward) => write_forwarded(&parts.headers, forward, sending.is_some(), wbuf),
+        None => {
+            for (name, value) in &parts.headers {
+                // The framing is this connection's to decide (RFC 9112 §6.1, §6.2).
+                if name == header::TRANSFER_ENCODING
+                    || (name == header::CONTENT_LENGTH && sending.is_some())
+                {
+                    continue;
+                }
+                put_field(wbuf, name.as_str().as_bytes(), value.as_bytes());
+            }
         }
-        wbuf.put_slice(name.as_str().as_bytes());
-        wbuf.put_slice(b": ");
-        wbuf.put_slice(value.as_bytes());
-        wbuf.put_slice(b"\r\n");
     }
     match sending {
         Some(Sending::Length(n)) => {
-            wbuf.put_slice(b"content-length: ");
-            wbuf.put_slice(itoa::Buffer::new().format(n).as_bytes());
-            wbuf.put_slice(b"\r\n");
+            put_field(
+                wbuf,
+                b"content-length",
+                itoa::Buffer::new().format(n).as_bytes(),
+            );
         }
-        Some(Sending::Chunked) => wbuf.put_slice(b"transfer-encoding: chunked\r\n"),
+        Some(Sending::Chunked) => put_field(wbuf, b"transfer-encoding", b"chunked"),
         None => {}
     }
     wbuf.put_slice(b"\r\n");
@@ -204,7 +216,10 @@ pub fn encode(req: Request<RequestBody>, wbuf: &mut BytesMut) -> Outgoing {
         parts.method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     );
-    let upgrade = parts.headers.contains_key(header::UPGRADE);
+    let upgrade = match forward {
+        Some(forward) => forward.upgrade.is_some(),
+        None => parts.headers.contains_key(header::UPGRADE),
+    };
     Outgoing {
         retry: (sending.is_none() && idempotent).then(|| head.clone()),
         queue: VecDeque::from([head]),
@@ -212,6 +227,92 @@ pub fn encode(req: Request<RequestBody>, wbuf: &mut BytesMut) -> Outgoing {
         head_request: parts.method == Method::HEAD,
         upgrade,
     }
+}
+
+fn put_field(wbuf: &mut BytesMut, name: &[u8], value: &[u8]) {
+    wbuf.put_slice(name);
+    wbuf.put_slice(b": ");
+    wbuf.put_slice(value);
+    wbuf.put_slice(b"\r\n");
+}
+
+/// The client's fields rewritten for the upstream (SPEC §3), written in one pass over them. A
+/// header map yields all values of one name one after another, which is what lets cookies and
+/// X-Forwarded-For be joined as they are met.
+fn write_forwarded(headers: &HeaderMap, forward: &Forward, framed: bool, wbuf: &mut BytesMut) {
+    if let Some(host) = &forward.host {
+        put_field(wbuf, b"host", host.as_bytes());
+    }
+    // Fields `Connection` names (RFC 9110 §7.6.1); HTTP/2 requests never carry it.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        named.extend(super::connection_options(value.as_bytes()));
+    }
+    // RFC 9113 §8.2.2: TE passes only as `trailers`, and only when nothing else is asked.
+    let te_trailers = !named.contains(&header::TE)
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    // The name whose values are being joined into one line, if any.
+    let mut joining: Option<&HeaderName> = None;
+    let mut forwarded_for = false;
+    for (name, value) in headers {
+        if let Some(open) = joining {
+            if open == name {
+                wbuf.put_slice(if open == header::COOKIE { b"; " } else { b", " });
+                wbuf.put_slice(value.as_bytes());
+                continue;
+            }
+            close_joined(wbuf, open, forward);
+            joining = None;
+        }
+        let keep = match name.as_str() {
+            // Ours to write, from `forward` (and the framing, from the body).
+            "host" | "x-forwarded-host" | "x-forwarded-proto" | "transfer-encoding" => false,
+            "content-length" => !framed,
+            // Connection-specific (RFC 9110 §7.6.1, RFC 9113 §8.2.2).
+            "connection" | "keep-alive" | "proxy-connection" | "upgrade" | "http2-settings" => {
+                false
+            }
+            "te" => te_trailers,
+            "cookie" | "x-forwarded-for" => {
+                forwarded_for |= name == X_FORWARDED_FOR;
+                wbuf.put_slice(name.as_str().as_bytes());
+                wbuf.put_slice(b": ");
+                wbuf.put_slice(value.as_bytes());
+                joining = Some(name);
+                continue;
+            }
+            _ => named.is_empty() || !named.contains(name),
+        };
+        if keep {
+            put_field(wbuf, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    if let Some(open) = joining {
+        close_joined(wbuf, open, forward);
+    }
+    if !forwarded_for {
+        put_field(wbuf, b"x-forwarded-for", forward.forwarded_for.as_bytes());
+    }
+    if let Some(host) = &forward.host {
+        put_field(wbuf, b"x-forwarded-host", host.as_bytes());
+    }
+    put_field(wbuf, b"x-forwarded-proto", forward.proto.as_bytes());
+    if let Some(token) = &forward.upgrade {
+        put_field(wbuf, b"upgrade", token.as_bytes());
+        put_field(wbuf, b"connection", b"upgrade");
+    }
+}
+
+/// Ends a joined line: X-Forwarded-For gets the client's address last.
+fn close_joined(wbuf: &mut BytesMut, name: &HeaderName, forward: &Forward) {
+    if name == X_FORWARDED_FOR {
+        wbuf.put_slice(b", ");
+        wbuf.put_slice(forward.forwarded_for.as_bytes());
+    }
+    wbuf.put_slice(b"\r\n");
 }
 
 /// A chunk's size line: its length in hex, then CRLF.
@@ -1344,7 +1445,7 @@ mod tests {
     /// A connection that served one request, whose backend has since closed it.
     async fn stale() -> Box<Conn> {
         let (mut conn, mut server) = pair().await;
-        let out = conn.encode(request(Method::GET, empty()));
+        let out = conn.encode(request(Method::GET, empty()), None);
         let backend = async {
             read_until(&mut server, b"\r\n\r\n").await;
             server
@@ -1375,21 +1476,21 @@ mod tests {
     #[tokio::test]
     async fn a_request_the_backend_closed_on_is_retried_only_when_safe() {
         let mut conn = stale().await;
-        let out = conn.encode(request(Method::GET, empty()));
+        let out = conn.encode(request(Method::GET, empty()), None);
         assert!(matches!(
             exchange(conn, out, None).await,
             Err(Failed::Retry(_))
         ));
         // Not idempotent, or a body that cannot be replayed: the error stands.
         let mut conn = stale().await;
-        let out = conn.encode(request(Method::POST, empty()));
+        let out = conn.encode(request(Method::POST, empty()), None);
         assert!(matches!(
             exchange(conn, out, None).await,
             Err(Failed::Error(_))
         ));
         let mut conn = stale().await;
         let body = frames(vec![Frame::data(Bytes::from_static(b"x"))]);
-        let out = conn.encode(request(Method::PUT, body));
+        let out = conn.encode(request(Method::PUT, body), None);
         assert!(matches!(
             exchange(conn, out, None).await,
             Err(Failed::Error(_))
@@ -1397,11 +1498,90 @@ mod tests {
         // A new connection closed at once is the backend's refusal, never retried.
         let (mut conn, server) = pair().await;
         drop(server);
-        let out = conn.encode(request(Method::GET, empty()));
+        let out = conn.encode(request(Method::GET, empty()), None);
         assert!(matches!(
             exchange(conn, out, None).await,
             Err(Failed::Error(_))
         ));
+    }
+
+    fn head_of(req: Request<RequestBody>, forward: Option<&Forward>) -> String {
+        let mut wbuf = BytesMut::new();
+        let out = encode(req, forward, &mut wbuf);
+        String::from_utf8(out.queue[0].to_vec()).unwrap()
+    }
+
+    fn client(scheme: &'static str) -> crate::upstream::ClientContext {
+        crate::upstream::ClientContext::new(
+            "192.0.2.7:5000".parse().unwrap(),
+            scheme,
+            crate::upstream::ClientShare::new(&crate::config::Config::default().upstream),
+        )
+    }
+
+    #[test]
+    fn the_head_is_rewritten_for_the_upstream_as_it_is_written() {
+        let mut req = request(Method::GET, empty());
+        for (name, value) in [
+            ("host", "wrong"),
+            ("cookie", "a=1"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("connection", "keep-alive, X-Named"),
+            ("x-named", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "x"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAA"),
+            ("transfer-encoding", "gzip"),
+            ("te", "trailers"),
+            ("x-forwarded-host", "spoofed"),
+            ("x-forwarded-proto", "gopher"),
+            ("cookie", "b=2"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-kept", "yes"),
+        ] {
+            req.headers_mut().append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let forward = Forward::new("example.com:8443", &client("https"));
+        assert_eq!(
+            head_of(req, Some(&forward)),
+            "GET /up?x=1 HTTP/1.1\r\nhost: example.com:8443\r\n\
+             cookie: a=1; b=2\r\nx-forwarded-for: 10.0.0.1, 10.0.0.2, 192.0.2.7\r\n\
+             te: trailers\r\nx-kept: yes\r\n\
+             x-forwarded-host: example.com:8443\r\nx-forwarded-proto: https\r\n\r\n"
+        );
+
+        // TE goes unless every value is `trailers` and Connection does not name it; an
+        // upgrade puts Upgrade and Connection back; a body's length is ours to write.
+        let mut req = request(
+            Method::POST,
+            http_body_util::Full::new(Bytes::from_static(b"ab"))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        req.headers_mut()
+            .append(header::TE, HeaderValue::from_static("trailers"));
+        req.headers_mut()
+            .append(header::TE, HeaderValue::from_static("gzip"));
+        req.headers_mut()
+            .append(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        let forward = Forward::new("a.example", &client("http"))
+            .upgrade(HeaderValue::from_static("websocket"));
+        assert_eq!(
+            head_of(req, Some(&forward)),
+            "POST /up?x=1 HTTP/1.1\r\nhost: a.example\r\nx-forwarded-for: 192.0.2.7\r\n\
+             x-forwarded-host: a.example\r\nx-forwarded-proto: http\r\n\
+             upgrade: websocket\r\nconnection: upgrade\r\ncontent-length: 2\r\n\r\n"
+        );
+        let mut req = request(Method::GET, empty());
+        req.headers_mut()
+            .append(header::TE, HeaderValue::from_static("trailers"));
+        req.headers_mut()
+            .append(header::CONNECTION, HeaderValue::from_static("te"));
+        assert!(!head_of(req, Some(&forward)).contains("te:"));
     }
 
     #[tokio::test]
@@ -1419,7 +1599,7 @@ mod tests {
         let mut req = request(Method::POST, body);
         req.headers_mut()
             .insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
-        let out = conn.encode(req);
+        let out = conn.encode(req, None);
         let backend = async {
             let got = read_until(&mut server, b"0\r\nx-check: 1\r\n\r\n").await;
             server
@@ -1442,7 +1622,7 @@ mod tests {
         let body = http_body_util::Full::new(Bytes::from_static(b"abc"))
             .map_err(|e| match e {})
             .boxed_unsync();
-        let out = conn.encode(request(Method::PUT, body));
+        let out = conn.encode(request(Method::PUT, body), None);
         let backend = async {
             let got = read_until(&mut server, b"abc").await;
             server
@@ -1468,7 +1648,7 @@ mod tests {
         // A body that never ends: the backend answers 413 after the head.
         let never = futures_util::stream::pending::<Result<Frame<Bytes>, BoxError>>();
         let body = StreamBody::new(never).boxed_unsync();
-        let out = conn.encode(request(Method::POST, body));
+        let out = conn.encode(request(Method::POST, body), None);
         let backend = async {
             read_until(&mut server, b"\r\n\r\n").await;
             server
@@ -1500,7 +1680,7 @@ mod tests {
     #[tokio::test]
     async fn hints_are_passed_on_and_bodies_cut_short_fail() {
         let (mut conn, mut server) = pair().await;
-        let out = conn.encode(request(Method::GET, empty()));
+        let out = conn.encode(request(Method::GET, empty()), None);
         let (tx, mut rx) = crate::upstream::informational();
         let backend = async {
             read_until(&mut server, b"\r\n\r\n").await;
@@ -1542,7 +1722,7 @@ mod tests {
         let mut req = request(Method::GET, empty());
         req.headers_mut()
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        let out = conn.encode(req);
+        let out = conn.encode(req, None);
         let backend = async {
             read_until(&mut server, b"\r\n\r\n").await;
             server

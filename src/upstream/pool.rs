@@ -482,7 +482,7 @@ mod socket_tests {
             .header(http::header::HOST, "backend")
             .body(body)
             .unwrap();
-        let res = upstream.send(req, None).await?;
+        let res = upstream.send(req, None, None).await?;
         assert_eq!(res.status(), 200);
         Ok(res.into_body().collect().await.unwrap().to_bytes())
     }

@@ -16,7 +16,7 @@ use http::{Request, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::buffer::Buffered;
-use super::{InformationalTx, RequestBody, Upstream};
+use super::{Forward, InformationalTx, RequestBody, Upstream};
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 
@@ -97,10 +97,11 @@ impl Upstream {
         &self,
         share: &ClientShare,
         req: Request<RequestBody>,
+        forward: Forward,
         informational: Option<InformationalTx>,
     ) -> Result<Response<Buffered>, ProxyError> {
         let slot = self.client_slot(share).await?;
-        let response = self.send(req, informational).await?;
+        let response = self.send(req, Some(forward), informational).await?;
         let (parts, body) = response.into_parts();
         Ok(Response::from_parts(
             parts,

@@ -39,8 +39,7 @@ use crate::learn::{self, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::target::RequestBase;
 use crate::upstream::{
-    BoxError, ClientBodyError, ClientContext, Informational, RequestBody, rewrite_request_headers,
-    strip_hop_by_hop,
+    BoxError, ClientBodyError, ClientContext, Forward, Informational, RequestBody, strip_hop_by_hop,
 };
 
 /// SPEC §8: bounded request heads.
@@ -204,10 +203,10 @@ async fn proxy(
     }
     let upgrade = tunnel::upgrade_token(req.version(), req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, incoming) = req.into_parts();
-    rewrite_request_headers(&mut parts.headers, &authority, client);
+    let (parts, incoming) = req.into_parts();
+    let mut forward = Forward::new(&authority, client);
     if let Some(token) = upgrade {
-        tunnel::mark_upgrade(&mut parts.headers, token);
+        forward = forward.upgrade(token);
     }
     let body: RequestBody = if incoming.is_end_stream() {
         http_body_util::Empty::new()
@@ -234,7 +233,7 @@ async fn proxy(
     if let Some(client_upgrade) = client_upgrade {
         // A tunnel is relayed, not read ahead: it takes the raw upstream response, which
         // carries the upstream connection and the pool slot the tunnel holds until it closes.
-        let response = app.upstream.send(upstream_req, None).await?;
+        let response = app.upstream.send(upstream_req, Some(forward), None).await?;
         // A 101 exists only for an upgrade request (`Upstream::send` refuses any other).
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(switch(app, client_upgrade, response));
@@ -252,9 +251,9 @@ async fn proxy(
     let upstream_started = Instant::now();
     let response = if hints_on || app.learn.is_some() {
         let (tx, mut rx) = crate::upstream::informational();
-        let upstream = app
-            .upstream
-            .send_for(&client.upstream_share, upstream_req, Some(tx));
+        let upstream =
+            app.upstream
+                .send_for(&client.upstream_share, upstream_req, forward, Some(tx));
         tokio::pin!(upstream);
         // Forwarded (with `early_hints.http1`) and kept to be learned with the final links.
         let mut take = |fields: Informational| {
@@ -281,7 +280,7 @@ async fn proxy(
         res
     } else {
         app.upstream
-            .send_for(&client.upstream_share, upstream_req, None)
+            .send_for(&client.upstream_share, upstream_req, forward, None)
             .await
     };
     *upstream_time = Some(upstream_started.elapsed());

@@ -26,7 +26,7 @@ use crate::app::App;
 use crate::metrics::PushOutcome;
 use crate::push::digest::{self, Digest, Key};
 use crate::push::policy::{Preload, SkipReason};
-use crate::upstream::{ClientContext, rewrite_request_headers, strip_hop_by_hop};
+use crate::upstream::{ClientContext, Forward, strip_hop_by_hop};
 
 /// Per-connection push state, shared by the connection's streams (all run by the connection's
 /// task, so its locks and atomics are never contended).
@@ -334,11 +334,12 @@ impl Drop for Done {
     }
 }
 
-/// The upstream request for a pushed asset: GET with only the configured request headers.
+/// The upstream request for a pushed asset: GET with only the configured request headers,
+/// forwarded as the parent request is.
 fn fetch_request(
     req: &PushRequest<'_>,
     path: &str,
-) -> Option<Request<crate::upstream::RequestBody>> {
+) -> Option<(Request<crate::upstream::RequestBody>, Forward)> {
     let uri = req.app.upstream.uri_for_path(path).ok()?;
     let mut fetch = Request::builder()
         .method(Method::GET)
@@ -350,8 +351,7 @@ fn fetch_request(
         )
         .ok()?;
     *fetch.headers_mut() = req.headers.clone();
-    rewrite_request_headers(fetch.headers_mut(), req.authority, req.client);
-    Some(fetch)
+    Some((fetch, Forward::new(req.authority, req.client)))
 }
 
 /// Fetches the asset and sends it on the pushed stream. The fetch runs concurrently with the
@@ -359,16 +359,16 @@ fn fetch_request(
 async fn run(
     app: Arc<App>,
     mut pushed: SendPushedResponse<Bytes>,
-    fetch: Option<Request<crate::upstream::RequestBody>>,
+    fetch: Option<(Request<crate::upstream::RequestBody>, Forward)>,
     url_hash: Option<u64>,
     share: crate::upstream::ClientShare,
 ) -> PushOutcome {
-    let Some(fetch) = fetch else {
+    let Some((fetch, forward)) = fetch else {
         pushed.send_reset(h2::Reason::CANCEL);
         return PushOutcome::Failed;
     };
     let max = app.config.push.max_asset_bytes;
-    let upstream = app.upstream.send_for(&share, fetch, None);
+    let upstream = app.upstream.send_for(&share, fetch, forward, None);
     tokio::pin!(upstream);
     let response = tokio::select! {
         res = &mut upstream => res,

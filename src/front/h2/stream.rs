@@ -32,7 +32,7 @@ use crate::metrics::{HintSource, Protocol};
 use crate::push::digest::Digest;
 use crate::push::policy::{Preload, SkipReason};
 use crate::push::target::RequestBase;
-use crate::upstream::{ClientContext, Informational, RequestBody, rewrite_request_headers};
+use crate::upstream::{ClientContext, Forward, Informational, RequestBody};
 
 /// One client-initiated stream.
 pub(super) struct Stream {
@@ -230,7 +230,8 @@ impl Stream {
         let share = self.client.upstream_share.clone();
         let upstream_started = Instant::now();
         let response = {
-            let upstream = app.upstream.send_for(&share, upstream_req, tx);
+            let forward = Forward::new(&head.authority, &self.client);
+            let upstream = app.upstream.send_for(&share, upstream_req, forward, tx);
             tokio::pin!(upstream);
             loop {
                 // 103s first: one that arrived before the final response is acted on first. A
@@ -327,12 +328,11 @@ impl Stream {
         req: Request<RecvStream>,
         head: &Head,
     ) -> Result<Request<RequestBody>, ProxyError> {
-        let (mut parts, recv) = req.into_parts();
+        let (parts, recv) = req.into_parts();
         let uri = match parts.uri.path_and_query() {
             Some(pq) => self.app.upstream.uri_for(pq.clone())?,
             None => self.app.upstream.uri_for_path(head.path)?,
         };
-        rewrite_request_headers(&mut parts.headers, &head.authority, &self.client);
         let body: RequestBody = if recv.is_end_stream() {
             http_body_util::Empty::new()
                 .map_err(|e| match e {})

@@ -26,9 +26,9 @@ use tracing::debug;
 use super::body::{SendError, send_body};
 use crate::app::App;
 use crate::error::ProxyError;
-use crate::front::tunnel::{Activity, Tracked, mark_upgrade, websocket_key};
+use crate::front::tunnel::{Activity, Tracked, websocket_key};
 use crate::metrics::Protocol;
-use crate::upstream::{BoxError, ClientContext, RequestBody, rewrite_request_headers};
+use crate::upstream::{BoxError, ClientContext, Forward, RequestBody};
 
 /// Forwarded from the 101 to the 200 (RFC 8441 §5, RFC 6455 §4.2.2).
 const SEC_WEBSOCKET_PROTOCOL: HeaderName = HeaderName::from_static("sec-websocket-protocol");
@@ -67,8 +67,7 @@ pub(super) async fn run(
         Some(pq) => app.upstream.uri_for(pq.clone())?,
         None => return Err(ProxyError::BadRequest("extended CONNECT without :path")),
     };
-    rewrite_request_headers(&mut parts.headers, &authority, client);
-    mark_upgrade(&mut parts.headers, HeaderValue::from_static("websocket"));
+    let forward = Forward::new(&authority, client).upgrade(HeaderValue::from_static("websocket"));
     // RFC 8441 §5: the client's Sec-WebSocket-Version/Protocol/Extensions travel as they are; the
     // key, which HTTP/2 has no use for, is ours (RFC 6455 §4.1).
     parts.headers.insert(SEC_WEBSOCKET_KEY, websocket_key());
@@ -89,7 +88,7 @@ pub(super) async fn run(
     *upstream_req.headers_mut() = parts.headers;
 
     let response = {
-        let upstream = app.upstream.send(upstream_req, None);
+        let upstream = app.upstream.send(upstream_req, Some(forward), None);
         tokio::pin!(upstream);
         tokio::select! {
             res = &mut upstream => res?,
