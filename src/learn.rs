@@ -274,6 +274,16 @@ impl LearnStore {
     /// the whole store is not stored (counted as `too_large`, and the old entry forgotten).
     pub fn learn(&self, route: String, links: Links) {
         let mut inner = self.lock();
+        // The same entry learned again (the response's fields matched it, the common case):
+        // only its age starts over. Callgrind: removing and re-inserting it, with its
+        // accounting, was ~600 instructions per page response.
+        let now = inner.clock.now();
+        if let Some(entry) = inner.routes.get_mut(&route)
+            && Arc::ptr_eq(&entry.links, &links)
+        {
+            entry.learned_at = now;
+            return;
+        }
         let bytes = links.accounted_bytes(&route);
         inner.remove(&route);
         if links.is_empty() || bytes > self.max_bytes {
@@ -289,12 +299,11 @@ impl LearnStore {
                 None => break,
             }
         }
-        let learned_at = inner.clock.now();
         let evicted = inner.routes.push(
             route,
             Entry {
                 links,
-                learned_at,
+                learned_at: now,
                 bytes,
             },
         );
@@ -513,5 +522,27 @@ mod tests {
         assert!(store.get("h/").is_none());
         assert!(store.is_empty(), "expired entries are dropped on lookup");
         assert_eq!(store.bytes(), 0);
+    }
+
+    #[test]
+    fn the_same_entry_learned_again_starts_its_age_over_and_counts_once() {
+        let store = store(2, 1 << 20, Duration::from_secs(600));
+        let clock = ManualClock::default();
+        store.set_clock(Arc::new(clock.clone()));
+        let entry = links(&["</a>; rel=preload"]);
+        store.learn("h/".into(), entry.clone());
+        let bytes = store.bytes();
+        clock.advance(Duration::from_secs(500));
+        store.learn("h/".into(), store.get("h/").unwrap());
+        assert_eq!((store.len(), store.bytes()), (1, bytes));
+        clock.advance(Duration::from_secs(500));
+        assert!(
+            store.get("h/").is_some_and(|l| Arc::ptr_eq(&l, &entry)),
+            "600 s after it was first learned, 500 s after it was learned again"
+        );
+        // An equal entry that is not the same one replaces it, counted once too.
+        store.learn("h/".into(), links(&["</a>; rel=preload"]));
+        assert_eq!((store.len(), store.bytes()), (1, bytes));
+        assert!(!Arc::ptr_eq(&store.get("h/").unwrap(), &entry));
     }
 }
