@@ -6,6 +6,7 @@
 # whether a change made linkpush do less work, and compare.sh for what that buys.
 #
 #   benches/instructions.sh                      # linkpush and nginx, /small.txt and /index.html
+#   PROXIES="linkpush nginx h2o" benches/instructions.sh   # h2o too (one thread, logs off)
 #   PROXIES=linkpush PATHS=/small.txt N1=1000 N2=3000 benches/instructions.sh
 #   ACCESS_LOG=1 PROXIES=linkpush benches/instructions.sh   # linkpush with its default logging
 #   KEEP=/tmp/cg PROXIES=linkpush benches/instructions.sh   # keep the callgrind files there, for
@@ -21,6 +22,7 @@ export -n LINKPUSH_BIN
 
 need=()
 for tool in valgrind nginx h2load openssl curl; do command -v "$tool" >/dev/null || need+=("$tool"); done
+[[ " $PROXIES " == *" h2o "* ]] && { command -v h2o >/dev/null || need+=(h2o); }
 if [[ ${#need[@]} -gt 0 ]]; then
   echo "missing: ${need[*]} (apt-get install valgrind nginx-light nghttp2-client openssl curl)" >&2
   exit 1
@@ -64,6 +66,28 @@ http { access_log off; $temps
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$host; proxy_buffers 16 16k; proxy_max_temp_file_size 0; } } }
 CONF
+# h2o as nginx above: one thread, no access log, the same upstream.
+cat > "$TMP/h2o.conf" <<CONF
+$( [[ $(id -u) == 0 ]] && echo "user: root" )
+pid-file: $TMP/h2o.pid
+error-log: $TMP/h2o.err
+num-threads: 1
+http2-casper: OFF
+http2-push-preload: ON
+listen:
+  host: 127.0.0.1
+  port: $PROXY
+  ssl:
+    certificate-file: $TMP/cert.pem
+    key-file: $TMP/key.pem
+    ocsp-update-interval: 0
+hosts:
+  default:
+    paths:
+      /:
+        proxy.reverse.url: http://127.0.0.1:$ORIGIN/
+        proxy.preserve-host: ON
+CONF
 # ACCESS_LOG=1: linkpush's default logging (level info, one access line per request), as operators
 # run it; otherwise warnings only and no access log.
 if [[ ${ACCESS_LOG:-0} == 1 ]]; then LOG_SECTION=""; else LOG_SECTION=$'[log]\nlevel = "warn"\naccess_log = false'; fi
@@ -90,6 +114,8 @@ instructions() { # PROXY N PATH
                 "$LINKPUSH_BIN" --config "$TMP/linkpush.toml" >"$TMP/$1.log" 2>&1 & ;;
     nginx) valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
              nginx -c "$TMP/nginx-proxy.conf" -p "$TMP" >"$TMP/$1.log" 2>&1 & ;;
+    h2o) valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+           h2o -c "$TMP/h2o.conf" >"$TMP/$1.log" 2>&1 & ;;
   esac
   pid=$!
   # This runs in a command substitution (a subshell): the parent's trap never sees $pid, so the
