@@ -112,20 +112,19 @@ impl Conn {
         if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
             self.rbuf.reserve(self.read_size);
         }
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            let room = self.rbuf.capacity() - self.rbuf.len();
-            match self.io.try_read_buf(&mut self.rbuf) {
-                Ok(n) => {
-                    if n == room && self.read_size < MAX_HEAD {
-                        self.read_size *= 2;
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let room = self.rbuf.capacity() - self.rbuf.len();
+        // Through `AsyncRead`, not `try_read_buf`: a read that does not fill the buffer clears
+        // the socket's readiness, so the next wait for bytes (a body after its head, the pool's
+        // `is_open` at the next checkout) costs no `recv(2)` that would only say EAGAIN.
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.rbuf
+        ))?;
+        if n == room && self.read_size < MAX_HEAD {
+            self.read_size *= 2;
         }
+        Poll::Ready(Ok(n))
     }
 }
 
