@@ -130,6 +130,9 @@ instructions() { # PROXY N PATH
   fi
   if [[ $1 == nginx ]]; then kill -QUIT "$pid"; else kill -TERM "$pid"; fi
   wait "$pid" 2>/dev/null || true
+  # h2o forks a helper that exits (and writes its own callgrind file) after the main process:
+  # counted too, and waited for (bounded) so that the file is complete and the directory can go.
+  for _ in $(seq 1 100); do pgrep -f "$TMP/" >/dev/null || break; sleep 0.1; done
   trap - EXIT
   if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && cp "$out".* "$KEEP"/; fi
   grep -h "^summary:" "$out".* | awk '{s+=$2} END {print s}'
