@@ -1441,32 +1441,37 @@ mod tests {
         got
     }
 
+    /// The next frame of `body`, which must be data.
+    async fn next_data(body: &mut ConnBody) -> Bytes {
+        body.frame().await.unwrap().unwrap().into_data().unwrap()
+    }
+
+    /// The backend's side of one exchange: reads the request up to `until`, answers `reply`;
+    /// returns its socket and what it read.
+    async fn answer(
+        mut server: tokio::net::TcpStream,
+        until: &[u8],
+        reply: &[u8],
+    ) -> (tokio::net::TcpStream, Vec<u8>) {
+        let got = read_until(&mut server, until).await;
+        server.write_all(reply).await.unwrap();
+        (server, got)
+    }
+
     /// A connection that served one request, whose backend has since closed it.
     async fn stale() -> Box<Conn> {
-        let (mut conn, mut server) = pair().await;
+        let (mut conn, server) = pair().await;
         let out = conn.encode(request(Method::GET, empty()), None);
-        let backend = async {
-            read_until(&mut server, b"\r\n\r\n").await;
-            server
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .await
-                .unwrap();
-            server
-        };
-        let (res, server) = tokio::join!(exchange(conn, out, None), backend);
+        let backend = answer(
+            server,
+            b"\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
+        let (res, (server, _)) = tokio::join!(exchange(conn, out, None), backend);
         let Ok(mut res) = res else {
             panic!("first exchange")
         };
-        assert_eq!(
-            res.body
-                .frame()
-                .await
-                .unwrap()
-                .unwrap()
-                .into_data()
-                .unwrap(),
-            "ok"
-        );
+        assert_eq!(next_data(&mut res.body).await, "ok");
         let conn = res.body.take_reusable().expect("kept alive");
         drop(server);
         conn
@@ -1585,7 +1590,7 @@ mod tests {
 
     #[tokio::test]
     async fn request_bodies_are_framed_and_trailers_sent() {
-        let (mut conn, mut server) = pair().await;
+        let (mut conn, server) = pair().await;
         let body = frames(vec![
             Frame::data(Bytes::from_static(b"hello ")),
             Frame::data(Bytes::from_static(b"world, this is seventeen+")),
@@ -1599,15 +1604,12 @@ mod tests {
         req.headers_mut()
             .insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
         let out = conn.encode(req, None);
-        let backend = async {
-            let got = read_until(&mut server, b"0\r\nx-check: 1\r\n\r\n").await;
-            server
-                .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
-                .await
-                .unwrap();
-            got
-        };
-        let (res, got) = tokio::join!(exchange(conn, out, None), backend);
+        let backend = answer(
+            server,
+            b"0\r\nx-check: 1\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+        );
+        let (res, (_, got)) = tokio::join!(exchange(conn, out, None), backend);
         assert_eq!(
             String::from_utf8(got).unwrap(),
             "POST /up?x=1 HTTP/1.1\r\nhost: backend\r\ntransfer-encoding: chunked\r\n\r\n\
@@ -1617,22 +1619,14 @@ mod tests {
         assert!(res.body.is_end_stream());
         assert!(res.body.take_reusable().is_some());
 
-        let (mut conn, mut server) = pair().await;
+        let (mut conn, server) = pair().await;
         let body = http_body_util::Full::new(Bytes::from_static(b"abc"))
             .map_err(|e| match e {})
             .boxed_unsync();
         let out = conn.encode(request(Method::PUT, body), None);
-        let backend = async {
-            let got = read_until(&mut server, b"abc").await;
-            server
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
-                )
-                .await
-                .unwrap();
-            got
-        };
-        let (res, got) = tokio::join!(exchange(conn, out, None), backend);
+        let reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        let backend = answer(server, b"abc", reply);
+        let (res, (_, got)) = tokio::join!(exchange(conn, out, None), backend);
         assert_eq!(
             String::from_utf8(got).unwrap(),
             "PUT /up?x=1 HTTP/1.1\r\nhost: backend\r\ncontent-length: 3\r\n\r\nabc"
@@ -1643,32 +1637,20 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_before_the_whole_upload_is_read_and_the_connection_not_reused() {
-        let (mut conn, mut server) = pair().await;
+        let (mut conn, server) = pair().await;
         // A body that never ends: the backend answers 413 after the head.
         let never = futures_util::stream::pending::<Result<Frame<Bytes>, BoxError>>();
         let body = StreamBody::new(never).boxed_unsync();
         let out = conn.encode(request(Method::POST, body), None);
-        let backend = async {
-            read_until(&mut server, b"\r\n\r\n").await;
-            server
-                .write_all(b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nbig")
-                .await
-                .unwrap();
-            server
-        };
+        let backend = answer(
+            server,
+            b"\r\n\r\n",
+            b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nbig",
+        );
         let (res, _server) = tokio::join!(exchange(conn, out, None), backend);
         let mut res = res.ok().unwrap();
         assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(
-            res.body
-                .frame()
-                .await
-                .unwrap()
-                .unwrap()
-                .into_data()
-                .unwrap(),
-            "big"
-        );
+        assert_eq!(next_data(&mut res.body).await, "big");
         assert!(res.body.frame().await.is_none());
         assert!(
             res.body.take_reusable().is_none(),
@@ -1678,34 +1660,17 @@ mod tests {
 
     #[tokio::test]
     async fn hints_are_passed_on_and_bodies_cut_short_fail() {
-        let (mut conn, mut server) = pair().await;
+        let (mut conn, server) = pair().await;
         let out = conn.encode(request(Method::GET, empty()), None);
         let (tx, mut rx) = crate::upstream::informational();
-        let backend = async {
-            read_until(&mut server, b"\r\n\r\n").await;
-            server
-                .write_all(
-                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
-                      HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
-                )
-                .await
-                .unwrap();
-            server
-        };
-        let (res, server) = tokio::join!(exchange(conn, out, Some(&tx)), backend);
+        let reply = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+                      HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort";
+        let backend = answer(server, b"\r\n\r\n", reply);
+        let (res, (server, _)) = tokio::join!(exchange(conn, out, Some(&tx)), backend);
         assert_eq!(rx.try_recv().unwrap()[0], "</a.css>; rel=preload");
         assert!(rx.try_recv().is_none());
         let mut res = res.ok().unwrap();
-        assert_eq!(
-            res.body
-                .frame()
-                .await
-                .unwrap()
-                .unwrap()
-                .into_data()
-                .unwrap(),
-            "short"
-        );
+        assert_eq!(next_data(&mut res.body).await, "short");
         drop(server);
         let err = res.body.frame().await.unwrap().unwrap_err();
         assert!(
@@ -1717,20 +1682,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_switch_hands_over_the_socket_with_the_bytes_after_the_101() {
-        let (mut conn, mut server) = pair().await;
+        let (mut conn, server) = pair().await;
         let mut req = request(Method::GET, empty());
         req.headers_mut()
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         let out = conn.encode(req, None);
-        let backend = async {
-            read_until(&mut server, b"\r\n\r\n").await;
-            server
-                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nearly")
-                .await
-                .unwrap();
-            server
-        };
-        let (res, mut server) = tokio::join!(exchange(conn, out, None), backend);
+        let backend = answer(
+            server,
+            b"\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nearly",
+        );
+        let (res, (mut server, _)) = tokio::join!(exchange(conn, out, None), backend);
         let mut res = res.ok().unwrap();
         assert_eq!(res.status, StatusCode::SWITCHING_PROTOCOLS);
         assert!(res.body.take_reusable().is_none());
