@@ -191,6 +191,51 @@ async fn chunked_upstream_body_arrives_intact() {
     assert_eq!(ex.header("transfer-encoding"), None);
 }
 
+/// The upstream client's framing (RFC 9112 §6.3) end to end: a body that ends when the backend
+/// closes, and a chunked one with extensions and trailers, which reach the HTTP/2 client as
+/// trailers; then the pool still serves a plain request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_delimited_and_chunked_bodies_with_trailers_arrive_whole() {
+    let up = Upstream::new()
+        .route(
+            "/eof",
+            Reply::ok("until the backend closes").close_delimited(),
+        )
+        .route(
+            "/trailers",
+            Reply::raw(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n\
+                 5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n",
+            ),
+        )
+        .route("/ok", Reply::ok("fine"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
+
+    let eof = h2_get(&mut client, "/eof", &[]).await;
+    let trailers = h2_get(&mut client, "/trailers", &[]).await;
+    let ok = h2_get(&mut client, "/ok", &[]).await;
+
+    assert_eq!(eof.status, StatusCode::OK);
+    assert!(eof.error.is_none(), "{eof:?}");
+    assert_eq!(&eof.body[..], b"until the backend closes");
+    assert_eq!(trailers.status, StatusCode::OK);
+    assert!(trailers.error.is_none(), "{trailers:?}");
+    assert_eq!(&trailers.body[..], b"hello world");
+    assert_eq!(
+        trailers
+            .trailers
+            .as_ref()
+            .and_then(|t| t.get("x-sum"))
+            .map(|v| v.as_bytes()),
+        Some(&b"11"[..]),
+        "{trailers:?}"
+    );
+    assert_eq!((ok.status, &ok.body[..]), (StatusCode::OK, &b"fine"[..]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_returns_the_headers_and_no_body() {
     let up = Upstream::new()
