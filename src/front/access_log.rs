@@ -20,7 +20,15 @@ pub const TARGET: &str = "linkpush::access";
 /// A duration in milliseconds rounded to 0.1 ms: `52.1`, not `52.093545999999996`. (The
 /// nearest double to a tenth prints as that tenth.)
 pub(super) fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 10_000.0).round() / 10.0
+    tenths(d) as f64 / 10.0
+}
+
+/// A duration in tenths of a millisecond, rounded half up in integer arithmetic: exact at the
+/// halves, and no float `round` for each of the access line's two durations.
+fn tenths(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(10_000)
+        .saturating_add(u64::from(d.subsec_nanos() + 50_000) / 100_000)
 }
 
 pub struct AccessLog<'a> {
@@ -250,7 +258,7 @@ fn push_joined<T: AsRef<str>>(out: &mut String, items: &[T]) {
 /// Milliseconds rounded to a tenth, as `millis` gives them and tracing and serde_json print
 /// an `f64`: `52.1`, `1500.0`.
 fn push_tenths(out: &mut String, d: Duration, num: &mut itoa::Buffer) {
-    let tenths = (d.as_secs_f64() * 10_000.0).round() as u64;
+    let tenths = tenths(d);
     out.push_str(num.format(tenths / 10));
     out.push('.');
     out.push_str(num.format(tenths % 10));
@@ -351,6 +359,13 @@ mod tests {
     #[test]
     fn milliseconds_are_rounded_to_a_tenth() {
         assert_eq!(millis(Duration::from_nanos(52_093_545)).to_string(), "52.1");
+        assert_eq!(
+            millis(Duration::from_nanos(52_050_000)).to_string(),
+            "52.1",
+            "half up"
+        );
+        assert_eq!(millis(Duration::from_nanos(52_049_999)).to_string(), "52");
+        assert_eq!(millis(Duration::new(7, 999_950_000)).to_string(), "8000");
         assert_eq!(millis(Duration::from_micros(3)).to_string(), "0");
         assert_eq!(millis(Duration::from_millis(1500)).to_string(), "1500");
     }
