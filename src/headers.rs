@@ -1,7 +1,7 @@
 //! Header policy at the edges that a hostile peer reaches first: the request's authority (Host,
 //! `:authority`, absolute-form targets) and the normalisation of upstream response heads before
-//! either front end sees them. The hop-by-hop list itself stays in `upstream`
-//! (`strip_hop_by_hop`), used in both directions.
+//! either front end sees them. The hop-by-hop list itself stays in `upstream` (`FIXED`); the
+//! upstream connection leaves those fields out of the heads it writes and parses.
 //!
 //! Enforces RFC 9112 §3.2 (one valid Host), §3.2.2 (absolute-form), RFC 9110 §7.2 (authority
 //! syntax, no userinfo), RFC 9113 §8.3.1 (`:authority` vs Host), RFC 9110 §8.6 / RFC 9112 §6.3

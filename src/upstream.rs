@@ -42,58 +42,59 @@ pub const MAX_INFORMATIONAL: usize = 8;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Removes connection-specific fields (RFC 9110 §7.6.1, RFC 9113 §8.2.2), which never cross the
-/// proxy: Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade, HTTP2-Settings,
-/// the fields `Connection` names, and `TE` unless it is exactly `trailers` (RFC 9113 §8.2.2 allows only that value over HTTP/2). Used for
-/// requests to the upstream, responses to the client, and promised requests alike.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip_connection_specific(headers, true);
+/// The fixed list of connection-specific fields (RFC 9110 §7.6.1, RFC 9113 §8.2.2), which never
+/// cross the proxy. TE is one unless it is exactly `trailers` (RFC 9113 §8.2.2 allows only that
+/// value over HTTP/2).
+const FIXED: [HeaderName; 7] = [
+    header::TE,
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
+];
+
+/// `name`'s index in [`FIXED`], if it is one of them: one string match (a length test, then at
+/// most one comparison). Shared by [`strip_hop_by_hop`] and the upstream request's writer
+/// (`conn::write_forwarded`).
+fn fixed_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "te" => 0,
+        "connection" => 1,
+        "keep-alive" => 2,
+        "proxy-connection" => 3,
+        "transfer-encoding" => 4,
+        "upgrade" => 5,
+        "http2-settings" => 6,
+        _ => return None,
+    })
 }
 
-/// [`strip_hop_by_hop`], and `TE` removed whatever its value when `te_trailers` is false (a
-/// response has no use for it).
+/// Removes connection-specific fields: those of [`FIXED`] (TE unless it is exactly `trailers`)
+/// and the fields `Connection` names. Used for trailers, both ways; request heads lose them as
+/// they are written (`conn::write_forwarded`) and response heads as they are parsed
+/// (`conn::parse_head`).
 ///
 /// One pass over the fields decides what goes, reading `Connection`'s options as it meets
 /// them, and only fields present are removed. Callgrind: removing the whole list by name cost
-/// ~1,300 instructions per head even when nothing was there (a hash lookup each); a pass over
-/// the names followed by lookups of `Connection` and `TE` still cost ~1,000 per upstream
-/// response, nearly all of which carry `Connection: keep-alive`.
-pub fn strip_connection_specific(headers: &mut HeaderMap, te_trailers: bool) {
-    // The fixed list: bit `i` of `present` stands for `FIXED[i]`, the index the match below
-    // gives each name (`strips_connection_specific_fields` strips every one of them).
-    const FIXED: [HeaderName; 7] = [
-        header::TE,
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        HeaderName::from_static("http2-settings"),
-    ];
+/// ~1,300 instructions per head even when nothing was there (a hash lookup each).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Bit `i` of `present` stands for `FIXED[i]` (`strips_connection_specific_fields` strips
+    // every one of them).
     let mut present = 0u8;
     // Fields named by `Connection` (RFC 9110 §7.6.1): rare, so allocated only when met.
     let mut named: Vec<HeaderName> = Vec::new();
     for (name, value) in headers.iter() {
-        // One string match per field (a length test, then at most one comparison).
-        let bit = match name.as_str() {
-            "te" => {
-                let only_trailers = value.as_bytes().eq_ignore_ascii_case(b"trailers");
-                if te_trailers && only_trailers {
-                    continue;
-                }
-                0
-            }
-            "connection" => {
-                named.extend(connection_options(value.as_bytes()));
-                1
-            }
-            "keep-alive" => 2,
-            "proxy-connection" => 3,
-            "transfer-encoding" => 4,
-            "upgrade" => 5,
-            "http2-settings" => 6,
-            _ => continue,
+        let Some(bit) = fixed_index(name.as_str()) else {
+            continue;
         };
+        if name == header::TE && value.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            continue;
+        }
+        if name == header::CONNECTION {
+            named.extend(connection_options(value.as_bytes()));
+        }
         present |= 1 << bit;
     }
     for (bit, name) in FIXED.into_iter().enumerate() {
@@ -338,20 +339,12 @@ impl Upstream {
     /// yields the connection.
     pub async fn send(
         &self,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
         forward: Option<Forward>,
         informational: Option<InformationalTx>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        // The request-target is written as given: origin-form only.
-        if req.uri().scheme().is_some()
-            && let Some(pq) = req.uri().path_and_query().cloned()
-        {
-            *req.uri_mut() = http::Uri::from(pq);
-        }
-        let upgrade_requested = match &forward {
-            Some(forward) => forward.upgrade.is_some(),
-            None => req.headers().contains_key(header::UPGRADE),
-        };
+        // (The request-target is written in origin-form whatever the URI's form: `conn::encode`.)
+        let upgrade_requested = conn::asks_upgrade(req.headers(), forward.as_ref());
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.response_timeout;
         // `max_connections`: every request in flight holds a connection, so a permit per request
@@ -657,13 +650,6 @@ mod tests {
         let before = h.clone();
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
-        let mut h = map(&[
-            ("connection", "keep-alive, X-Named"),
-            ("x-named", "1"),
-            ("te", "trailers"),
-        ]);
-        strip_connection_specific(&mut h, false);
-        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

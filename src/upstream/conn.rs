@@ -215,16 +215,22 @@ pub fn encode(
         parts.method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     );
-    let upgrade = match forward {
-        Some(forward) => forward.upgrade.is_some(),
-        None => parts.headers.contains_key(header::UPGRADE),
-    };
+    let upgrade = asks_upgrade(&parts.headers, forward);
     Outgoing {
         retry: (sending.is_none() && idempotent).then(|| head.clone()),
         queue: VecDeque::from([head]),
         body: sending.map(|s| (body, s)),
         head_request: parts.method == Method::HEAD,
         upgrade,
+    }
+}
+
+/// Whether the request asks the upstream to switch protocols: its `Forward` says so, or, sent as
+/// it is, its fields carry `Upgrade`.
+pub fn asks_upgrade(headers: &HeaderMap, forward: Option<&Forward>) -> bool {
+    match forward {
+        Some(forward) => forward.upgrade.is_some(),
+        None => headers.contains_key(header::UPGRADE),
     }
 }
 
@@ -268,13 +274,11 @@ fn write_forwarded(headers: &HeaderMap, forward: &Forward, framed: bool, wbuf: &
         }
         let keep = match name.as_str() {
             // Ours to write, from `forward` (and the framing, from the body).
-            "host" | "x-forwarded-host" | "x-forwarded-proto" | "transfer-encoding" => false,
+            "host" | "x-forwarded-host" | "x-forwarded-proto" => false,
             "content-length" => !framed,
-            // Connection-specific (RFC 9110 §7.6.1, RFC 9113 §8.2.2).
-            "connection" | "keep-alive" | "proxy-connection" | "upgrade" | "http2-settings" => {
-                false
-            }
             "te" => te_trailers,
+            // Connection-specific, Transfer-Encoding among them (the framing is ours too).
+            fixed if super::fixed_index(fixed).is_some() => false,
             "cookie" | "x-forwarded-for" => {
                 forwarded_for |= name == X_FORWARDED_FOR;
                 wbuf.put_slice(name.as_str().as_bytes());
@@ -488,7 +492,8 @@ pub async fn exchange(
     // none comes.
     let mut write_failed: Option<io::Error> = None;
     let mut writing = true;
-    let mut got_bytes = !conn.rbuf.is_empty();
+    // Bytes of a response read (a pooled connection's buffer is empty: `take_reusable`).
+    let mut got_bytes = false;
     let head = std::future::poll_fn(|cx| {
         loop {
             if writing {
@@ -523,9 +528,7 @@ pub async fn exchange(
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
-            if conn.rbuf.len() >= MAX_HEAD {
-                return Poll::Ready(Err(Error::HeadTooLarge));
-            }
+            // (`parse_head` refuses a head still incomplete at MAX_HEAD.)
             match conn.poll_fill(cx) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(match write_failed.take() {
@@ -634,7 +637,7 @@ struct Span {
 ///
 /// One pass over the fields reads what framing and persistence need (RFC 9112 §6.3, §9.3) and
 /// leaves out of the final head the fields that never cross the proxy: connection-specific ones
-/// (as [`super::strip_connection_specific`] would remove them; a 101 keeps them all, for its
+/// (as [`super::strip_hop_by_hop`] would remove them, and TE whatever its value; a 101 keeps them all, for its
 /// front end), and Content-Length fields after the first (RFC 9110 §8.6: they must agree). A
 /// 1xx keeps only its Link fields, all the proxy reads of it.
 fn parse_head(

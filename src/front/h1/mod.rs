@@ -39,7 +39,7 @@ use crate::learn::{self, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::target::RequestBase;
 use crate::upstream::{
-    BoxError, ClientBodyError, ClientContext, Forward, Informational, RequestBody, strip_hop_by_hop,
+    BoxError, ClientBodyError, ClientContext, Forward, Informational, RequestBody,
 };
 
 /// SPEC §8: bounded request heads.
@@ -238,8 +238,8 @@ async fn proxy(
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(switch(app, client_upgrade, response));
         }
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        // Connection-specific fields are gone already (the upstream connection's parser).
+        let (parts, body) = response.into_parts();
         return Ok(Response::from_parts(
             parts,
             body.map_err(BoxError::from).boxed_unsync(),
@@ -285,7 +285,7 @@ async fn proxy(
     };
     *upstream_time = Some(upstream_started.elapsed());
     let response = response?;
-    let (mut parts, body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     if app.learn.is_some() && may_push_final(&method, parts.status) {
         final_links(
             app,
@@ -297,7 +297,6 @@ async fn proxy(
             authorization,
         );
     }
-    strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(
         parts,
         body.map_err(BoxError::from).boxed_unsync(),

@@ -26,7 +26,7 @@ use crate::app::App;
 use crate::metrics::PushOutcome;
 use crate::push::digest::{self, Digest, Key};
 use crate::push::policy::{Preload, SkipReason};
-use crate::upstream::{ClientContext, Forward, strip_hop_by_hop};
+use crate::upstream::{ClientContext, Forward};
 
 /// Per-connection push state, shared by the connection's streams (all run by the connection's
 /// task, so its locks and atomics are never contended).
@@ -382,7 +382,7 @@ async fn run(
             return PushOutcome::Failed;
         }
     };
-    let (mut parts, body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     // SPEC §4: a 4xx/5xx asset is reset, not pushed; so is one the client may not store
     // (no-store, or not cacheable: docs/push-lifecycle.md). 3xx are pushed as they are.
     if let Err(why) = crate::push::cache::pushable_response(parts.status, &parts.headers) {
@@ -405,7 +405,7 @@ async fn run(
     if let Some(hash) = url_hash {
         app.push_freshness.record(hash, &parts.headers);
     }
-    strip_hop_by_hop(&mut parts.headers);
+    // Connection-specific fields are gone already (the upstream connection's parser).
     let mut head = Response::new(());
     *head.status_mut() = parts.status;
     *head.headers_mut() = parts.headers;

@@ -287,7 +287,7 @@ impl Stream {
             }
         }
 
-        // Connection-specific fields are gone already (`headers::normalize_response`).
+        // Connection-specific fields are gone already (the upstream connection's parser).
         let status = parts.status;
         let mut head_out = Response::new(());
         *head_out.status_mut() = status;
