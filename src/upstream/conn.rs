@@ -1437,7 +1437,7 @@ mod tests {
         let mut got = Vec::new();
         let mut chunk = [0u8; 4096];
         while !got.windows(until.len()).any(|w| w == until) {
-            let n = server.read(&mut chunk).await.unwrap();
+            let n = within(server.read(&mut chunk)).await.unwrap();
             assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
             got.extend_from_slice(&chunk[..n]);
         }
@@ -1446,7 +1446,19 @@ mod tests {
 
     /// The next frame of `body`, which must be data.
     async fn next_data(body: &mut ConnBody) -> Bytes {
-        body.frame().await.unwrap().unwrap().into_data().unwrap()
+        within(body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap()
+    }
+
+    /// `fut`'s output, or a panic after 10 s: a regression fails these tests, never hangs them.
+    async fn within<F: std::future::Future>(fut: F) -> F::Output {
+        tokio::time::timeout(std::time::Duration::from_secs(10), fut)
+            .await
+            .expect("no progress in 10 s")
     }
 
     /// The backend's side of one exchange: reads the request up to `until`, answers `reply`;
@@ -1470,7 +1482,8 @@ mod tests {
             b"\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         );
-        let (res, (server, _)) = tokio::join!(exchange(conn, out, None), backend);
+        let (res, (server, _)) =
+            within(async { tokio::join!(exchange(conn, out, None), backend) }).await;
         let Ok(mut res) = res else {
             panic!("first exchange")
         };
@@ -1485,21 +1498,21 @@ mod tests {
         let mut conn = stale().await;
         let out = conn.encode(request(Method::GET, empty()), None);
         assert!(matches!(
-            exchange(conn, out, None).await,
+            within(exchange(conn, out, None)).await,
             Err(Failed::Retry(_))
         ));
         // Not idempotent, or a body that cannot be replayed: the error stands.
         let mut conn = stale().await;
         let out = conn.encode(request(Method::POST, empty()), None);
         assert!(matches!(
-            exchange(conn, out, None).await,
+            within(exchange(conn, out, None)).await,
             Err(Failed::Error(_))
         ));
         let mut conn = stale().await;
         let body = frames(vec![Frame::data(Bytes::from_static(b"x"))]);
         let out = conn.encode(request(Method::PUT, body), None);
         assert!(matches!(
-            exchange(conn, out, None).await,
+            within(exchange(conn, out, None)).await,
             Err(Failed::Error(_))
         ));
         // A new connection closed at once is the backend's refusal, never retried.
@@ -1507,7 +1520,7 @@ mod tests {
         drop(server);
         let out = conn.encode(request(Method::GET, empty()), None);
         assert!(matches!(
-            exchange(conn, out, None).await,
+            within(exchange(conn, out, None)).await,
             Err(Failed::Error(_))
         ));
     }
@@ -1612,7 +1625,8 @@ mod tests {
             b"0\r\nx-check: 1\r\n\r\n",
             b"HTTP/1.1 204 No Content\r\n\r\n",
         );
-        let (res, (_, got)) = tokio::join!(exchange(conn, out, None), backend);
+        let (res, (_, got)) =
+            within(async { tokio::join!(exchange(conn, out, None), backend) }).await;
         assert_eq!(
             String::from_utf8(got).unwrap(),
             "POST /up?x=1 HTTP/1.1\r\nhost: backend\r\ntransfer-encoding: chunked\r\n\r\n\
@@ -1629,12 +1643,16 @@ mod tests {
         let out = conn.encode(request(Method::PUT, body), None);
         let reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
         let backend = answer(server, b"abc", reply);
-        let (res, (_, got)) = tokio::join!(exchange(conn, out, None), backend);
+        let (res, (_, got)) =
+            within(async { tokio::join!(exchange(conn, out, None), backend) }).await;
         assert_eq!(
             String::from_utf8(got).unwrap(),
             "PUT /up?x=1 HTTP/1.1\r\nhost: backend\r\ncontent-length: 3\r\n\r\nabc"
         );
-        let body = res.ok().unwrap().body.collect().await.unwrap().to_bytes();
+        let body = within(res.ok().unwrap().body.collect())
+            .await
+            .unwrap()
+            .to_bytes();
         assert_eq!(body, "ok");
     }
 
@@ -1650,11 +1668,12 @@ mod tests {
             b"\r\n\r\n",
             b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nbig",
         );
-        let (res, _server) = tokio::join!(exchange(conn, out, None), backend);
+        let (res, _server) =
+            within(async { tokio::join!(exchange(conn, out, None), backend) }).await;
         let mut res = res.ok().unwrap();
         assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(next_data(&mut res.body).await, "big");
-        assert!(res.body.frame().await.is_none());
+        assert!(within(res.body.frame()).await.is_none());
         assert!(
             res.body.take_reusable().is_none(),
             "the upload was never finished"
@@ -1669,13 +1688,14 @@ mod tests {
         let reply = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
                       HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort";
         let backend = answer(server, b"\r\n\r\n", reply);
-        let (res, (server, _)) = tokio::join!(exchange(conn, out, Some(&tx)), backend);
+        let (res, (server, _)) =
+            within(async { tokio::join!(exchange(conn, out, Some(&tx)), backend) }).await;
         assert_eq!(rx.try_recv().unwrap()[0], "</a.css>; rel=preload");
         assert!(rx.try_recv().is_none());
         let mut res = res.ok().unwrap();
         assert_eq!(next_data(&mut res.body).await, "short");
         drop(server);
-        let err = res.body.frame().await.unwrap().unwrap_err();
+        let err = within(res.body.frame()).await.unwrap().unwrap_err();
         assert!(
             matches!(err.downcast_ref::<Error>(), Some(Error::Truncated)),
             "{err}"
@@ -1695,17 +1715,18 @@ mod tests {
             b"\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nearly",
         );
-        let (res, (mut server, _)) = tokio::join!(exchange(conn, out, None), backend);
+        let (res, (mut server, _)) =
+            within(async { tokio::join!(exchange(conn, out, None), backend) }).await;
         let mut res = res.ok().unwrap();
         assert_eq!(res.status, StatusCode::SWITCHING_PROTOCOLS);
         assert!(res.body.take_reusable().is_none());
         let mut up = res.body.take_upgraded().expect("upgraded");
         let mut got = [0u8; 5];
-        up.read_exact(&mut got).await.unwrap();
+        within(up.read_exact(&mut got)).await.unwrap();
         assert_eq!(&got, b"early");
         up.write_all(b"ping").await.unwrap();
         let mut ping = [0u8; 4];
-        server.read_exact(&mut ping).await.unwrap();
+        within(server.read_exact(&mut ping)).await.unwrap();
         assert_eq!(&ping, b"ping");
     }
 }
