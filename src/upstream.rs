@@ -337,82 +337,96 @@ impl Upstream {
     /// resolves. The response head is normalised ([`crate::headers::normalize_response`]); a 101
     /// is accepted only when `req` carries `Upgrade`, and then [`UpstreamBody::take_upgraded`]
     /// yields the connection.
-    pub async fn send(
+    ///
+    /// An `async` block, not an `async fn`, here and on the rest of the request path: an async
+    /// fn's future keeps its arguments twice, as captured and as moved into the body
+    /// (rust-lang/rust#62958), and every level of the path is copied whole as it is awaited.
+    /// As blocks, an HTTP/2 stream's future is 3.0 KB instead of 4.5 KB (`-Zprint-type-sizes`),
+    /// ~570 instructions per request less `memcpy` (callgrind, `/small.txt`).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub fn send(
         &self,
         req: Request<RequestBody>,
         forward: Option<Forward>,
         informational: Option<InformationalTx>,
-    ) -> Result<Response<UpstreamBody>, ProxyError> {
-        // (The request-target is written in origin-form whatever the URI's form: `conn::encode`.)
-        let upgrade_requested = conn::asks_upgrade(req.headers(), forward.as_ref());
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.response_timeout;
-        // `max_connections`: every request in flight holds a connection, so a permit per request
-        // (released when its body is done) bounds the connections open at once.
-        // A free slot is taken without arming a timer (the common case).
-        let permit = match self.limit.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                match tokio::time::timeout_at(deadline, self.limit.clone().acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) => return Err(ProxyError::Internal("upstream limiter closed")),
-                    Err(_) => {
-                        let err = ProxyError::UpstreamSaturated(self.response_timeout);
-                        self.metrics.upstream_error(err.kind());
-                        return Err(err);
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> {
+        async move {
+            // (The request-target is written in origin-form whatever the URI's form: `conn::encode`.)
+            let upgrade_requested = conn::asks_upgrade(req.headers(), forward.as_ref());
+            let started = Instant::now();
+            let deadline = tokio::time::Instant::now() + self.response_timeout;
+            // `max_connections`: every request in flight holds a connection, so a permit per request
+            // (released when its body is done) bounds the connections open at once.
+            // A free slot is taken without arming a timer (the common case).
+            let permit = match self.limit.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    match tokio::time::timeout_at(deadline, self.limit.clone().acquire_owned())
+                        .await
+                    {
+                        Ok(Ok(p)) => p,
+                        Ok(Err(_)) => return Err(ProxyError::Internal("upstream limiter closed")),
+                        Err(_) => {
+                            let err = ProxyError::UpstreamSaturated(self.response_timeout);
+                            self.metrics.upstream_error(err.kind());
+                            return Err(err);
+                        }
                     }
                 }
-            }
-        };
-        let permit = Held {
-            _permit: permit,
-            _in_use: self.metrics.upstream_in_use(),
-        };
-        // The head is the first bytes `read_timeout` waits for.
-        let head_deadline = deadline.min(tokio::time::Instant::now() + self.read_timeout);
-        let result = tokio::time::timeout_at(
-            head_deadline,
-            self.request(req, forward.as_ref(), informational.as_ref()),
-        )
-        .await;
-        self.metrics.upstream_duration(started.elapsed());
-        let err = match result {
-            Ok(Ok(mut res)) => {
-                match crate::headers::normalize_response(
-                    res.status,
-                    &mut res.headers,
-                    upgrade_requested,
-                ) {
-                    Ok(()) => {
-                        let mut response = Response::new(UpstreamBody {
-                            inner: Some(res.body),
-                            permit: Some(permit),
-                            read_timeout: self.read_timeout,
-                            waiting: None,
-                            metrics: self.metrics.clone(),
-                            pool: Some(self.pool.clone()),
-                        });
-                        *response.status_mut() = res.status;
-                        *response.version_mut() = res.version;
-                        *response.headers_mut() = res.headers;
-                        return Ok(response);
+            };
+            let permit = Held {
+                _permit: permit,
+                _in_use: self.metrics.upstream_in_use(),
+            };
+            // The head is the first bytes `read_timeout` waits for.
+            let head_deadline = deadline.min(tokio::time::Instant::now() + self.read_timeout);
+            let result = tokio::time::timeout_at(
+                head_deadline,
+                self.request(req, forward.as_ref(), informational.as_ref()),
+            )
+            .await;
+            self.metrics.upstream_duration(started.elapsed());
+            let err = match result {
+                Ok(Ok(mut res)) => {
+                    match crate::headers::normalize_response(
+                        res.status,
+                        &mut res.headers,
+                        upgrade_requested,
+                    ) {
+                        Ok(()) => {
+                            let mut response = Response::new(UpstreamBody {
+                                inner: Some(res.body),
+                                permit: Some(permit),
+                                read_timeout: self.read_timeout,
+                                waiting: None,
+                                metrics: self.metrics.clone(),
+                                pool: Some(self.pool.clone()),
+                            });
+                            *response.status_mut() = res.status;
+                            *response.version_mut() = res.version;
+                            *response.headers_mut() = res.headers;
+                            return Ok(response);
+                        }
+                        Err(err) => err,
                     }
-                    Err(err) => err,
                 }
-            }
-            // The request failed because the client's body did: the client's fault, not the
-            // backend's (no upstream error counted, no WARN).
-            Ok(Err(ProxyError::UpstreamRequest(e))) if caused_by_client_body(&e) => {
-                return Err(ProxyError::ClientBody(e.into()));
-            }
-            Ok(Err(e)) => e,
-            Err(_) if head_deadline < deadline => {
-                ProxyError::UpstreamReadTimeout(self.read_timeout)
-            }
-            Err(_) => ProxyError::UpstreamTimeout(self.response_timeout),
-        };
-        self.metrics.upstream_error(err.kind());
-        Err(err)
+                // The request failed because the client's body did: the client's fault, not the
+                // backend's (no upstream error counted, no WARN).
+                Ok(Err(ProxyError::UpstreamRequest(e))) if caused_by_client_body(&e) => {
+                    return Err(ProxyError::ClientBody(e.into()));
+                }
+                Ok(Err(e)) => e,
+                Err(_) if head_deadline < deadline => {
+                    ProxyError::UpstreamReadTimeout(self.read_timeout)
+                }
+                Err(_) => ProxyError::UpstreamTimeout(self.response_timeout),
+            };
+            self.metrics.upstream_error(err.kind());
+            Err(err)
+        }
     }
 }
 
@@ -421,28 +435,37 @@ impl Upstream {
     /// connection that closed before any byte of a response is tried once more on a new
     /// connection when the request may be sent again (see [`conn`]: the backend closed an idle
     /// keep-alive connection, RFC 9112 §9.3.1).
-    async fn request(
-        &self,
+    // An `async` block: see `Upstream::send`.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    fn request<'a>(
+        &'a self,
         req: Request<RequestBody>,
-        forward: Option<&Forward>,
-        informational: Option<&InformationalTx>,
-    ) -> Result<conn::Exchanged, ProxyError> {
-        let pooled = self.pool.checkout();
-        let mut conn = match pooled {
-            Some(conn) => conn,
-            None => self.pool.connect().await?,
-        };
-        let out = conn.encode(req, forward);
-        let out = match conn::exchange(conn, out, informational).await {
-            Ok(res) => return Ok(res),
-            Err(conn::Failed::Retry(again)) => again,
-            Err(conn::Failed::Error(e)) => return Err(ProxyError::UpstreamRequest(e)),
-        };
-        let conn = self.pool.connect().await?;
-        match conn::exchange(conn, out, informational).await {
-            Ok(res) => Ok(res),
-            Err(conn::Failed::Retry(_)) => Err(ProxyError::UpstreamRequest(conn::Error::Closed)),
-            Err(conn::Failed::Error(e)) => Err(ProxyError::UpstreamRequest(e)),
+        forward: Option<&'a Forward>,
+        informational: Option<&'a InformationalTx>,
+    ) -> impl Future<Output = Result<conn::Exchanged, ProxyError>> + 'a {
+        async move {
+            let pooled = self.pool.checkout();
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => self.pool.connect().await?,
+            };
+            let out = conn.encode(req, forward);
+            let out = match conn::exchange(conn, out, informational).await {
+                Ok(res) => return Ok(res),
+                Err(conn::Failed::Retry(again)) => again,
+                Err(conn::Failed::Error(e)) => return Err(ProxyError::UpstreamRequest(e)),
+            };
+            let conn = self.pool.connect().await?;
+            match conn::exchange(conn, out, informational).await {
+                Ok(res) => Ok(res),
+                Err(conn::Failed::Retry(_)) => {
+                    Err(ProxyError::UpstreamRequest(conn::Error::Closed))
+                }
+                Err(conn::Failed::Error(e)) => Err(ProxyError::UpstreamRequest(e)),
+            }
         }
     }
 }

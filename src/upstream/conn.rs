@@ -481,91 +481,98 @@ pub struct Exchanged {
 
 /// Sends `out` on `conn` and reads up to the final response head, passing the Link fields of
 /// each 103 to `informational`.
-pub async fn exchange(
+/// (An `async` block, not an `async fn`: see [`crate::upstream::Upstream::send`].)
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub fn exchange(
     mut conn: Box<Conn>,
     mut out: Outgoing,
     informational: Option<&InformationalTx>,
-) -> Result<Exchanged, Failed> {
-    let reused = std::mem::replace(&mut conn.reused, true);
-    // An error writing does not end the exchange: the backend may have answered (a 413 before
-    // the whole upload) and closed; its response is still read, and the error reported only if
-    // none comes.
-    let mut write_failed: Option<io::Error> = None;
-    let mut writing = true;
-    // Bytes of a response read (a pooled connection's buffer is empty: `take_reusable`).
-    let mut got_bytes = false;
-    let head = std::future::poll_fn(|cx| {
-        loop {
-            if writing {
-                match out.poll_write(cx, &mut conn.io) {
-                    Poll::Ready(Ok(())) => writing = false,
-                    Poll::Ready(Err(WriteError::Io(e))) => {
-                        writing = false;
-                        write_failed = Some(e);
-                        out.body = None;
-                        out.queue.clear();
-                    }
-                    Poll::Ready(Err(WriteError::Body(e))) => {
-                        return Poll::Ready(Err(Error::RequestBody(e)));
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            match parse_head(&mut conn.rbuf, out.head_request, out.upgrade) {
-                Ok(Some(Parsed::Interim(status, headers))) => {
-                    if status == StatusCode::EARLY_HINTS
-                        && let Some(tx) = informational
-                    {
-                        let links: Informational =
-                            headers.get_all(header::LINK).iter().cloned().collect();
-                        if !links.is_empty() {
-                            tx.send(links);
+) -> impl Future<Output = Result<Exchanged, Failed>> {
+    async move {
+        let reused = std::mem::replace(&mut conn.reused, true);
+        // An error writing does not end the exchange: the backend may have answered (a 413 before
+        // the whole upload) and closed; its response is still read, and the error reported only if
+        // none comes.
+        let mut write_failed: Option<io::Error> = None;
+        let mut writing = true;
+        // Bytes of a response read (a pooled connection's buffer is empty: `take_reusable`).
+        let mut got_bytes = false;
+        let head = std::future::poll_fn(|cx| {
+            loop {
+                if writing {
+                    match out.poll_write(cx, &mut conn.io) {
+                        Poll::Ready(Ok(())) => writing = false,
+                        Poll::Ready(Err(WriteError::Io(e))) => {
+                            writing = false;
+                            write_failed = Some(e);
+                            out.body = None;
+                            out.queue.clear();
                         }
+                        Poll::Ready(Err(WriteError::Body(e))) => {
+                            return Poll::Ready(Err(Error::RequestBody(e)));
+                        }
+                        Poll::Pending => {}
                     }
-                    continue;
                 }
-                Ok(Some(Parsed::Final(head))) => return Poll::Ready(Ok(head)),
-                Ok(None) => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-            // (`parse_head` refuses a head still incomplete at MAX_HEAD.)
-            match conn.poll_fill(cx) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(match write_failed.take() {
-                        Some(e) if !got_bytes => Error::Io(e),
-                        _ => Error::Closed,
-                    }));
+                match parse_head(&mut conn.rbuf, out.head_request, out.upgrade) {
+                    Ok(Some(Parsed::Interim(status, headers))) => {
+                        if status == StatusCode::EARLY_HINTS
+                            && let Some(tx) = informational
+                        {
+                            let links: Informational =
+                                headers.get_all(header::LINK).iter().cloned().collect();
+                            if !links.is_empty() {
+                                tx.send(links);
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(Some(Parsed::Final(head))) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
                 }
-                Poll::Ready(Ok(_)) => got_bytes = true,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
-                Poll::Pending => return Poll::Pending,
+                // (`parse_head` refuses a head still incomplete at MAX_HEAD.)
+                match conn.poll_fill(cx) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(match write_failed.take() {
+                            Some(e) if !got_bytes => Error::Io(e),
+                            _ => Error::Closed,
+                        }));
+                    }
+                    Poll::Ready(Ok(_)) => got_bytes = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                    Poll::Pending => return Poll::Pending,
+                }
             }
-        }
-    })
-    .await;
-    let head = match head {
-        Ok(head) => head,
-        Err(e) => {
-            let stale = reused && !got_bytes && matches!(e, Error::Closed | Error::Io(_));
-            return Err(match out.retry() {
-                Some(again) if stale => Failed::Retry(again),
-                _ => Failed::Error(e),
-            });
-        }
-    };
-    out.retry = None;
-    let pending = (!out.done() && write_failed.is_none()).then_some(out);
-    Ok(Exchanged {
-        status: head.status,
-        version: head.version,
-        headers: head.headers,
-        body: ConnBody {
-            conn: Some(conn),
-            framing: head.framing,
-            pending,
-            keep_alive: head.keep_alive && write_failed.is_none(),
-        },
-    })
+        })
+        .await;
+        let head = match head {
+            Ok(head) => head,
+            Err(e) => {
+                let stale = reused && !got_bytes && matches!(e, Error::Closed | Error::Io(_));
+                return Err(match out.retry() {
+                    Some(again) if stale => Failed::Retry(again),
+                    _ => Failed::Error(e),
+                });
+            }
+        };
+        out.retry = None;
+        let pending = (!out.done() && write_failed.is_none()).then_some(out);
+        Ok(Exchanged {
+            status: head.status,
+            version: head.version,
+            headers: head.headers,
+            body: ConnBody {
+                conn: Some(conn),
+                framing: head.framing,
+                pending,
+                keep_alive: head.keep_alive && write_failed.is_none(),
+            },
+        })
+    }
 }
 
 /// How a response body is delimited (RFC 9112 §6.3).

@@ -93,20 +93,27 @@ impl Upstream {
     ///
     /// Each of the two waits is bounded by `response_timeout`: the connection's own share first,
     /// so a connection at its limit waits on itself without holding a pool slot meanwhile.
-    pub async fn send_for(
-        &self,
-        share: &ClientShare,
+    /// (An `async` block: see [`Upstream::send`].)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub fn send_for<'a>(
+        &'a self,
+        share: &'a ClientShare,
         req: Request<RequestBody>,
         forward: Forward,
         informational: Option<InformationalTx>,
-    ) -> Result<Response<Buffered>, ProxyError> {
-        let slot = self.client_slot(share).await?;
-        let response = self.send(req, Some(forward), informational).await?;
-        let (parts, body) = response.into_parts();
-        Ok(Response::from_parts(
-            parts,
-            Buffered::read_ahead(body, slot, share),
-        ))
+    ) -> impl Future<Output = Result<Response<Buffered>, ProxyError>> + 'a {
+        async move {
+            let slot = self.client_slot(share).await?;
+            let response = self.send(req, Some(forward), informational).await?;
+            let (parts, body) = response.into_parts();
+            Ok(Response::from_parts(
+                parts,
+                Buffered::read_ahead(body, slot, share),
+            ))
+        }
     }
 
     async fn client_slot(&self, share: &ClientShare) -> Result<OwnedSemaphorePermit, ProxyError> {

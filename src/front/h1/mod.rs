@@ -99,66 +99,78 @@ pub async fn serve<IO>(
     }
 }
 
-async fn handle(
+// See `Upstream::send`.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn handle(
     app: Arc<App>,
     client: ClientContext,
     interim: Arc<Interim>,
     mut req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    let info = RequestInfo::take(&mut req);
-    let mut hints = EarlyHints::default();
-    let mut upstream = None;
-    let mut error = None;
-    let path = info.path.as_str();
-    let proxied = proxy(
-        &app,
-        &client,
-        &interim,
-        &mut hints,
-        &mut upstream,
-        req,
-        path,
-    )
-    .await;
-    let response = match proxied {
-        Ok(res) => res,
-        Err(err) => {
-            crate::front::report_error(&app.metrics, &err);
-            error = Some(err.kind());
-            let status = err.status().unwrap_or(http::StatusCode::BAD_REQUEST);
-            let body = error_body(status);
-            let mut res = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
-            *res.status_mut() = status;
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            res
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {
+    async move {
+        let info = RequestInfo::take(&mut req);
+        let mut hints = EarlyHints::default();
+        let mut upstream = None;
+        let mut error = None;
+        let path = info.path.as_str();
+        let proxied = proxy(
+            &app,
+            &client,
+            &interim,
+            &mut hints,
+            &mut upstream,
+            req,
+            path,
+        )
+        .await;
+        let response = match proxied {
+            Ok(res) => res,
+            Err(err) => {
+                crate::front::report_error(&app.metrics, &err);
+                error = Some(err.kind());
+                let status = err.status().unwrap_or(http::StatusCode::BAD_REQUEST);
+                let body = error_body(status);
+                let mut res = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
+                *res.status_mut() = status;
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                res
+            }
+        };
+        let status = response.status().as_u16();
+        app.metrics.request(Protocol::Http1, status);
+        if !app.config.log.access_log {
+            return Ok(response);
         }
-    };
-    let status = response.status().as_u16();
-    app.metrics.request(Protocol::Http1, status);
-    if !app.config.log.access_log {
-        return Ok(response);
+        // The line is written when the body is done, so it can say how many bytes went out.
+        let (parts, body) = response.into_parts();
+        let logged = Logged {
+            inner: body,
+            bytes: 0,
+            line: Some(LogLine {
+                info,
+                client: client.peer,
+                status,
+                upstream,
+                hints,
+                error,
+            }),
+        };
+        Ok(Response::from_parts(parts, logged.boxed_unsync()))
     }
-    // The line is written when the body is done, so it can say how many bytes went out.
-    let (parts, body) = response.into_parts();
-    let logged = Logged {
-        inner: body,
-        bytes: 0,
-        line: Some(LogLine {
-            info,
-            client: client.peer,
-            status,
-            upstream,
-            hints,
-            error,
-        }),
-    };
-    Ok(Response::from_parts(parts, logged.boxed_unsync()))
 }
 
-async fn proxy(
+// See `Upstream::send`.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn proxy(
     app: &Arc<App>,
     client: &ClientContext,
     interim: &Interim,
@@ -166,141 +178,143 @@ async fn proxy(
     upstream_time: &mut Option<Duration>,
     mut req: Request<Incoming>,
     path: &str,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    if req.method() == Method::CONNECT {
-        return Err(ProxyError::BadRequest("CONNECT is not supported"));
-    }
-    if !path.starts_with('/') {
-        return Err(ProxyError::BadRequest(
-            "request target must be an absolute path",
-        ));
-    }
-    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, absolute-form target or not.
-    if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
-        return Err(ProxyError::BadRequest("missing Host"));
-    }
-    // RFC 9112 §3.2.2: an absolute-form target's authority wins over Host.
-    let authority = crate::front::request_authority(req.uri(), req.headers())?;
-    let method = req.method().clone();
-    // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client. `early_hints.http1` is off by default
-    // because some old HTTP/1.1 clients mishandle 1xx too.
-    let hints_on = app.config.early_hints.enabled
-        && app.config.early_hints.http1
-        && req.version() == Version::HTTP_11;
-    let route = learn::route_key(&authority, path, &app.config.learn.ignore_query);
-    let authorization = req.headers().contains_key(header::AUTHORIZATION);
-    let learned = match (&app.learn, method == Method::GET) {
-        (Some(learn), true) => learn.get(&route),
-        _ => None,
-    };
-    if let Some(links) = learned
-        .as_ref()
-        .filter(|_| hints_on && wants_learned_hints(req.headers()))
-    {
-        // Before the upstream request is sent: the backend's think time is what this fills.
-        // SPEC §5: the one complete first 103 — preloads, preconnects, cross-origin preloads.
-        send_early_hints(app, interim, hints, &links.hints, HintSource::Learned);
-    }
-    let upgrade = tunnel::upgrade_token(req.version(), req.headers());
-    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let (parts, incoming) = req.into_parts();
-    let mut forward = Forward::new(&authority, client);
-    if let Some(token) = upgrade {
-        forward = forward.upgrade(token);
-    }
-    let body: RequestBody = if incoming.is_end_stream() {
-        http_body_util::Empty::new()
-            .map_err(|e| match e {})
-            .boxed_unsync()
-    } else {
-        // An aborted upload or a malformed chunked body is the client's fault.
-        incoming.map_err(ClientBodyError::boxed).boxed_unsync()
-    };
-    let mut upstream_req = Request::new(body);
-    *upstream_req.method_mut() = parts.method;
-    *upstream_req.uri_mut() = match parts.uri.path_and_query() {
-        Some(pq) => app.upstream.uri_for(pq.clone())?,
-        None => app.upstream.uri_for_path(path)?,
-    };
-    *upstream_req.version_mut() = Version::HTTP_11;
-    *upstream_req.headers_mut() = parts.headers;
-
-    let base = RequestBase {
-        scheme: client.scheme,
-        authority: &authority,
-        path_and_query: path,
-    };
-    if let Some(client_upgrade) = client_upgrade {
-        // A tunnel is relayed, not read ahead: it takes the raw upstream response, which
-        // carries the upstream connection and the pool slot the tunnel holds until it closes.
-        let response = app.upstream.send(upstream_req, Some(forward), None).await?;
-        // A 101 exists only for an upgrade request (`Upstream::send` refuses any other).
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(switch(app, client_upgrade, response));
+) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> {
+    async move {
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::BadRequest("CONNECT is not supported"));
         }
-        // Connection-specific fields are gone already (the upstream connection's parser).
+        if !path.starts_with('/') {
+            return Err(ProxyError::BadRequest(
+                "request target must be an absolute path",
+            ));
+        }
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, absolute-form target or not.
+        if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+            return Err(ProxyError::BadRequest("missing Host"));
+        }
+        // RFC 9112 §3.2.2: an absolute-form target's authority wins over Host.
+        let authority = crate::front::request_authority(req.uri(), req.headers())?;
+        let method = req.method().clone();
+        // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client. `early_hints.http1` is off by default
+        // because some old HTTP/1.1 clients mishandle 1xx too.
+        let hints_on = app.config.early_hints.enabled
+            && app.config.early_hints.http1
+            && req.version() == Version::HTTP_11;
+        let route = learn::route_key(&authority, path, &app.config.learn.ignore_query);
+        let authorization = req.headers().contains_key(header::AUTHORIZATION);
+        let learned = match (&app.learn, method == Method::GET) {
+            (Some(learn), true) => learn.get(&route),
+            _ => None,
+        };
+        if let Some(links) = learned
+            .as_ref()
+            .filter(|_| hints_on && wants_learned_hints(req.headers()))
+        {
+            // Before the upstream request is sent: the backend's think time is what this fills.
+            // SPEC §5: the one complete first 103 — preloads, preconnects, cross-origin preloads.
+            send_early_hints(app, interim, hints, &links.hints, HintSource::Learned);
+        }
+        let upgrade = tunnel::upgrade_token(req.version(), req.headers());
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let (parts, incoming) = req.into_parts();
+        let mut forward = Forward::new(&authority, client);
+        if let Some(token) = upgrade {
+            forward = forward.upgrade(token);
+        }
+        let body: RequestBody = if incoming.is_end_stream() {
+            http_body_util::Empty::new()
+                .map_err(|e| match e {})
+                .boxed_unsync()
+        } else {
+            // An aborted upload or a malformed chunked body is the client's fault.
+            incoming.map_err(ClientBodyError::boxed).boxed_unsync()
+        };
+        let mut upstream_req = Request::new(body);
+        *upstream_req.method_mut() = parts.method;
+        *upstream_req.uri_mut() = match parts.uri.path_and_query() {
+            Some(pq) => app.upstream.uri_for(pq.clone())?,
+            None => app.upstream.uri_for_path(path)?,
+        };
+        *upstream_req.version_mut() = Version::HTTP_11;
+        *upstream_req.headers_mut() = parts.headers;
+
+        let base = RequestBase {
+            scheme: client.scheme,
+            authority: &authority,
+            path_and_query: path,
+        };
+        if let Some(client_upgrade) = client_upgrade {
+            // A tunnel is relayed, not read ahead: it takes the raw upstream response, which
+            // carries the upstream connection and the pool slot the tunnel holds until it closes.
+            let response = app.upstream.send(upstream_req, Some(forward), None).await?;
+            // A 101 exists only for an upgrade request (`Upstream::send` refuses any other).
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                return Ok(switch(app, client_upgrade, response));
+            }
+            // Connection-specific fields are gone already (the upstream connection's parser).
+            let (parts, body) = response.into_parts();
+            return Ok(Response::from_parts(
+                parts,
+                body.map_err(BoxError::from).boxed_unsync(),
+            ));
+        }
+        // The upstream's 103s are forwarded when `hints_on`, and learned with the final links
+        // whenever learning is on, so the route's entry is the same whichever front end taught it.
+        let mut early: Vec<HeaderValue> = Vec::new();
+        let upstream_started = Instant::now();
+        let response = if hints_on || app.learn.is_some() {
+            let (tx, mut rx) = crate::upstream::informational();
+            let upstream =
+                app.upstream
+                    .send_for(&client.upstream_share, upstream_req, forward, Some(tx));
+            tokio::pin!(upstream);
+            // Forwarded (with `early_hints.http1`) and kept to be learned with the final links.
+            let mut take = |fields: Informational| {
+                if hints_on {
+                    let links = RouteLinks::classify(&fields, &base);
+                    send_early_hints(app, interim, hints, &links.hints, HintSource::Upstream);
+                }
+                early.extend(fields);
+            };
+            let res = loop {
+                tokio::select! {
+                    biased;
+                    fields = rx.recv() => take(fields),
+                    res = &mut upstream => break res,
+                }
+            };
+            // hyper's connection task (possibly on another worker) runs `on_informational` before it
+            // hands over the final response, so a 103 can land in the channel after `rx` was polled
+            // empty but before `upstream` is polled ready: drain it, or the route is learned without
+            // the 103's links (as the HTTP/2 stream already does).
+            while let Some(fields) = rx.try_recv() {
+                take(fields);
+            }
+            res
+        } else {
+            app.upstream
+                .send_for(&client.upstream_share, upstream_req, forward, None)
+                .await
+        };
+        *upstream_time = Some(upstream_started.elapsed());
+        let response = response?;
         let (parts, body) = response.into_parts();
-        return Ok(Response::from_parts(
+        if app.learn.is_some() && may_push_final(&method, parts.status) {
+            final_links(
+                app,
+                route,
+                learned,
+                &early,
+                &parts.headers,
+                &base,
+                authorization,
+            );
+        }
+        Ok(Response::from_parts(
             parts,
             body.map_err(BoxError::from).boxed_unsync(),
-        ));
+        ))
     }
-    // The upstream's 103s are forwarded when `hints_on`, and learned with the final links
-    // whenever learning is on, so the route's entry is the same whichever front end taught it.
-    let mut early: Vec<HeaderValue> = Vec::new();
-    let upstream_started = Instant::now();
-    let response = if hints_on || app.learn.is_some() {
-        let (tx, mut rx) = crate::upstream::informational();
-        let upstream =
-            app.upstream
-                .send_for(&client.upstream_share, upstream_req, forward, Some(tx));
-        tokio::pin!(upstream);
-        // Forwarded (with `early_hints.http1`) and kept to be learned with the final links.
-        let mut take = |fields: Informational| {
-            if hints_on {
-                let links = RouteLinks::classify(&fields, &base);
-                send_early_hints(app, interim, hints, &links.hints, HintSource::Upstream);
-            }
-            early.extend(fields);
-        };
-        let res = loop {
-            tokio::select! {
-                biased;
-                fields = rx.recv() => take(fields),
-                res = &mut upstream => break res,
-            }
-        };
-        // hyper's connection task (possibly on another worker) runs `on_informational` before it
-        // hands over the final response, so a 103 can land in the channel after `rx` was polled
-        // empty but before `upstream` is polled ready: drain it, or the route is learned without
-        // the 103's links (as the HTTP/2 stream already does).
-        while let Some(fields) = rx.try_recv() {
-            take(fields);
-        }
-        res
-    } else {
-        app.upstream
-            .send_for(&client.upstream_share, upstream_req, forward, None)
-            .await
-    };
-    *upstream_time = Some(upstream_started.elapsed());
-    let response = response?;
-    let (parts, body) = response.into_parts();
-    if app.learn.is_some() && may_push_final(&method, parts.status) {
-        final_links(
-            app,
-            route,
-            learned,
-            &early,
-            &parts.headers,
-            &base,
-            authorization,
-        );
-    }
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(BoxError::from).boxed_unsync(),
-    ))
 }
 
 /// Answers the client's upgrade with the upstream's 101 (its Upgrade, Connection and

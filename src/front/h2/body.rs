@@ -60,86 +60,100 @@ impl SendError {
 ///
 /// On `Err` the caller decides the reset code (INTERNAL_ERROR for a truncated response, CANCEL
 /// for a push); a client reset needs none. `limit` cuts the body off (for pushed assets).
-pub async fn send_body<B>(
+/// (An `async` block, not an `async fn`: see [`crate::upstream::Upstream::send`].)
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub fn send_body<B>(
     stream: &mut SendStream<Bytes>,
     body: B,
     limit: Option<u64>,
     stall: Duration,
-) -> Result<u64, SendError>
+) -> impl Future<Output = Result<u64, SendError>>
 where
     B: ReadAhead<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let mut sent = 0;
-    send_body_counted(stream, body, limit, stall, &mut sent).await?;
-    Ok(sent)
+    async move {
+        let mut sent = 0;
+        send_body_counted(stream, body, limit, stall, &mut sent).await?;
+        Ok(sent)
+    }
 }
 
 /// [`send_body`], adding to `sent` the body bytes handed to h2 as they go, so a response cut
 /// short still reports what was sent (the access log's `bytes`). Every byte counted fit the
 /// client's window; a reset that follows may still discard a tail h2 had not yet written.
-pub async fn send_body_counted<B>(
+/// (An `async` block, not an `async fn`: see [`crate::upstream::Upstream::send`].)
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub fn send_body_counted<B>(
     stream: &mut SendStream<Bytes>,
     body: B,
     limit: Option<u64>,
     stall: Duration,
     sent: &mut u64,
-) -> Result<(), SendError>
+) -> impl Future<Output = Result<(), SendError>>
 where
     B: ReadAhead<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let mut body = pin!(body);
-    // Bytes read from the body, for `limit`; `sent` lags it by the chunk in flight.
-    let mut seen: u64 = 0;
-    if body.is_end_stream() {
-        stream
-            .send_data(Bytes::new(), true)
-            .map_err(SendError::from_h2)?;
-        return Ok(());
-    }
-    loop {
-        // Wait for the upstream's next frame, but notice a client reset meanwhile so a slow
-        // upstream read is dropped as soon as the client gives up.
-        let frame = poll_fn(|cx| {
-            if let Poll::Ready(reset) = stream.poll_reset(cx) {
-                return Poll::Ready(Err(match reset {
-                    Ok(reason) => SendError::ClientReset(reason),
-                    Err(e) => SendError::from_h2(e),
-                }));
-            }
-            body.as_mut().poll_frame(cx).map(Ok)
-        })
-        .await?;
-        match frame {
-            None => {
-                stream
-                    .send_data(Bytes::new(), true)
-                    .map_err(SendError::from_h2)?;
-                return Ok(());
-            }
-            Some(Err(e)) => return Err(SendError::Upstream(e.into())),
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    seen += data.len() as u64;
-                    if let Some(max) = limit.filter(|max| seen > *max) {
-                        return Err(SendError::TooLarge(max));
-                    }
-                    let end = body.is_end_stream();
-                    send_chunk(stream, body.as_mut(), data, end, stall, sent).await?;
-                    if end {
-                        return Ok(());
-                    }
+    async move {
+        let mut body = pin!(body);
+        // Bytes read from the body, for `limit`; `sent` lags it by the chunk in flight.
+        let mut seen: u64 = 0;
+        if body.is_end_stream() {
+            stream
+                .send_data(Bytes::new(), true)
+                .map_err(SendError::from_h2)?;
+            return Ok(());
+        }
+        loop {
+            // Wait for the upstream's next frame, but notice a client reset meanwhile so a slow
+            // upstream read is dropped as soon as the client gives up.
+            let frame = poll_fn(|cx| {
+                if let Poll::Ready(reset) = stream.poll_reset(cx) {
+                    return Poll::Ready(Err(match reset {
+                        Ok(reason) => SendError::ClientReset(reason),
+                        Err(e) => SendError::from_h2(e),
+                    }));
                 }
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        let mut trailers = trailers;
-                        crate::upstream::strip_hop_by_hop(&mut trailers);
-                        stream.send_trailers(trailers).map_err(SendError::from_h2)?;
-                        return Ok(());
-                    }
+                body.as_mut().poll_frame(cx).map(Ok)
+            })
+            .await?;
+            match frame {
+                None => {
+                    stream
+                        .send_data(Bytes::new(), true)
+                        .map_err(SendError::from_h2)?;
+                    return Ok(());
                 }
-            },
+                Some(Err(e)) => return Err(SendError::Upstream(e.into())),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        seen += data.len() as u64;
+                        if let Some(max) = limit.filter(|max| seen > *max) {
+                            return Err(SendError::TooLarge(max));
+                        }
+                        let end = body.is_end_stream();
+                        send_chunk(stream, body.as_mut(), data, end, stall, sent).await?;
+                        if end {
+                            return Ok(());
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            let mut trailers = trailers;
+                            crate::upstream::strip_hop_by_hop(&mut trailers);
+                            stream.send_trailers(trailers).map_err(SendError::from_h2)?;
+                            return Ok(());
+                        }
+                    }
+                },
+            }
         }
     }
 }

@@ -100,34 +100,41 @@ impl Stream {
         }
     }
 
-    pub(super) async fn run(
+    // See `Upstream::send`.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub(super) fn run(
         mut self,
         mut req: Request<RecvStream>,
         mut respond: SendResponse<Bytes>,
-    ) {
-        let info = RequestInfo::take(&mut req);
-        let (status, bytes, error) = match self.proxy(req, &info, &mut respond).await {
-            Ok((status, bytes, error)) => (status, bytes, error),
-            Err(err) => {
-                let (status, bytes) = self.send_error(&mut respond, &err);
-                (status, bytes, Some(err.kind()))
+    ) -> impl Future<Output = ()> {
+        async move {
+            let info = RequestInfo::take(&mut req);
+            let (status, bytes, error) = match self.proxy(req, &info, &mut respond).await {
+                Ok((status, bytes, error)) => (status, bytes, error),
+                Err(err) => {
+                    let (status, bytes) = self.send_error(&mut respond, &err);
+                    (status, bytes, Some(err.kind()))
+                }
+            };
+            self.app.metrics.request(Protocol::Http2, status);
+            if self.app.config.log.access_log {
+                AccessLog {
+                    protocol: "h2",
+                    client: self.client.peer,
+                    request: &info,
+                    status,
+                    bytes,
+                    upstream: self.upstream_time,
+                    pushed: &self.log.promised,
+                    pushed_learned: self.learned_pushes,
+                    hints: &self.hints,
+                    error,
+                }
+                .emit();
             }
-        };
-        self.app.metrics.request(Protocol::Http2, status);
-        if self.app.config.log.access_log {
-            AccessLog {
-                protocol: "h2",
-                client: self.client.peer,
-                request: &info,
-                status,
-                bytes,
-                upstream: self.upstream_time,
-                pushed: &self.log.promised,
-                pushed_learned: self.learned_pushes,
-                hints: &self.hints,
-                error,
-            }
-            .emit();
         }
     }
 
@@ -189,138 +196,146 @@ impl Stream {
     }
 
     /// Returns (status, body bytes sent, error kind) once the response has been sent.
-    async fn proxy(
+    /// (An `async` block, not an `async fn`: see [`crate::upstream::Upstream::send`].)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    fn proxy(
         &mut self,
         req: Request<RecvStream>,
         info: &RequestInfo,
         respond: &mut SendResponse<Bytes>,
-    ) -> Result<(u16, u64, Option<&'static str>), ProxyError> {
-        if super::tunnel::is_extended_connect(&req) {
-            // Boxed: the tunnel's state is large (1.3 KB) and rare; inline, every stream's
-            // future carried it (5.4 KB instead of 4.0 KB, copied into the heap per request).
-            return Box::pin(super::tunnel::run(&self.app, &self.client, req, respond)).await;
-        }
-        let head = self.parse_head(&req, info)?;
-        let upstream_req = self.upstream_request(req, &head)?;
-        let app = self.app.clone();
-
-        // Learned links first: the pushes or the 103 go out before the upstream request is even
-        // sent, because the backend's think time is exactly what they are meant to fill.
-        let route = learn::route_key(&head.authority, head.path, &app.config.learn.ignore_query);
-        let learned = match (&app.learn, head.method == Method::GET) {
-            (Some(learn), true) => learn.get(&route),
-            _ => None,
-        };
-        if let Some(links) = &learned {
-            self.act_learned(respond, &head, links);
-        }
-
-        // Upstream 103s are forwarded (`early_hints`), pushed from, or learned with the final
-        // links; when none of that can happen, hyper is not asked for them at all.
-        let wants_103 = app.config.early_hints.enabled
-            || app.learn.is_some()
-            || (self.may_push(&head) && self.push.is_enabled());
-        let (tx, mut rx) = match wants_103 {
-            true => {
-                let (tx, rx) = crate::upstream::informational();
-                (Some(tx), Some(rx))
+    ) -> impl Future<Output = Result<(u16, u64, Option<&'static str>), ProxyError>> {
+        async move {
+            if super::tunnel::is_extended_connect(&req) {
+                // Boxed: the tunnel's state is large (1.3 KB) and rare; inline, every stream's
+                // future carried it (5.4 KB instead of 4.0 KB, copied into the heap per request).
+                return Box::pin(super::tunnel::run(&self.app, &self.client, req, respond)).await;
             }
-            false => (None, None),
-        };
-        let share = self.client.upstream_share.clone();
-        let upstream_started = Instant::now();
-        let response = {
-            let forward = Forward::new(&head.authority, &self.client);
-            let upstream = app.upstream.send_for(&share, upstream_req, forward, tx);
-            tokio::pin!(upstream);
-            loop {
-                // 103s first: one that arrived before the final response is acted on first. A
-                // client reset (or a dead connection) drops the upstream request at once, so
-                // reset streams leave no upstream work behind (rapid reset, CVE-2023-44487).
-                let next = std::future::poll_fn(|cx| {
-                    if let Some(rx) = rx.as_mut()
-                        && let Poll::Ready(links) = rx.poll_recv(cx)
-                    {
-                        return Poll::Ready(Waited::Hints(links));
+            let head = self.parse_head(&req, info)?;
+            let upstream_req = self.upstream_request(req, &head)?;
+            let app = self.app.clone();
+
+            // Learned links first: the pushes or the 103 go out before the upstream request is even
+            // sent, because the backend's think time is exactly what they are meant to fill.
+            let route =
+                learn::route_key(&head.authority, head.path, &app.config.learn.ignore_query);
+            let learned = match (&app.learn, head.method == Method::GET) {
+                (Some(learn), true) => learn.get(&route),
+                _ => None,
+            };
+            if let Some(links) = &learned {
+                self.act_learned(respond, &head, links);
+            }
+
+            // Upstream 103s are forwarded (`early_hints`), pushed from, or learned with the final
+            // links; when none of that can happen, hyper is not asked for them at all.
+            let wants_103 = app.config.early_hints.enabled
+                || app.learn.is_some()
+                || (self.may_push(&head) && self.push.is_enabled());
+            let (tx, mut rx) = match wants_103 {
+                true => {
+                    let (tx, rx) = crate::upstream::informational();
+                    (Some(tx), Some(rx))
+                }
+                false => (None, None),
+            };
+            let share = self.client.upstream_share.clone();
+            let upstream_started = Instant::now();
+            let response = {
+                let forward = Forward::new(&head.authority, &self.client);
+                let upstream = app.upstream.send_for(&share, upstream_req, forward, tx);
+                tokio::pin!(upstream);
+                loop {
+                    // 103s first: one that arrived before the final response is acted on first. A
+                    // client reset (or a dead connection) drops the upstream request at once, so
+                    // reset streams leave no upstream work behind (rapid reset, CVE-2023-44487).
+                    let next = std::future::poll_fn(|cx| {
+                        if let Some(rx) = rx.as_mut()
+                            && let Poll::Ready(links) = rx.poll_recv(cx)
+                        {
+                            return Poll::Ready(Waited::Hints(links));
+                        }
+                        if let Poll::Ready(res) = upstream.as_mut().poll(cx) {
+                            return Poll::Ready(Waited::Upstream(res));
+                        }
+                        if respond.poll_reset(cx).is_ready() {
+                            return Poll::Ready(Waited::ClientGone);
+                        }
+                        Poll::Pending
+                    })
+                    .await;
+                    match next {
+                        Waited::Hints(links) => self.on_upstream_hints(respond, &head, &links),
+                        Waited::Upstream(res) => break res,
+                        Waited::ClientGone => return Ok((499, 0, Some("client_gone"))),
                     }
-                    if let Poll::Ready(res) = upstream.as_mut().poll(cx) {
-                        return Poll::Ready(Waited::Upstream(res));
+                }
+            };
+            self.upstream_time = Some(upstream_started.elapsed());
+            while let Some(links) = rx.as_mut().and_then(|rx| rx.try_recv()) {
+                self.on_upstream_hints(respond, &head, &links);
+            }
+            let response = response?;
+            let (parts, body) = response.into_parts();
+
+            // Nothing to do with the final links when this client takes no pushes and nothing is
+            // learned: don't even parse them.
+            let wanted = app.learn.is_some() || (self.may_push(&head) && self.push.is_enabled());
+            if wanted && may_push_final(&head.method, parts.status) {
+                let links = final_links(
+                    &app,
+                    route,
+                    learned,
+                    &self.early,
+                    &parts.headers,
+                    &head.base(),
+                    head.authorization,
+                );
+                if self.may_push(&head) && self.push.is_enabled() {
+                    for reason in &links.skipped {
+                        app.metrics.push_skipped(*reason);
                     }
-                    if respond.poll_reset(cx).is_ready() {
-                        return Poll::Ready(Waited::ClientGone);
-                    }
-                    Poll::Pending
-                })
-                .await;
-                match next {
-                    Waited::Hints(links) => self.on_upstream_hints(respond, &head, &links),
-                    Waited::Upstream(res) => break res,
-                    Waited::ClientGone => return Ok((499, 0, Some("client_gone"))),
+                    self.promise(respond, &head, &links.preloads);
                 }
             }
-        };
-        self.upstream_time = Some(upstream_started.elapsed());
-        while let Some(links) = rx.as_mut().and_then(|rx| rx.try_recv()) {
-            self.on_upstream_hints(respond, &head, &links);
-        }
-        let response = response?;
-        let (parts, body) = response.into_parts();
 
-        // Nothing to do with the final links when this client takes no pushes and nothing is
-        // learned: don't even parse them.
-        let wanted = app.learn.is_some() || (self.may_push(&head) && self.push.is_enabled());
-        if wanted && may_push_final(&head.method, parts.status) {
-            let links = final_links(
-                &app,
-                route,
-                learned,
-                &self.early,
-                &parts.headers,
-                &head.base(),
-                head.authorization,
-            );
-            if self.may_push(&head) && self.push.is_enabled() {
-                for reason in &links.skipped {
-                    app.metrics.push_skipped(*reason);
+            // Connection-specific fields are gone already (the upstream connection's parser).
+            let status = parts.status;
+            let mut head_out = Response::new(());
+            *head_out.status_mut() = status;
+            *head_out.headers_mut() = parts.headers;
+            if let Some(cookie) = self.digest_cookie(&head) {
+                head_out.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            let end = body.is_end_stream() || head.method == Method::HEAD;
+            let mut send = respond
+                .send_response(head_out, end)
+                .map_err(|err| self.response_not_sent(err))?;
+            if end {
+                return Ok((status.as_u16(), 0, None));
+            }
+            let stall = app.config.server.idle_timeout;
+            // Counted as it goes: a response cut short logs what was really sent.
+            let mut sent = 0;
+            let error = match send_body_counted(&mut send, body, None, stall, &mut sent).await {
+                Ok(()) => None,
+                Err(SendError::Upstream(err)) => {
+                    // SPEC §3: a truncated upstream body is never ended as if complete.
+                    debug!(error = %err, "upstream body failed; resetting stream");
+                    send.send_reset(h2::Reason::INTERNAL_ERROR);
+                    Some("upstream_body")
                 }
-                self.promise(respond, &head, &links.preloads);
-            }
+                Err(SendError::Stalled(_)) => {
+                    send.send_reset(h2::Reason::CANCEL);
+                    Some("client_stalled")
+                }
+                Err(SendError::ClientReset(_)) | Err(SendError::H2(_)) => Some("client_gone"),
+                Err(SendError::TooLarge(_)) => Some("too_large"),
+            };
+            Ok((status.as_u16(), sent, error))
         }
-
-        // Connection-specific fields are gone already (the upstream connection's parser).
-        let status = parts.status;
-        let mut head_out = Response::new(());
-        *head_out.status_mut() = status;
-        *head_out.headers_mut() = parts.headers;
-        if let Some(cookie) = self.digest_cookie(&head) {
-            head_out.headers_mut().append(header::SET_COOKIE, cookie);
-        }
-        let end = body.is_end_stream() || head.method == Method::HEAD;
-        let mut send = respond
-            .send_response(head_out, end)
-            .map_err(|err| self.response_not_sent(err))?;
-        if end {
-            return Ok((status.as_u16(), 0, None));
-        }
-        let stall = app.config.server.idle_timeout;
-        // Counted as it goes: a response cut short logs what was really sent.
-        let mut sent = 0;
-        let error = match send_body_counted(&mut send, body, None, stall, &mut sent).await {
-            Ok(()) => None,
-            Err(SendError::Upstream(err)) => {
-                // SPEC §3: a truncated upstream body is never ended as if complete.
-                debug!(error = %err, "upstream body failed; resetting stream");
-                send.send_reset(h2::Reason::INTERNAL_ERROR);
-                Some("upstream_body")
-            }
-            Err(SendError::Stalled(_)) => {
-                send.send_reset(h2::Reason::CANCEL);
-                Some("client_stalled")
-            }
-            Err(SendError::ClientReset(_)) | Err(SendError::H2(_)) => Some("client_gone"),
-            Err(SendError::TooLarge(_)) => Some("too_large"),
-        };
-        Ok((status.as_u16(), sent, error))
     }
 
     fn upstream_request(
