@@ -203,6 +203,8 @@ pub struct Forward {
     forwarded_for: HeaderValue,
     proto: &'static str,
     upgrade: Option<HeaderValue>,
+    /// A request id made here, written in place of the client's `X-Request-Id` fields.
+    request_id: Option<[u8; 16]>,
 }
 
 impl Forward {
@@ -212,7 +214,17 @@ impl Forward {
             forwarded_for: client.forwarded_for.clone(),
             proto: client.scheme,
             upgrade: None,
+            request_id: None,
         }
+    }
+
+    /// The request's id goes upstream: a made one replaces the client's fields, a given one is
+    /// the client's field, forwarded as it is.
+    pub fn request_id(mut self, id: &crate::front::RequestId) -> Self {
+        if let crate::front::RequestId::Made(hex) = id {
+            self.request_id = Some(*hex);
+        }
+        self
     }
 
     /// The request asks the upstream to switch to `token`'s protocol.

@@ -196,7 +196,7 @@ impl AccessLog<'_> {
         }
         let user_agent = r.user_agent.as_ref().and_then(|v| v.to_str().ok());
         f.str(key!("user_agent"), user_agent.unwrap_or(""));
-        f.str(key!("request_id"), r.request_id.to_str().unwrap_or(""));
+        f.str(key!("request_id"), r.request_id.as_str());
         f.bare(key!("pushed"), |out| push_joined(out, self.pushed));
         f.num(key!("pushed_learned"), num.format(self.pushed_learned));
         f.bare(key!("hinted"), |out| {
@@ -235,7 +235,7 @@ impl AccessLog<'_> {
             duration_ms = millis(r.started.elapsed()),
             upstream_ms = self.upstream.map(millis),
             user_agent = user_agent.unwrap_or(""),
-            request_id = r.request_id.to_str().unwrap_or(""),
+            request_id = r.request_id.as_str(),
             pushed = %self.pushed.join(","),
             pushed_learned = self.pushed_learned,
             hinted = %self.hints.hinted_paths(),
@@ -406,7 +406,7 @@ mod tests {
             path: "/p?q=\"x\"".into(),
             host: "example.com".into(),
             user_agent: Some(HeaderValue::from_static(user_agent)),
-            request_id: HeaderValue::from_static("abc"),
+            request_id: super::super::RequestId::Given(HeaderValue::from_static("abc")),
             started: std::time::Instant::now(),
         }
     }

@@ -275,6 +275,7 @@ fn write_forwarded(headers: &HeaderMap, forward: &Forward, framed: bool, wbuf: &
         let keep = match name.as_str() {
             // Ours to write, from `forward` (and the framing, from the body).
             "host" | "x-forwarded-host" | "x-forwarded-proto" => false,
+            "x-request-id" => forward.request_id.is_none(),
             "content-length" => !framed,
             "te" => te_trailers,
             // Connection-specific, Transfer-Encoding among them (the framing is ours too).
@@ -303,6 +304,9 @@ fn write_forwarded(headers: &HeaderMap, forward: &Forward, framed: bool, wbuf: &
         put_field(wbuf, b"x-forwarded-host", host.as_bytes());
     }
     put_field(wbuf, b"x-forwarded-proto", forward.proto.as_bytes());
+    if let Some(id) = &forward.request_id {
+        put_field(wbuf, b"x-request-id", id);
+    }
     if let Some(token) = &forward.upgrade {
         put_field(wbuf, b"upgrade", token.as_bytes());
         put_field(wbuf, b"connection", b"upgrade");
@@ -1609,6 +1613,32 @@ mod tests {
         req.headers_mut()
             .append(header::CONNECTION, HeaderValue::from_static("te"));
         assert!(!head_of(req, Some(&forward)).contains("te:"));
+
+        // A request id made by the proxy replaces the client's fields; a given one is the
+        // client's field, passed as it is.
+        let with_ids = || {
+            let mut req = request(Method::GET, empty());
+            for id in ["a b", "c"] {
+                req.headers_mut()
+                    .append("x-request-id", HeaderValue::from_static(id));
+            }
+            req
+        };
+        let made = crate::front::RequestId::Made(*b"0123456789abcdef");
+        let forward = Forward::new("a.example", &client("http")).request_id(&made);
+        let head = head_of(with_ids(), Some(&forward));
+        assert_eq!(head.matches("x-request-id").count(), 1, "{head}");
+        assert!(
+            head.contains("x-request-id: 0123456789abcdef\r\n"),
+            "{head}"
+        );
+        let given = crate::front::RequestId::Given(HeaderValue::from_static("c"));
+        let forward = Forward::new("a.example", &client("http")).request_id(&given);
+        let head = head_of(with_ids(), Some(&forward));
+        assert!(
+            head.contains("x-request-id: a b\r\nx-request-id: c\r\n"),
+            "{head}"
+        );
     }
 
     #[tokio::test]

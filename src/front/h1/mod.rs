@@ -115,7 +115,6 @@ fn handle(
         let mut hints = EarlyHints::default();
         let mut upstream = None;
         let mut error = None;
-        let path = info.path.as_str();
         let proxied = proxy(
             &app,
             &client,
@@ -123,7 +122,7 @@ fn handle(
             &mut hints,
             &mut upstream,
             req,
-            path,
+            &info,
         )
         .await;
         let response = match proxied {
@@ -177,9 +176,10 @@ fn proxy(
     hints: &mut EarlyHints,
     upstream_time: &mut Option<Duration>,
     mut req: Request<Incoming>,
-    path: &str,
+    info: &RequestInfo,
 ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> {
     async move {
+        let path = info.path.as_str();
         if req.method() == Method::CONNECT {
             return Err(ProxyError::BadRequest("CONNECT is not supported"));
         }
@@ -217,7 +217,7 @@ fn proxy(
         let upgrade = tunnel::upgrade_token(req.version(), req.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, incoming) = req.into_parts();
-        let mut forward = Forward::new(&authority, client);
+        let mut forward = Forward::new(&authority, client).request_id(&info.request_id);
         if let Some(token) = upgrade {
             forward = forward.upgrade(token);
         }

@@ -211,7 +211,14 @@ impl Stream {
             if super::tunnel::is_extended_connect(&req) {
                 // Boxed: the tunnel's state is large (1.3 KB) and rare; inline, every stream's
                 // future carried it (5.4 KB instead of 4.0 KB, copied into the heap per request).
-                return Box::pin(super::tunnel::run(&self.app, &self.client, req, respond)).await;
+                return Box::pin(super::tunnel::run(
+                    &self.app,
+                    &self.client,
+                    req,
+                    info,
+                    respond,
+                ))
+                .await;
             }
             let head = self.parse_head(&req, info)?;
             let upstream_req = self.upstream_request(req, &head)?;
@@ -244,7 +251,8 @@ impl Stream {
             let share = self.client.upstream_share.clone();
             let upstream_started = Instant::now();
             let response = {
-                let forward = Forward::new(&head.authority, &self.client);
+                let forward =
+                    Forward::new(&head.authority, &self.client).request_id(&info.request_id);
                 let upstream = app.upstream.send_for(&share, upstream_req, forward, tx);
                 tokio::pin!(upstream);
                 loop {
