@@ -501,10 +501,16 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         for id in [1u32, 3, 5] {
             assert!(matches!(codec.poll_ready(&mut cx), Poll::Ready(Ok(()))));
-            let data = frame::Data::new(frame::StreamId::from(id), bytes::Bytes::from(vec![b'x'; 4000]));
+            let data = frame::Data::new(
+                frame::StreamId::from(id),
+                bytes::Bytes::from(vec![b'x'; 4000]),
+            );
             codec.buffer(data.into()).expect("buffer");
         }
-        assert!(codec.get_mut().writes.is_empty(), "nothing written before the flush");
+        assert!(
+            codec.get_mut().writes.is_empty(),
+            "nothing written before the flush"
+        );
         assert!(matches!(codec.flush(&mut cx), Poll::Ready(Ok(()))));
         assert_eq!(codec.get_mut().writes, [3 * (frame::HEADER_LEN + 4000)]);
 
@@ -514,7 +520,10 @@ mod tests {
         assert!(matches!(codec.poll_ready(&mut cx), Poll::Ready(Ok(()))));
         let ping: Frame<bytes::Bytes> = frame::Ping::new([7; 8]).into();
         codec.buffer(ping).expect("buffer");
-        let big = frame::Data::new(frame::StreamId::from(7), bytes::Bytes::from(vec![b'y'; 16_384]));
+        let big = frame::Data::new(
+            frame::StreamId::from(7),
+            bytes::Bytes::from(vec![b'y'; 16_384]),
+        );
         codec.buffer(big.into()).expect("buffer");
         assert!(!codec.has_capacity(), "chained");
         assert!(matches!(codec.flush(&mut cx), Poll::Ready(Ok(()))));
