@@ -6,9 +6,9 @@
 # whether a change made linkpush do less work, and compare.sh for what that buys.
 #
 #   benches/instructions.sh                      # linkpush and nginx, /small.txt and /index.html
-#   PROXIES="linkpush nginx h2o" benches/instructions.sh   # h2o too (one thread, logs off)
+#   PROXIES="linkpush nginx h2o" benches/instructions.sh   # h2o too (one thread)
 #   PROXIES=linkpush PATHS=/small.txt N1=1000 N2=3000 benches/instructions.sh
-#   ACCESS_LOG=1 PROXIES=linkpush benches/instructions.sh   # linkpush with its default logging
+#   ACCESS_LOG=1 benches/instructions.sh         # every proxy logs each request, as by default
 #   KEEP=/tmp/cg PROXIES=linkpush benches/instructions.sh   # keep the callgrind files there, for
 #                                                           # callgrind_annotate --inclusive=yes
 #   REP_MOVSB=1 benches/instructions.sh          # glibc's memcpy as it is (see below)
@@ -45,6 +45,15 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 ORIGIN=$(free_port); PROXY=$(free_port)
+# ACCESS_LOG=1: each proxy logs every request as it does by default, as compare.sh's default round
+# runs them: nginx's `access_log FILE` (format combined, unbuffered), h2o's `access-log: FILE` (its
+# default format), linkpush with no [log] section (level info, one access line per request on
+# stderr, here a file). Otherwise no access logs, and linkpush logs warnings only.
+if [[ ${ACCESS_LOG:-0} == 1 ]]; then
+  LOG_SECTION=""; NGINX_LOG="$TMP/nginx-access.log"; H2O_LOG="access-log: $TMP/h2o-access.log"
+else
+  LOG_SECTION=$'[log]\nlevel = "warn"\naccess_log = false'; NGINX_LOG=off; H2O_LOG=""
+fi
 mkdir -p "$TMP/www/static"
 head -c 100 /dev/zero | tr '\0' 'x' > "$TMP/www/small.txt"
 head -c 3900 /dev/zero | tr '\0' 'x' > "$TMP/www/index.html"
@@ -67,7 +76,7 @@ CONF
 cat > "$TMP/nginx-proxy.conf" <<CONF
 worker_processes 1; master_process off; daemon off; pid $TMP/proxy.pid; error_log $TMP/proxy.err;
 events { worker_connections 4096; }
-http { access_log off; $temps
+http { access_log $NGINX_LOG; $temps
   upstream origin { server 127.0.0.1:$ORIGIN; keepalive 512; keepalive_requests 100000000; }
   server { listen 127.0.0.1:$PROXY ssl http2; ssl_certificate $TMP/cert.pem; ssl_certificate_key $TMP/key.pem;
     http2_push_preload on;
@@ -80,6 +89,7 @@ $( [[ $(id -u) == 0 ]] && echo "user: root" )
 pid-file: $TMP/h2o.pid
 error-log: $TMP/h2o.err
 num-threads: 1
+$H2O_LOG
 http2-casper: OFF
 http2-push-preload: ON
 listen:
@@ -96,9 +106,6 @@ hosts:
         proxy.reverse.url: http://127.0.0.1:$ORIGIN/
         proxy.preserve-host: ON
 CONF
-# ACCESS_LOG=1: linkpush's default logging (level info, one access line per request), as operators
-# run it; otherwise warnings only and no access log.
-if [[ ${ACCESS_LOG:-0} == 1 ]]; then LOG_SECTION=""; else LOG_SECTION=$'[log]\nlevel = "warn"\naccess_log = false'; fi
 cat > "$TMP/linkpush.toml" <<CONF
 [server]
 listen = "127.0.0.1:$PROXY"
