@@ -63,7 +63,7 @@ enum Waited {
 struct Head<'a> {
     method: Method,
     scheme: &'static str,
-    authority: String,
+    authority: &'a str,
     /// The request target, borrowed from the access log's [`RequestInfo`].
     path: &'a str,
     /// `push.request_headers` copied from the request, for promised requests.
@@ -79,7 +79,7 @@ impl Head<'_> {
     fn base(&self) -> RequestBase<'_> {
         RequestBase {
             scheme: self.scheme,
-            authority: &self.authority,
+            authority: self.authority,
             path_and_query: self.path,
         }
     }
@@ -147,12 +147,16 @@ impl Stream {
             return Err(ProxyError::BadRequest("CONNECT is not supported"));
         }
         // RFC 9113 §8.3.1: :authority, or Host when a client sends none. `RequestInfo` has it
-        // already when valid (empty when not: checked again here for the error).
-        let authority = if info.host.is_empty() {
-            crate::front::request_authority(req.uri(), req.headers())?
-        } else {
-            info.host.clone()
-        };
+        // already when valid (empty when not: checked again here for the error), borrowed.
+        if info.host.is_empty() {
+            return Err(
+                match crate::front::request_authority(req.uri(), req.headers()) {
+                    Err(err) => err,
+                    Ok(_) => ProxyError::BadRequest("missing :authority or Host"),
+                },
+            );
+        }
+        let authority = info.host.as_str();
         let path = info.path.as_str();
         let scheme = if self.client.scheme == "https" {
             "https"
@@ -226,8 +230,7 @@ impl Stream {
 
             // Learned links first: the pushes or the 103 go out before the upstream request is even
             // sent, because the backend's think time is exactly what they are meant to fill.
-            let route =
-                learn::route_key(&head.authority, head.path, &app.config.learn.ignore_query);
+            let route = learn::route_key(head.authority, head.path, &app.config.learn.ignore_query);
             let learned = match (&app.learn, head.method == Method::GET) {
                 (Some(learn), true) => learn.get(&route),
                 _ => None,
@@ -252,7 +255,7 @@ impl Stream {
             let upstream_started = Instant::now();
             let response = {
                 let forward =
-                    Forward::new(&head.authority, &self.client).request_id(&info.request_id);
+                    Forward::new(head.authority, &self.client).request_id(&info.request_id);
                 let upstream = app.upstream.send_for(&share, upstream_req, forward, tx);
                 tokio::pin!(upstream);
                 loop {
@@ -392,7 +395,7 @@ impl Stream {
             state: &self.push,
             client: &self.client,
             scheme: head.scheme,
-            authority: &head.authority,
+            authority: head.authority,
             headers: &head.push_headers,
             digest: head.digest.as_ref(),
         };
