@@ -160,13 +160,22 @@ fn write_batches(shared: &Shared, out: &mut impl Write) {
 pub struct AccessSink {
     writer: LogWriter,
     json: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether `log.level` wants access lines, set by main whenever the level is (at start and
+    /// on reload): asking tracing's filters on every request cost ~290 instructions
+    /// (callgrind), because the format layers' filters make every callsite's interest
+    /// "sometimes". Span-scoped directives for `linkpush::access` therefore do not apply.
+    enabled: std::sync::atomic::AtomicBool,
 }
 
 static ACCESS_SINK: std::sync::OnceLock<AccessSink> = std::sync::OnceLock::new();
 
 /// Sends access lines to `writer` from now on; `json` follows `log.format`. Set once, by main.
 pub fn set_access_sink(writer: LogWriter, json: Arc<std::sync::atomic::AtomicBool>) {
-    let _ = ACCESS_SINK.set(AccessSink { writer, json });
+    let _ = ACCESS_SINK.set(AccessSink {
+        writer,
+        json,
+        enabled: std::sync::atomic::AtomicBool::new(true),
+    });
 }
 
 /// The sink, when the binary set one.
@@ -177,6 +186,14 @@ pub fn access_sink() -> Option<&'static AccessSink> {
 impl AccessSink {
     pub fn json(&self) -> bool {
         self.json.load(Ordering::Relaxed)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Relaxed);
     }
 
     /// One whole line, never blocking (dropped and counted when the buffer is full).

@@ -186,6 +186,7 @@ fn init_tracing(config: &Config) -> (Logging, linkpush::log_writer::WorkerGuard)
         .with(json_layer)
         .with(filter)
         .try_init();
+    refresh_access_log();
     let logging = Logging {
         set_filter: Box::new(move |filter| handle.reload(filter)),
         json,
@@ -209,9 +210,19 @@ impl Logging {
         }
         // Validated when the config was loaded; a failure here leaves the old level.
         match EnvFilter::try_new(&log.level).map(|filter| (self.set_filter)(filter)) {
-            Ok(Ok(())) => None,
+            Ok(Ok(())) => {
+                refresh_access_log();
+                None
+            }
             _ => Some("log.level"),
         }
+    }
+}
+
+/// The access log follows the level just set (see `log_writer::AccessSink::enabled`).
+fn refresh_access_log() {
+    if let Some(sink) = linkpush::log_writer::access_sink() {
+        sink.set_enabled(linkpush::front::AccessLog::wanted());
     }
 }
 

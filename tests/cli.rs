@@ -914,6 +914,11 @@ async fn sighup_applies_the_log_level_and_format() {
     let proxy = Running::start_with(up.addr(), "", &[], quiet).await;
     // Bound before the reload: at warn, the info lines at start are not written.
     assert!(!proxy.log().contains("listening"), "{}", proxy.log());
+    let mut client = h2_connect(proxy.addr, &H2Options::default()).await;
+    assert_eq!(
+        h2_get(&mut client, "/?at-warn", &[]).await.status,
+        StatusCode::OK
+    );
 
     let line = proxy
         .reload_with(|text| text.replace("level = \"warn\"", "level = \"info\"\nformat = \"json\""))
@@ -923,6 +928,14 @@ async fn sighup_applies_the_log_level_and_format() {
         line.starts_with('{') && line.contains("\"level\":\"INFO\""),
         "an info line, in JSON: {line}"
     );
+    // The access log follows the level: on from the reload, and off before it (lines are
+    // written in order, so the first request's would be there by now).
+    assert_eq!(
+        h2_get(&mut client, "/?at-info", &[]).await.status,
+        StatusCode::OK
+    );
+    proxy.wait_log("\"path\":\"/?at-info\"", 1).await;
+    assert!(!proxy.log().contains("at-warn"), "{}", proxy.log());
 }
 
 // ===== Shutdown delay =====

@@ -140,13 +140,22 @@ impl Fields<'_> {
 }
 
 impl AccessLog<'_> {
+    /// Whether the current `log.level` wants access lines, asked of tracing's filters.
+    pub fn wanted() -> bool {
+        tracing::enabled!(target: TARGET, tracing::Level::INFO)
+    }
+
     pub fn emit(&self) {
-        if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        let Some(sink) = crate::log_writer::access_sink() else {
+            if Self::wanted() {
+                self.emit_event();
+            }
+            return;
+        };
+        // Decided when the level was set (see `AccessSink::enabled`), not per request.
+        if !sink.enabled() {
             return;
         }
-        let Some(sink) = crate::log_writer::access_sink() else {
-            return self.emit_event();
-        };
         LINE.with_borrow_mut(|line| {
             self.format(line, sink.json(), SystemTime::now());
             sink.write(line.out.as_bytes());
