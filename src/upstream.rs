@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -368,18 +368,25 @@ impl Upstream {
         async move {
             // (The request-target is written in origin-form whatever the URI's form: `conn::encode`.)
             let upgrade_requested = conn::asks_upgrade(req.headers(), forward.as_ref());
-            let started = Instant::now();
-            let deadline = tokio::time::Instant::now() + self.response_timeout;
+            // One clock read for the instants below, in the common case.
+            let now = tokio::time::Instant::now();
+            let started = now.into_std();
+            let deadline = now + self.response_timeout;
             // `max_connections`: every request in flight holds a connection, so a permit per request
             // (released when its body is done) bounds the connections open at once.
             // A free slot is taken without arming a timer (the common case).
+            // When the head's wait starts: now, or after a wait for a permit.
+            let mut head_from = now;
             let permit = match self.limit.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) => {
                     match tokio::time::timeout_at(deadline, self.limit.clone().acquire_owned())
                         .await
                     {
-                        Ok(Ok(p)) => p,
+                        Ok(Ok(p)) => {
+                            head_from = tokio::time::Instant::now();
+                            p
+                        }
                         Ok(Err(_)) => return Err(ProxyError::Internal("upstream limiter closed")),
                         Err(_) => {
                             let err = ProxyError::UpstreamSaturated(self.response_timeout);
@@ -394,7 +401,7 @@ impl Upstream {
                 _in_use: self.metrics.upstream_in_use(),
             };
             // The head is the first bytes `read_timeout` waits for.
-            let head_deadline = deadline.min(tokio::time::Instant::now() + self.read_timeout);
+            let head_deadline = deadline.min(head_from + self.read_timeout);
             let result = tokio::time::timeout_at(
                 head_deadline,
                 self.request(req, forward.as_ref(), informational.as_ref()),
