@@ -80,6 +80,8 @@ pub struct Conn {
     /// Whether a request was sent on this connection before (a close may then be a stale
     /// keep-alive connection, not a refusal of this request).
     reused: bool,
+    /// The field names of the responses read so far, by position.
+    names: Names,
 }
 
 impl Conn {
@@ -91,6 +93,7 @@ impl Conn {
             read_size: FIRST_READ,
             wbuf: BytesMut::new(),
             reused: false,
+            names: Names::default(),
         })
     }
 
@@ -521,7 +524,12 @@ pub fn exchange(
                         Poll::Pending => {}
                     }
                 }
-                match parse_head(&mut conn.rbuf, out.head_request, out.upgrade) {
+                match parse_head(
+                    &mut conn.rbuf,
+                    &mut conn.names,
+                    out.head_request,
+                    out.upgrade,
+                ) {
                     Ok(Some(Parsed::Interim(status, headers))) => {
                         if status == StatusCode::EARLY_HINTS
                             && let Some(tx) = informational
@@ -653,6 +661,7 @@ struct Span {
 /// 1xx keeps only its Link fields, all the proxy reads of it.
 fn parse_head(
     buf: &mut BytesMut,
+    names: &mut Names,
     head_request: bool,
     upgrade: bool,
 ) -> Result<Option<Parsed>, Error> {
@@ -738,7 +747,7 @@ fn parse_head(
         }
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = fields_from(&head, &spans[..kept])?;
+    let mut headers = fields_from(&head, &spans[..kept], Some(names))?;
     if interim {
         return Ok(Some(Parsed::Interim(status, headers)));
     }
@@ -792,13 +801,65 @@ fn parse_head(
     })))
 }
 
-fn fields_from(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Error> {
+/// The field names of a connection's response heads, by position. A backend sends the same
+/// fields in the same order response after response, so most names are found where they were
+/// last time, compared byte for byte as received, and not parsed again
+/// (`HeaderName::from_bytes`: callgrind, ~120 instructions a name; an allocation for one it
+/// does not know). At most [`NAMES`] positions, of names up to [`NAME_BYTES`] bytes.
+#[derive(Default)]
+pub struct Names(Vec<Known>);
+
+const NAMES: usize = 32;
+const NAME_BYTES: usize = 32;
+
+struct Known {
+    raw: [u8; NAME_BYTES],
+    len: u8,
+    name: HeaderName,
+}
+
+impl Names {
+    /// The name `raw` at position `at` of a head.
+    fn name(&mut self, at: usize, raw: &[u8]) -> Result<HeaderName, Error> {
+        if let Some(known) = self.0.get(at)
+            && known.raw[..usize::from(known.len)] == *raw
+        {
+            return Ok(known.name.clone());
+        }
+        let name = HeaderName::from_bytes(raw).map_err(|_| Error::Invalid("invalid field name"))?;
+        if raw.len() <= NAME_BYTES && at <= self.0.len() && at < NAMES {
+            let mut known = Known {
+                raw: [0; NAME_BYTES],
+                len: raw.len() as u8,
+                name: name.clone(),
+            };
+            known.raw[..raw.len()].copy_from_slice(raw);
+            match self.0.get_mut(at) {
+                Some(slot) => *slot = known,
+                None => self.0.push(known),
+            }
+        }
+        Ok(name)
+    }
+}
+
+/// `names`: the connection's, for a response head; none for a trailer section.
+fn fields_from(
+    head: &Bytes,
+    spans: &[Span],
+    mut names: Option<&mut Names>,
+) -> Result<HeaderMap, Error> {
     let mut headers = HeaderMap::with_capacity(spans.len());
-    for span in spans {
+    for (at, span) in spans.iter().enumerate() {
         let (name_at, name_len) = (usize::from(span.name.0), usize::from(span.name.1));
         let (value_at, value_len) = (usize::from(span.value.0), usize::from(span.value.1));
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
-            .map_err(|_| Error::Invalid("invalid field name"))?;
+        let raw = &head[name_at..name_at + name_len];
+        let name = match names.as_deref_mut() {
+            Some(names) => names.name(at, raw)?,
+            None => {
+                HeaderName::from_bytes(raw).map_err(|_| Error::Invalid("invalid field name"))?
+            }
+        };
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
             .map_err(|_| Error::Invalid("invalid field value"))?;
         headers.append(name, value);
@@ -937,7 +998,7 @@ impl Chunked {
                             value: at(f.value),
                         })
                         .collect();
-                    let trailers = fields_from(&section, &spans)?;
+                    let trailers = fields_from(&section, &spans, None)?;
                     self.state = ChunkState::End;
                     return Ok(Decoded::Trailers(trailers));
                 }
@@ -1178,7 +1239,12 @@ mod tests {
     }
 
     fn head(raw: &str) -> Result<Option<Parsed>, Error> {
-        parse_head(&mut BytesMut::from(raw), false, false)
+        parse_head(
+            &mut BytesMut::from(raw),
+            &mut Names::default(),
+            false,
+            false,
+        )
     }
 
     fn final_head(raw: &str) -> Head {
@@ -1310,7 +1376,8 @@ mod tests {
             assert_eq!(h.framing, Framing::Done, "{status}");
         }
         let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
-        let Ok(Some(Parsed::Final(h))) = parse_head(&mut buf, true, false) else {
+        let Ok(Some(Parsed::Final(h))) = parse_head(&mut buf, &mut Names::default(), true, false)
+        else {
             panic!("HEAD response")
         };
         assert_eq!(h.framing, Framing::Done, "no body after a HEAD");
@@ -1329,6 +1396,66 @@ mod tests {
     }
 
     #[test]
+    fn names_are_reused_by_position_only_when_their_bytes_are_the_same() {
+        fn parse(names: &mut Names, fields: &[(&str, &str)]) -> Vec<String> {
+            let mut head = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n".to_owned();
+            for (name, value) in fields {
+                head += &format!("{name}: {value}\r\n");
+            }
+            head += "\r\n";
+            let Ok(Some(Parsed::Final(h))) =
+                parse_head(&mut BytesMut::from(head.as_str()), names, false, false)
+            else {
+                panic!("a final head: {head}");
+            };
+            h.headers
+                .iter()
+                .map(|(n, v)| format!("{n}={}", v.to_str().unwrap()))
+                .collect()
+        }
+        let long = "x-".to_owned() + &"n".repeat(NAME_BYTES);
+        let mut names = Names::default();
+        let first = [("Server", "a"), ("X-Custom", "1"), (long.as_str(), "2")];
+        let expected = [
+            "content-length=0".to_owned(),
+            "server=a".to_owned(),
+            "x-custom=1".to_owned(),
+            format!("{long}=2"),
+        ];
+        assert_eq!(parse(&mut names, &first), expected);
+        // The same again: found by position.
+        assert_eq!(parse(&mut names, &first), expected);
+        // Other names, or the same in another case, at those positions: parsed, and kept in
+        // their place.
+        let second = [("x-custom", "3"), ("Vary", "accept"), (long.as_str(), "4")];
+        assert_eq!(
+            parse(&mut names, &second),
+            [
+                "content-length=0".to_owned(),
+                "x-custom=3".to_owned(),
+                "vary=accept".to_owned(),
+                format!("{long}=4"),
+            ]
+        );
+        assert_eq!(
+            parse(&mut names, &[("X-CUSTOM", "5"), ("vary", "x")]),
+            ["content-length=0", "x-custom=5", "vary=x"]
+        );
+        assert_eq!(names.0.len(), 3, "{long} is too long to be kept");
+        assert_eq!(names.0[1].name, "x-custom");
+        assert_eq!(&names.0[1].raw[..usize::from(names.0[1].len)], b"X-CUSTOM");
+        // At most NAMES positions.
+        let many: Vec<(String, String)> = (0..NAMES + 8)
+            .map(|i| (format!("x-{i}"), i.to_string()))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(parse(&mut names, &many).len(), NAMES + 9);
+        assert_eq!(parse(&mut names, &many).len(), NAMES + 9);
+        assert_eq!(names.0.len(), NAMES);
+        assert_eq!(names.0[NAMES - 1].name, format!("x-{}", NAMES - 2).as_str());
+    }
+
+    #[test]
     fn fields_that_never_cross_the_proxy_are_left_out_of_the_final_head() {
         let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
                    Keep-Alive: timeout=5\r\nProxy-Connection: x\r\nTE: trailers\r\nUpgrade: foo\r\n\
@@ -1342,7 +1469,8 @@ mod tests {
         // The same head as a 101 to an upgrade request: everything stays, for its front end.
         let raw = raw.replace("200 OK", "101 Switching Protocols");
         let mut buf = BytesMut::from(raw.as_str());
-        let Ok(Some(Parsed::Final(h))) = parse_head(&mut buf, false, true) else {
+        let Ok(Some(Parsed::Final(h))) = parse_head(&mut buf, &mut Names::default(), false, true)
+        else {
             panic!("101")
         };
         assert_eq!(h.headers.len(), 11);
@@ -1363,18 +1491,29 @@ mod tests {
         let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\n");
         let field = format!("X-Big: {}\r\n", "a".repeat(1000));
         while buf.len() < MAX_HEAD - 1 {
-            assert!(matches!(parse_head(&mut buf, false, false), Ok(None)));
+            assert!(matches!(
+                parse_head(&mut buf, &mut Names::default(), false, false),
+                Ok(None)
+            ));
             buf.extend_from_slice(field.as_bytes());
         }
         assert!(matches!(
-            parse_head(&mut buf, false, false),
+            parse_head(&mut buf, &mut Names::default(), false, false),
             Err(Error::HeadTooLarge) | Err(Error::Invalid(_))
         ));
         let mut fields = String::from("HTTP/1.1 200 OK\r\n");
         while fields.len() < MAX_HEAD + 10 {
             fields.push_str("X: 1\r\n");
         }
-        assert!(parse_head(&mut BytesMut::from(fields.as_str()), false, false).is_err());
+        assert!(
+            parse_head(
+                &mut BytesMut::from(fields.as_str()),
+                &mut Names::default(),
+                false,
+                false
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -1406,7 +1545,9 @@ mod tests {
         let mut buf = BytesMut::from(
             "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         );
-        let Ok(Some(Parsed::Interim(status, fields))) = parse_head(&mut buf, false, false) else {
+        let Ok(Some(Parsed::Interim(status, fields))) =
+            parse_head(&mut buf, &mut Names::default(), false, false)
+        else {
             panic!("103 first")
         };
         assert_eq!(
@@ -1416,7 +1557,8 @@ mod tests {
                 &HeaderValue::from_static("</a.css>; rel=preload")
             )
         );
-        let Ok(Some(Parsed::Final(h))) = parse_head(&mut buf, false, false) else {
+        let Ok(Some(Parsed::Final(h))) = parse_head(&mut buf, &mut Names::default(), false, false)
+        else {
             panic!("then 200")
         };
         assert_eq!(h.status, StatusCode::OK);
