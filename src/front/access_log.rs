@@ -196,7 +196,7 @@ impl AccessLog<'_> {
         f.bare(key!("client"), |out| push_addr(out, &self.client, &mut num));
         f.str(key!("host"), &r.host);
         f.bare(key!("method"), |out| out.push_str(r.method.as_str()));
-        f.str(key!("path"), &r.path);
+        f.str(key!("path"), r.path.as_str());
         f.num(key!("status"), num.format(self.status));
         f.num(key!("bytes"), num.format(self.bytes));
         f.tenths(key!("duration_ms"), r.started.elapsed(), &mut num);
@@ -412,7 +412,7 @@ mod tests {
     fn request(user_agent: &'static str) -> RequestInfo {
         RequestInfo {
             method: Method::GET,
-            path: "/p?q=\"x\"".into(),
+            path: http::uri::PathAndQuery::from_static("/p\"x\"?q"),
             host: "example.com".into(),
             user_agent: Some(HeaderValue::from_static(user_agent)),
             request_id: super::super::RequestId::Given(HeaderValue::from_static("abc")),
@@ -458,7 +458,7 @@ mod tests {
         assert_eq!(v["client"], "127.0.0.1:4321");
         assert_eq!(v["host"], "example.com");
         assert_eq!(v["method"], "GET");
-        assert_eq!(v["path"], "/p?q=\"x\"");
+        assert_eq!(v["path"], "/p\"x\"?q");
         assert_eq!(v["status"], 200);
         assert_eq!(v["bytes"], 1234);
         assert_eq!(v["upstream_ms"], 1.5);
@@ -499,7 +499,7 @@ mod tests {
         assert_eq!(
             head,
             "2026-12-03T08:27:00.000005Z  INFO linkpush::access: protocol=\"h2\" \
-             client=127.0.0.1:4321 host=\"example.com\" method=GET path=\"/p?q=\\\"x\\\"\" \
+             client=127.0.0.1:4321 host=\"example.com\" method=GET path=\"/p\\\"x\\\"?q\" \
              status=200 bytes=1234"
         );
         assert_eq!(

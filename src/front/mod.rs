@@ -34,8 +34,11 @@ pub fn request_authority(
 }
 
 /// The request target as the access log and the upstream see it: path and query.
-pub fn request_target(uri: &http::Uri) -> String {
-    uri.path_and_query().map_or("/", |p| p.as_str()).to_owned()
+pub fn request_target(uri: &http::Uri) -> http::uri::PathAndQuery {
+    // A clone shares the URI's bytes: no copy per request.
+    uri.path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"))
 }
 
 /// Logs a failed request at the level its side calls for: an upstream failure is the
@@ -313,7 +316,7 @@ fn new_request_id() -> [u8; 16] {
 pub struct RequestInfo {
     pub method: Method,
     /// Path and query, as the upstream sees it.
-    pub path: String,
+    pub path: http::uri::PathAndQuery,
     pub host: String,
     pub user_agent: Option<HeaderValue>,
     pub request_id: RequestId,
