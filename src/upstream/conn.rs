@@ -722,15 +722,22 @@ fn parse_head(
                 false
             }
             Role::Connection => {
+                // The options, and the fields they name, in one pass (as
+                // `super::connection_options` reads them: `upgrade` and names that are no
+                // field name are left alone).
                 for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                     if option.eq_ignore_ascii_case(b"close") {
                         close = true;
                     } else if option.eq_ignore_ascii_case(b"keep-alive") {
                         keep_alive_option = true;
+                    } else if !switching
+                        && !interim
+                        && !option.is_empty()
+                        && !option.eq_ignore_ascii_case(b"upgrade")
+                        && let Ok(name) = HeaderName::from_bytes(option)
+                    {
+                        named.push(name);
                     }
-                }
-                if !switching && !interim {
-                    named.extend(super::connection_options(value));
                 }
                 false
             }
