@@ -195,11 +195,14 @@ impl ClientContext {
 ///   them; HTTP/1.1 needs one field);
 /// - with an upgrade token, `Upgrade` and `Connection: upgrade` are put back, for a protocol
 ///   switch.
+///
+/// It borrows the request's authority (owned only for a push's fetch, which outlives its parent's
+/// stream: [`Forward::into_owned`]).
 #[derive(Clone, Debug)]
-pub struct Forward {
-    /// `None` only for an authority that is no valid field value, which `request_authority`
+pub struct Forward<'a> {
+    /// `None` only for an authority that is not all visible ASCII, which `request_authority`
     /// never returns.
-    host: Option<HeaderValue>,
+    host: Option<std::borrow::Cow<'a, str>>,
     forwarded_for: HeaderValue,
     proto: &'static str,
     upgrade: Option<HeaderValue>,
@@ -207,10 +210,13 @@ pub struct Forward {
     request_id: Option<[u8; 16]>,
 }
 
-impl Forward {
-    pub fn new(authority: &str, client: &ClientContext) -> Self {
+impl<'a> Forward<'a> {
+    pub fn new(authority: &'a str, client: &ClientContext) -> Self {
+        // Checked, though every caller's authority passed `check_authority`: it is written into
+        // the request head as it is.
+        let valid = !authority.is_empty() && authority.bytes().all(|b| b.is_ascii_graphic());
         Forward {
-            host: HeaderValue::from_str(authority).ok(),
+            host: valid.then_some(std::borrow::Cow::Borrowed(authority)),
             forwarded_for: client.forwarded_for.clone(),
             proto: client.scheme,
             upgrade: None,
@@ -231,6 +237,16 @@ impl Forward {
     pub fn upgrade(mut self, token: HeaderValue) -> Self {
         self.upgrade = Some(token);
         self
+    }
+
+    pub fn into_owned(self) -> Forward<'static> {
+        Forward {
+            host: self.host.map(|h| std::borrow::Cow::Owned(h.into_owned())),
+            forwarded_for: self.forwarded_for,
+            proto: self.proto,
+            upgrade: self.upgrade,
+            request_id: self.request_id,
+        }
     }
 }
 
@@ -362,7 +378,7 @@ impl Upstream {
     pub fn send(
         &self,
         req: Request<RequestBody>,
-        forward: Option<Forward>,
+        forward: Option<Forward<'_>>,
         informational: Option<InformationalTx>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> {
         async move {
@@ -459,12 +475,12 @@ impl Upstream {
         clippy::manual_async_fn,
         reason = "an async fn keeps its arguments twice"
     )]
-    fn request<'a>(
-        &'a self,
+    fn request(
+        &self,
         req: Request<RequestBody>,
-        forward: Option<&'a Forward>,
-        informational: Option<&'a InformationalTx>,
-    ) -> impl Future<Output = Result<conn::Exchanged, ProxyError>> + 'a {
+        forward: Option<&Forward<'_>>,
+        informational: Option<&InformationalTx>,
+    ) -> impl Future<Output = Result<conn::Exchanged, ProxyError>> {
         async move {
             let pooled = self.pool.checkout();
             let mut conn = match pooled {

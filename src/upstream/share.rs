@@ -98,13 +98,13 @@ impl Upstream {
         clippy::manual_async_fn,
         reason = "an async fn keeps its arguments twice"
     )]
-    pub fn send_for<'a>(
-        &'a self,
-        share: &'a ClientShare,
+    pub fn send_for(
+        &self,
+        share: &ClientShare,
         req: Request<RequestBody>,
-        forward: Forward,
+        forward: Forward<'_>,
         informational: Option<InformationalTx>,
-    ) -> impl Future<Output = Result<Response<Buffered>, ProxyError>> + 'a {
+    ) -> impl Future<Output = Result<Response<Buffered>, ProxyError>> {
         async move {
             let slot = self.client_slot(share).await?;
             let response = self.send(req, Some(forward), informational).await?;

@@ -339,7 +339,7 @@ impl Drop for Done {
 fn fetch_request(
     req: &PushRequest<'_>,
     path: &str,
-) -> Option<(Request<crate::upstream::RequestBody>, Forward)> {
+) -> Option<(Request<crate::upstream::RequestBody>, Forward<'static>)> {
     let uri = req.app.upstream.uri_for_path(path).ok()?;
     let mut fetch = Request::builder()
         .method(Method::GET)
@@ -351,7 +351,7 @@ fn fetch_request(
         )
         .ok()?;
     *fetch.headers_mut() = req.headers.clone();
-    Some((fetch, Forward::new(req.authority, req.client)))
+    Some((fetch, Forward::new(req.authority, req.client).into_owned()))
 }
 
 /// Fetches the asset and sends it on the pushed stream. The fetch runs concurrently with the
@@ -359,7 +359,7 @@ fn fetch_request(
 async fn run(
     app: Arc<App>,
     mut pushed: SendPushedResponse<Bytes>,
-    fetch: Option<(Request<crate::upstream::RequestBody>, Forward)>,
+    fetch: Option<(Request<crate::upstream::RequestBody>, Forward<'static>)>,
     url_hash: Option<u64>,
     share: crate::upstream::ClientShare,
 ) -> PushOutcome {
