@@ -75,6 +75,10 @@ status=${PIPESTATUS[0]}
 cargo test --locked --manifest-path vendor/h2/Cargo.toml -- --skip hpack::test::fixture 2>&1 | tee -a "$log"
 h2_status=${PIPESTATUS[0]}
 [ "$status" = 0 ] && status=$h2_status
+# The vendored mimalloc wrapper (vendor/mimalloc/PATCHES.md): its tests and the patch's.
+cargo test --locked --manifest-path vendor/mimalloc/Cargo.toml 2>&1 | tee -a "$log"
+mimalloc_status=${PIPESTATUS[0]}
+[ "$status" = 0 ] && status=$mimalloc_status
 set -e
 # One closing line for the whole run (the last binaries cargo runs are benchmark smoke checks,
 # whose output would otherwise end the log).

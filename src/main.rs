@@ -18,6 +18,8 @@ use tracing_subscriber::EnvFilter;
 /// instructions per request (callgrind, `benches/instructions.sh`). The price is memory held
 /// per thread: an idle TLS HTTP/2 connection 12.3-13.1 KiB instead of 11.8, and the peak of the
 /// never-reading clients in tests/fairness.rs 27-32 MB instead of 19-21 (docs/BENCHMARKS.md).
+/// The wrapper crate is patched (vendor/mimalloc/PATCHES.md): it used mimalloc's aligned
+/// functions for every allocation, whose slow path over-allocates.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
