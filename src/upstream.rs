@@ -114,13 +114,20 @@ fn connection_options(value: &[u8]) -> impl Iterator<Item = HeaderName> + '_ {
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
-        .filter(|option| {
-            !option.is_empty()
-                && ![b"keep-alive".as_slice(), b"close", b"upgrade"]
-                    .iter()
-                    .any(|usual| option.eq_ignore_ascii_case(usual))
-        })
-        .filter_map(|option| HeaderName::from_bytes(option).ok())
+        .filter_map(connection_option)
+}
+
+/// The field one trimmed `Connection` option names, if it names one that needs a lookup (see
+/// [`connection_options`]).
+fn connection_option(option: &[u8]) -> Option<HeaderName> {
+    if option.is_empty()
+        || [b"keep-alive".as_slice(), b"close", b"upgrade"]
+            .iter()
+            .any(|usual| option.eq_ignore_ascii_case(usual))
+    {
+        return None;
+    }
+    HeaderName::from_bytes(option).ok()
 }
 
 /// A client's request body failed (an aborted upload, a malformed chunked body, a reset
@@ -388,11 +395,11 @@ impl Upstream {
             let now = tokio::time::Instant::now();
             let started = now.into_std();
             let deadline = now + self.response_timeout;
+            // When the head's wait starts: now, or after a wait for a permit.
+            let mut head_from = now;
             // `max_connections`: every request in flight holds a connection, so a permit per request
             // (released when its body is done) bounds the connections open at once.
             // A free slot is taken without arming a timer (the common case).
-            // When the head's wait starts: now, or after a wait for a permit.
-            let mut head_from = now;
             let permit = match self.limit.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) => {

@@ -722,9 +722,7 @@ fn parse_head(
                 false
             }
             Role::Connection => {
-                // The options, and the fields they name, in one pass (as
-                // `super::connection_options` reads them: `upgrade` and names that are no
-                // field name are left alone).
+                // The options, and the fields they name, in one pass over the value.
                 for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                     if option.eq_ignore_ascii_case(b"close") {
                         close = true;
@@ -732,9 +730,7 @@ fn parse_head(
                         keep_alive_option = true;
                     } else if !switching
                         && !interim
-                        && !option.is_empty()
-                        && !option.eq_ignore_ascii_case(b"upgrade")
-                        && let Ok(name) = HeaderName::from_bytes(option)
+                        && let Some(name) = super::connection_option(option)
                     {
                         named.push(name);
                     }

@@ -219,7 +219,7 @@ impl Stream {
                     &self.app,
                     &self.client,
                     req,
-                    info,
+                    &info.request_id,
                     respond,
                 ))
                 .await;

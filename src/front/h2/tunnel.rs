@@ -50,7 +50,7 @@ pub(super) async fn run(
     app: &Arc<App>,
     client: &ClientContext,
     req: Request<RecvStream>,
-    info: &crate::front::RequestInfo,
+    request_id: &crate::front::RequestId,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<(u16, u64, Option<&'static str>), ProxyError> {
     let websocket = req
@@ -69,7 +69,7 @@ pub(super) async fn run(
         None => return Err(ProxyError::BadRequest("extended CONNECT without :path")),
     };
     let forward = Forward::new(&authority, client)
-        .request_id(&info.request_id)
+        .request_id(request_id)
         .upgrade(HeaderValue::from_static("websocket"));
     // RFC 8441 §5: the client's Sec-WebSocket-Version/Protocol/Extensions travel as they are; the
     // key, which HTTP/2 has no use for, is ours (RFC 6455 §4.1).
