@@ -10,8 +10,9 @@
 //! [`Body::poll_frame`] reads ahead first.
 //!
 //! A response that fits is read to its end at once, so its upstream connection goes back to the
-//! pool and its slots are released whatever the client's flow-control window (a client with
-//! INITIAL_WINDOW_SIZE 0 costs the buffered bytes, not a pool slot). A larger one keeps at most
+//! pool and its slots are released whatever the client's flow-control window (a client
+//! with INITIAL_WINDOW_SIZE 0 costs the buffered bytes, not a pool slot). One that came whole with
+//! its head is kept as its one chunk, with no reading side built at all. A larger one keeps at most
 //! `buffer_size` bytes ahead of the client and then waits for it: backpressure as before, and a
 //! 1 GB download still costs a bounded amount of memory (SPEC §3).
 //!
@@ -47,7 +48,10 @@ pub struct Buffered {
     /// `None` for a body that was empty from the start. Boxed: a `Buffered` travels in the
     /// response through several futures, and most of this is needed only while reading.
     ahead: Option<Box<Ahead>>,
-    /// The charge of the chunk last returned, until the next poll.
+    /// A body that was read whole when its read-ahead began: its one chunk, charged to the
+    /// connection's budget by `in_hand` already (see [`Buffered::read_ahead`]).
+    whole: Option<Bytes>,
+    /// The charge of the chunk last returned, until the next poll (or of `whole`).
     in_hand: Option<Charge>,
     /// What is left, when the upstream said (Content-Length).
     remaining: Option<u64>,
@@ -73,22 +77,67 @@ struct Ahead {
 impl Buffered {
     /// Reads `body` ahead as it is driven. `slot` (the connection's share of the pool) is held
     /// until the upstream body ends or the client's stream drops this body.
-    pub fn read_ahead<B>(body: B, slot: OwnedSemaphorePermit, share: &ClientShare) -> Buffered
+    ///
+    /// The body is polled once here, with `cx`. A small response usually arrives with its head:
+    /// then its one chunk is all of it, and it is kept as it is, charged to the connection's
+    /// budget, with the upstream connection and `slot` released at once. That common case needs
+    /// none of the reading side (no queue, no per-response room, no allocation); the room it
+    /// would have charged is a fresh `buffer_size`, which one chunk always fits.
+    pub fn read_ahead<B>(
+        mut body: B,
+        slot: OwnedSemaphorePermit,
+        share: &ClientShare,
+        cx: &mut Context<'_>,
+    ) -> Buffered
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        let done = Buffered {
+            ahead: None,
+            whole: None,
+            in_hand: None,
+            remaining: Some(0),
+        };
         if body.is_end_stream() {
             // Nothing to read: the upstream connection is already free.
-            return Buffered {
-                ahead: None,
-                in_hand: None,
-                remaining: Some(0),
-            };
+            return done;
         }
         let remaining = body.size_hint().exact();
+        let polled = Pin::new(&mut body)
+            .poll_frame(cx)
+            .map(|frame| frame.map(|r| r.map_err(Into::into)));
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+            && body.is_end_stream()
+        {
+            let budget_total = share.budget_total().max(1);
+            let charge = u32::try_from(data.len())
+                .unwrap_or(u32::MAX)
+                .min(budget_total);
+            if let Ok(budget) = share.budget().try_acquire_many_owned(charge) {
+                // The end: dropping the body returns its connection to the pool, and the slot
+                // goes with it.
+                drop((body, slot));
+                let Poll::Ready(Some(Ok(frame))) = polled else {
+                    unreachable!("matched above")
+                };
+                let Ok(data) = frame.into_data() else {
+                    unreachable!("a data frame")
+                };
+                return Buffered {
+                    whole: Some(data),
+                    in_hand: Some(Charge {
+                        _room: None,
+                        _budget: Some(budget),
+                    }),
+                    remaining,
+                    ..done
+                };
+            }
+        }
         let cap = share.buffer_size().max(1);
-        let ahead = Ahead {
+        let mut ahead = Ahead {
             body: Some(Box::pin(http_body_util::BodyExt::map_err(body, Into::into))),
             slot: Some(slot),
             limits: Limits {
@@ -102,10 +151,12 @@ impl Buffered {
             error: None,
             error_due: false,
         };
+        // What the poll above gave is handled as `poll_read` would have; it reads on from there.
+        ahead.took(polled);
         Buffered {
             ahead: Some(Box::new(ahead)),
-            in_hand: None,
             remaining,
+            ..done
         }
     }
 
@@ -143,37 +194,53 @@ impl Ahead {
             let Some(body) = self.body.as_mut() else {
                 return;
             };
-            let (frame, ended) = match body.as_mut().poll_frame(cx) {
-                Poll::Pending => return,
-                // The end: the body is dropped, which returns the upstream connection to the
-                // pool, and `slot` with it.
-                Poll::Ready(None) => (None, true),
-                // Dropping the failed body closes its connection (the response is unfinished);
-                // the error follows the frames already read.
-                Poll::Ready(Some(Err(err))) => {
-                    self.error = Some(err);
-                    (None, true)
-                }
-                // The last frame ends it too, without waiting for a poll that would only say so.
-                Poll::Ready(Some(Ok(frame))) => (Some(frame), body.is_end_stream()),
-            };
-            if ended {
-                self.body = None;
-                self.slot = None;
-            }
-            let Some(frame) = frame else {
+            let polled = body.as_mut().poll_frame(cx);
+            if !self.took(polled) {
                 return;
-            };
-            let len = frame.data_ref().map_or(0, Bytes::len);
-            if frame.is_data() && len == 0 {
-                continue;
             }
-            match self.limits.try_take(len) {
-                Some(charge) => self.queue.push_back((frame, charge)),
-                None => {
-                    let take = self.limits.clone().take(len);
-                    self.waiting = Some(Box::pin(async move { (frame, take.await) }));
-                }
+        }
+    }
+
+    /// Takes what a poll of the body gave: a frame is queued with its charge, or waits for room.
+    /// Whether to poll the body again now.
+    fn took(&mut self, polled: Poll<Option<Result<Frame<Bytes>, BoxError>>>) -> bool {
+        let (frame, ended) = match polled {
+            Poll::Pending => return false,
+            // The end: the body is dropped, which returns the upstream connection to the
+            // pool, and `slot` with it.
+            Poll::Ready(None) => (None, true),
+            // Dropping the failed body closes its connection (the response is unfinished);
+            // the error follows the frames already read.
+            Poll::Ready(Some(Err(err))) => {
+                self.error = Some(err);
+                (None, true)
+            }
+            // The last frame ends it too, without waiting for a poll that would only say so.
+            Poll::Ready(Some(Ok(frame))) => {
+                let ended = self.body.as_ref().is_none_or(|body| body.is_end_stream());
+                (Some(frame), ended)
+            }
+        };
+        if ended {
+            self.body = None;
+            self.slot = None;
+        }
+        let Some(frame) = frame else {
+            return false;
+        };
+        let len = frame.data_ref().map_or(0, Bytes::len);
+        if frame.is_data() && len == 0 {
+            return true;
+        }
+        match self.limits.try_take(len) {
+            Some(charge) => {
+                self.queue.push_back((frame, charge));
+                true
+            }
+            None => {
+                let take = self.limits.clone().take(len);
+                self.waiting = Some(Box::pin(async move { (frame, take.await) }));
+                true
             }
         }
     }
@@ -243,6 +310,11 @@ impl Body for Buffered {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(data) = this.whole.take() {
+            // Its charge is in hand already, until the next poll.
+            this.remaining = Some(0);
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
         // Asked for more: the previous chunk has left the send loop.
         this.in_hand = None;
         let Some(ahead) = this.ahead.as_mut() else {
@@ -279,9 +351,11 @@ impl Body for Buffered {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ahead
-            .as_ref()
-            .is_none_or(|ahead| ahead.is_done() && ahead.error.is_none())
+        self.whole.is_none()
+            && self
+                .ahead
+                .as_ref()
+                .is_none_or(|ahead| ahead.is_done() && ahead.error.is_none())
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -327,6 +401,20 @@ mod tests {
         pool.clone().try_acquire_owned().expect("a free slot")
     }
 
+    /// A read-ahead begun as `send_for` begins it, in the task's context.
+    async fn start<B>(body: B, slot: OwnedSemaphorePermit, share: &ClientShare) -> Buffered
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut start = Some((body, slot));
+        std::future::poll_fn(|cx| {
+            let (body, slot) = start.take().expect("polled once");
+            Poll::Ready(Buffered::read_ahead(body, slot, share, cx))
+        })
+        .await
+    }
+
     /// What the HTTP/2 send loop does while the client's window is shut: drive the read-ahead
     /// without taking a frame.
     async fn drive(buffered: &mut Buffered) {
@@ -342,7 +430,7 @@ mod tests {
         let pool = Arc::new(Semaphore::new(1));
         let share = share(64 * 1024, 1024 * 1024);
         let (small, _) = body(4, 1000);
-        let mut buffered = Buffered::read_ahead(small, slot(&pool).await, &share);
+        let mut buffered = start(small, slot(&pool).await, &share).await;
         // Driven once, no frame taken: the slot comes back once the body is read.
         drive(&mut buffered).await;
         assert!(pool.try_acquire().is_ok(), "the slot was released");
@@ -355,7 +443,7 @@ mod tests {
         let pool = Arc::new(Semaphore::new(1));
         let share = share(4096, 1024 * 1024);
         let (large, taken) = body(100, 1024);
-        let mut buffered = Buffered::read_ahead(large, slot(&pool).await, &share);
+        let mut buffered = start(large, slot(&pool).await, &share).await;
         drive(&mut buffered).await;
         // Four 1 KiB chunks fill the 4 KiB read-ahead; the budget shows them charged.
         let budget = share.budget();
@@ -379,8 +467,8 @@ mod tests {
         let share = share(4096, 6144);
         let (a, _) = body(100, 1024);
         let (b, _) = body(100, 1024);
-        let mut a = Buffered::read_ahead(a, slot(&pool).await, &share);
-        let mut b = Buffered::read_ahead(b, slot(&pool).await, &share);
+        let mut a = start(a, slot(&pool).await, &share).await;
+        let mut b = start(b, slot(&pool).await, &share).await;
         drive(&mut a).await;
         drive(&mut b).await;
         // Two responses of 4 KiB read-ahead each, but 6 KiB for the connection.
@@ -399,7 +487,7 @@ mod tests {
             Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"first"))),
             Err("upstream cut".into()),
         ]);
-        let mut buffered = Buffered::read_ahead(StreamBody::new(chunks), slot(&pool).await, &share);
+        let mut buffered = start(StreamBody::new(chunks), slot(&pool).await, &share).await;
         let polls = std::future::poll_fn(|cx| {
             let mut seen = Vec::new();
             for _ in 0..3 {
@@ -420,5 +508,51 @@ mod tests {
             pool.try_acquire().is_ok(),
             "the failed body's slot was released"
         );
+    }
+    #[tokio::test]
+    async fn a_body_that_came_whole_is_kept_charged_to_the_budget_and_frees_its_slot_at_once() {
+        let pool = Arc::new(Semaphore::new(1));
+        let share = share(64 * 1024, 1024 * 1024);
+        let whole = http_body_util::Full::new(Bytes::from(vec![7u8; 1000]));
+        let mut buffered = start(whole, slot(&pool).await, &share).await;
+        // Not driven at all: the slot is already back.
+        assert!(pool.try_acquire().is_ok(), "the slot was released");
+        assert!(buffered.ahead.is_none(), "no reading side");
+        assert_eq!(buffered.size_hint().exact(), Some(1000));
+        assert!(!buffered.is_end_stream());
+        let budget = share.budget();
+        assert_eq!(budget.available_permits(), 1024 * 1024 - 1000);
+        let frame = buffered.frame().await.expect("a frame").expect("data");
+        assert_eq!(frame.into_data().expect("data").len(), 1000);
+        assert!(buffered.is_end_stream());
+        // The chunk stays charged until the stream asks for more.
+        assert_eq!(budget.available_permits(), 1024 * 1024 - 1000);
+        assert!(buffered.frame().await.is_none());
+        assert_eq!(
+            budget.available_permits(),
+            1024 * 1024,
+            "the charge returned"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_that_came_whole_waits_for_the_budget_when_there_is_none() {
+        let pool = Arc::new(Semaphore::new(1));
+        let share = share(64 * 1024, 4096);
+        let held = share
+            .budget()
+            .try_acquire_many_owned(4096)
+            .expect("the whole budget");
+        let whole = http_body_util::Full::new(Bytes::from(vec![7u8; 1000]));
+        let mut buffered = start(whole, slot(&pool).await, &share).await;
+        // Read and ended, so the slot is free, but the chunk waits for its charge.
+        assert!(pool.try_acquire().is_ok(), "the slot was released");
+        assert!(buffered.ahead.is_some(), "read ahead the usual way");
+        drive(&mut buffered).await;
+        assert!(!buffered.is_end_stream());
+        drop(held);
+        let collected = buffered.collect().await.expect("body").to_bytes();
+        assert_eq!(collected.len(), 1000);
+        assert_eq!(share.budget().available_permits(), 4096);
     }
 }
