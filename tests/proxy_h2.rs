@@ -887,6 +887,43 @@ async fn idle_connection_gets_goaway_and_is_closed() {
     }
 }
 
+/// SPEC §2 `idle_timeout` counts from the end of the last stream: a connection that was busy for
+/// longer than the timeout is not closed the moment it goes idle (the connection's one idle
+/// timer is pushed back each time it goes idle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_counts_from_the_end_of_the_last_stream() {
+    let idle = Duration::from_millis(300);
+    let gate = Gate::new();
+    let up = Upstream::new()
+        .route("/warm", Reply::ok("warm"))
+        .route("/slow", Reply::ok("late").hold(gate.clone()))
+        .route("/ok", Reply::ok("fine"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |c| c.server.idle_timeout = idle).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
+    // Idle, then busy: the timer has run once before the long stream.
+    assert_eq!(
+        h2_get(&mut client, "/warm", &[]).await.status,
+        StatusCode::OK
+    );
+    let response = start_get(&mut client, "/slow").await;
+    assert!(up.wait_for_requests("/slow", 1, TIMEOUT).await);
+    // The scenario, not synchronisation: the stream stays open past the idle timeout.
+    tokio::time::sleep(idle * 2).await;
+    gate.open();
+    assert_eq!(
+        finish(response).await,
+        (StatusCode::OK, Bytes::from("late"))
+    );
+    // Idle only since that response: the next request is served on the same connection.
+    let ok = h2_get(&mut client, "/ok", &[]).await;
+    assert_eq!(
+        (ok.status, ok.body.as_ref(), ok.error.is_none()),
+        (StatusCode::OK, &b"fine"[..], true)
+    );
+}
+
 /// SPEC §2 `idle_timeout` and §8 (bounded idle connections): h2's graceful shutdown waits for the
 /// client to acknowledge a PING before the final GOAWAY; a client that never does must not keep
 /// the connection (and its task) forever.

@@ -100,8 +100,20 @@ pub async fn serve<IO>(
     // reach `accept`, so they are counted when it next returns: at the next request, or when
     // the connection ends.
     let mut too_large = 0;
+    // One idle timer for the connection's life, pushed back each time the connection goes idle:
+    // a later deadline only updates the registered entry (tokio's `TimerEntry::reset` extends
+    // it without touching the wheel), where a new `sleep` per turn registered and cancelled one.
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    let mut was_idle = true;
     loop {
         let idle_now = work.is_empty();
+        if idle_now && !was_idle {
+            idle_timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + idle);
+        }
+        was_idle = idle_now;
         // Polled in this order on every wakeup: the streams and pushes first, then h2's I/O,
         // so what a stream queued is written in the same turn (no extra wakeup), and a stream
         // that fails after its last DATA (a reset drops what h2 still holds for the stream)
@@ -135,7 +147,7 @@ pub async fn serve<IO>(
                     None => break,
                 }
             }
-            _ = tokio::time::sleep(idle), if idle_now && !closing => {
+            () = &mut idle_timer, if idle_now && !closing => {
                 debug!(peer = %client.peer, "idle timeout");
                 conn.graceful_shutdown();
                 closing = true;
