@@ -93,6 +93,10 @@ struct HeaderBlock {
     fields: HeaderMap,
 
     /// Precomputed size of all of our header fields, for perf reasons
+    ///
+    /// Patch (linkpush): of a received block only, where `load` checks it against our limit
+    /// as it decodes. A block we send is measured by `header_list_size`, and only when the
+    /// peer set a limit (`Send::check_header_list_size`): 0 here.
     field_size: usize,
 
     /// Set to true if decoding went over the max header list size.
@@ -123,7 +127,8 @@ impl Headers {
             stream_id,
             stream_dep: None,
             header_block: Box::new(HeaderBlock {
-                field_size: calculate_headermap_size(&fields),
+                // Patch (linkpush): not measured here; see `HeaderBlock::field_size`.
+                field_size: 0,
                 fields,
                 is_over_size: false,
                 pseudo,
@@ -140,7 +145,8 @@ impl Headers {
             stream_id,
             stream_dep: None,
             header_block: Box::new(HeaderBlock {
-                field_size: calculate_headermap_size(&fields),
+                // Patch (linkpush): not measured here; see `HeaderBlock::field_size`.
+                field_size: 0,
                 fields,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
@@ -372,7 +378,8 @@ impl PushPromise {
         PushPromise {
             flags: PushPromiseFlag::default(),
             header_block: Box::new(HeaderBlock {
-                field_size: calculate_headermap_size(&fields),
+                // Patch (linkpush): not measured here; see `HeaderBlock::field_size`.
+                field_size: 0,
                 fields,
                 is_over_size: false,
                 pseudo,
@@ -1064,12 +1071,6 @@ impl HeaderBlock {
             + pseudo_size!(path)
             + self.field_size
     }
-}
-
-fn calculate_headermap_size(map: &HeaderMap) -> usize {
-    map.iter()
-        .map(|(name, value)| decoded_header_size(name.as_str().len(), value.len()))
-        .sum::<usize>()
 }
 
 fn decoded_header_size(name: usize, value: usize) -> usize {

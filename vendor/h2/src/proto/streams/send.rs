@@ -122,17 +122,9 @@ impl Send {
         Ok(())
     }
 
-    /// Patch (linkpush): see `peer_max_header_list_size`.
-    fn check_header_list_size(&self, size: usize) -> Result<(), UserError> {
-        if size > self.peer_max_header_list_size {
-            tracing::debug!(
-                size,
-                max = self.peer_max_header_list_size,
-                "header list larger than the peer's SETTINGS_MAX_HEADER_LIST_SIZE"
-            );
-            return Err(UserError::HeaderListTooLarge);
-        }
-        Ok(())
+    /// Patch (linkpush): see `peer_max_header_list_size` and [`within_header_list_limit`].
+    fn check_header_list_size(&self, size: impl FnOnce() -> usize) -> Result<(), UserError> {
+        within_header_list_limit(self.peer_max_header_list_size, size)
     }
 
     pub fn send_push_promise(
@@ -151,7 +143,7 @@ impl Send {
         );
 
         Self::check_headers(frame.fields())?;
-        self.check_header_list_size(frame.header_list_size())?;
+        self.check_header_list_size(|| frame.header_list_size())?;
 
         // Queue the frame for sending, on the connection's promised-id
         // ordered queue rather than the parent stream's (see
@@ -176,7 +168,7 @@ impl Send {
         );
 
         Self::check_headers(frame.fields())?;
-        self.check_header_list_size(frame.header_list_size())?;
+        self.check_header_list_size(|| frame.header_list_size())?;
 
         let end_stream = frame.is_end_stream();
 
@@ -225,7 +217,7 @@ impl Send {
 
         // Validate headers
         Self::check_headers(frame.fields())?;
-        self.check_header_list_size(frame.header_list_size())?;
+        self.check_header_list_size(|| frame.header_list_size())?;
 
         debug_assert!(frame.is_informational(),
             "Frame must be informational (1xx status code) at this point. Validation should happen at the public API boundary.");
@@ -367,7 +359,7 @@ impl Send {
         // Checked before the state transition so a rejected call leaves the stream
         // untouched and still able to send valid trailers.
         Self::check_headers(frame.fields())?;
-        self.check_header_list_size(frame.header_list_size())?;
+        self.check_header_list_size(|| frame.header_list_size())?;
 
         // TODO: Should this logic be moved into state.rs?
         if !stream.state.is_send_streaming() {
@@ -720,9 +712,47 @@ impl Send {
 
 /// Patch 9 (linkpush): `check_headers` in one pass gives the verdicts of the five lookups it
 /// replaced. A guard on the rewrite, not a regression test: unpatched h2 passes it too.
+/// Patch (linkpush): a header block of `size()` octets against the peer's
+/// SETTINGS_MAX_HEADER_LIST_SIZE, `limit` (`usize::MAX` until the peer sends one). `size` is
+/// called only when there is a limit: without one, a block is not measured at all (it costs a
+/// pass over its fields).
+fn within_header_list_limit(limit: usize, size: impl FnOnce() -> usize) -> Result<(), UserError> {
+    if limit == usize::MAX {
+        return Ok(());
+    }
+    let size = size();
+    if size > limit {
+        tracing::debug!(
+            size,
+            max = limit,
+            "header list larger than the peer's SETTINGS_MAX_HEADER_LIST_SIZE"
+        );
+        return Err(UserError::HeaderListTooLarge);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_block_is_measured_only_against_a_limit_the_peer_set() {
+        assert!(within_header_list_limit(usize::MAX, || panic!("measured")).is_ok());
+        let measured = &std::cell::Cell::new(0);
+        let size = |n| {
+            move || {
+                measured.set(measured.get() + 1);
+                n
+            }
+        };
+        assert!(within_header_list_limit(100, size(100)).is_ok());
+        assert!(matches!(
+            within_header_list_limit(100, size(101)),
+            Err(UserError::HeaderListTooLarge)
+        ));
+        assert_eq!(measured.get(), 2);
+    }
 
     fn fields(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
         let mut map = http::HeaderMap::new();
