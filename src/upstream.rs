@@ -167,6 +167,9 @@ pub struct ClientContext {
     /// request of the connection shares its bytes (formatting it per request was two
     /// allocations).
     forwarded_for: HeaderValue,
+    /// The peer's address as the access log writes it (`127.0.0.1:4321`, `[::1]:4321`), made
+    /// once per connection.
+    pub address: std::sync::Arc<str>,
 }
 
 impl ClientContext {
@@ -184,6 +187,7 @@ impl ClientContext {
             scheme,
             upstream_share,
             forwarded_for,
+            address: peer.to_string().into(),
         }
     }
 }

@@ -179,8 +179,12 @@ pub fn encode(
         .path_and_query()
         .map_or("/", http::uri::PathAndQuery::as_str);
     let mut size = parts.method.as_str().len() + target.len() + 160;
+    // Whether `write_forwarded` has Connection or TE to read first (never over HTTP/2): found
+    // in this pass, so the common request costs no lookups.
+    let mut options = false;
     for (name, value) in &parts.headers {
         size += name.as_str().len() + value.len() + 4;
+        options |= name == header::CONNECTION || name == header::TE;
     }
     wbuf.reserve(size);
     wbuf.put_slice(parts.method.as_str().as_bytes());
@@ -188,7 +192,9 @@ pub fn encode(
     wbuf.put_slice(target.as_bytes());
     wbuf.put_slice(b" HTTP/1.1\r\n");
     match forward {
-        Some(forward) => write_forwarded(&parts.headers, forward, sending.is_some(), wbuf),
+        Some(forward) => {
+            write_forwarded(&parts.headers, options, forward, sending.is_some(), wbuf);
+        }
         None => {
             for (name, value) in &parts.headers {
                 // The framing is this connection's to decide (RFC 9112 §6.1, §6.2).
@@ -246,22 +252,32 @@ fn put_field(wbuf: &mut BytesMut, name: &[u8], value: &[u8]) {
 
 /// The client's fields rewritten for the upstream (SPEC §3), written in one pass over them. A
 /// header map yields all values of one name one after another, which is what lets cookies and
-/// X-Forwarded-For be joined as they are met.
-fn write_forwarded(headers: &HeaderMap, forward: &Forward, framed: bool, wbuf: &mut BytesMut) {
+/// X-Forwarded-For be joined as they are met. `options`: whether `headers` has a Connection or TE
+/// field.
+fn write_forwarded(
+    headers: &HeaderMap,
+    options: bool,
+    forward: &Forward,
+    framed: bool,
+    wbuf: &mut BytesMut,
+) {
     if let Some(host) = &forward.host {
         put_field(wbuf, b"host", host.as_bytes());
     }
     // Fields `Connection` names (RFC 9110 §7.6.1); HTTP/2 requests never carry it.
     let mut named: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        named.extend(super::connection_options(value.as_bytes()));
-    }
     // RFC 9113 §8.2.2: TE passes only as `trailers`, and only when nothing else is asked.
-    let te_trailers = !named.contains(&header::TE)
-        && headers
-            .get_all(header::TE)
-            .iter()
-            .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let mut te_trailers = true;
+    if options {
+        for value in headers.get_all(header::CONNECTION) {
+            named.extend(super::connection_options(value.as_bytes()));
+        }
+        te_trailers = !named.contains(&header::TE)
+            && headers
+                .get_all(header::TE)
+                .iter()
+                .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    }
     // The name whose values are being joined into one line, if any.
     let mut joining: Option<&HeaderName> = None;
     let mut forwarded_for = false;

@@ -153,7 +153,7 @@ fn handle(
             bytes: 0,
             line: Some(LogLine {
                 info,
-                client: client.peer,
+                client: client.address.clone(),
                 status,
                 upstream,
                 hints,
@@ -363,7 +363,7 @@ fn send_early_hints<'a>(
 
 struct LogLine {
     info: RequestInfo,
-    client: std::net::SocketAddr,
+    client: std::sync::Arc<str>,
     status: u16,
     upstream: Option<Duration>,
     hints: EarlyHints,
@@ -383,7 +383,7 @@ impl Logged {
         if let Some(line) = self.line.take() {
             AccessLog {
                 protocol: "http1",
-                client: line.client,
+                client: &line.client,
                 request: &line.info,
                 status: line.status,
                 bytes: self.bytes,

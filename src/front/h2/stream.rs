@@ -123,7 +123,7 @@ impl Stream {
             if self.app.config.log.access_log {
                 AccessLog {
                     protocol: "h2",
-                    client: self.client.peer,
+                    client: &self.client.address,
                     request: &info,
                     status,
                     bytes,
