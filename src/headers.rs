@@ -7,10 +7,36 @@
 //! syntax, no userinfo), RFC 9113 §8.3.1 (`:authority` vs Host), RFC 9110 §8.6 / RFC 9112 §6.3
 //! (Content-Length), RFC 9110 §15.2 (1xx), RFC 9113 §8.2.2 (connection-specific fields).
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{StatusCode, Uri};
 
 use crate::error::ProxyError;
+
+/// The first value of a field and whether there are others: what a rule about a field that may
+/// appear once needs. Made by a lookup ([`Single::of`]), or by a pass over all the fields that
+/// [`Single::see`]s each value of that name, to look for several names at once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Single<'a> {
+    pub first: Option<&'a HeaderValue>,
+    pub more: bool,
+}
+
+impl<'a> Single<'a> {
+    pub fn of(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Self {
+        let mut all = headers.get_all(name).iter();
+        Single {
+            first: all.next(),
+            more: all.next().is_some(),
+        }
+    }
+
+    pub fn see(&mut self, value: &'a HeaderValue) {
+        match self.first {
+            None => self.first = Some(value),
+            Some(_) => self.more = true,
+        }
+    }
+}
 
 /// The request's authority, validated: `:authority` (HTTP/2) or the absolute-form target's
 /// authority (HTTP/1.1), else `Host`.
@@ -25,12 +51,15 @@ use crate::error::ProxyError;
 ///   RFC 9113 §8.3.1 says the same for HTTP/2: a Host that differs from `:authority` SHOULD be
 ///   treated as malformed.
 pub fn request_authority(uri: &Uri, headers: &HeaderMap) -> Result<String, ProxyError> {
-    let mut hosts = headers.get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
+    authority_of(uri, Single::of(headers, header::HOST))
+}
+
+/// [`request_authority`] from the request's Host fields, found by the caller.
+pub fn authority_of(uri: &Uri, hosts: Single<'_>) -> Result<String, ProxyError> {
+    if hosts.more {
         return Err(ProxyError::BadRequest("more than one Host field"));
     }
-    let host = match host {
+    let host = match hosts.first {
         Some(h) => {
             let text = h
                 .to_str()
