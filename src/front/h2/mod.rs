@@ -131,8 +131,15 @@ pub async fn serve<IO>(
                 count_too_large(&app, &conn, client.peer, &mut too_large);
                 match next {
                     Some(Ok((req, respond))) => {
-                        // The client's SETTINGS arrive before its first HEADERS, so this is current.
-                        push.set_peer_max_streams(conn.max_concurrent_send_streams());
+                        // The client's SETTINGS arrive before its first HEADERS, so these are
+                        // current.
+                        if push.is_enabled() {
+                            if conn.is_push_enabled() {
+                                push.set_peer_max_streams(conn.max_concurrent_send_streams());
+                            } else {
+                                push.disable();
+                            }
+                        }
                         // Past the closing deadline a stream still accepted is reset at once, as
                         // the others were (`respond` dropped: RST_STREAM CANCEL).
                         if abandon_at.is_none() {

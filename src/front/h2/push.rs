@@ -98,6 +98,13 @@ impl PushState {
         std::mem::take(&mut *started)
     }
 
+    /// Push stays off for the connection once the client said it takes none (its
+    /// SETTINGS_ENABLE_PUSH, vendor/h2 PATCHES.md 14): its requests then skip preparing pushes
+    /// (the request fields a promise copies, the digest cookie). Every browser today.
+    pub fn disable(&self) {
+        self.enabled.store(false, Ordering::Relaxed);
+    }
+
     pub fn set_peer_max_streams(&self, n: usize) {
         self.peer_max_streams.store(n, Ordering::Relaxed);
     }

@@ -603,6 +603,14 @@ where
         self.connection.num_oversized_header_lists()
     }
 
+    /// Patch (linkpush): whether the client allows server push: the value of
+    /// `SETTINGS_ENABLE_PUSH` in its last `SETTINGS` frame (RFC 9113 §6.5.2), `true` until it
+    /// sends one. When `false`, [`SendResponse::push_request`] fails; this lets a server skip
+    /// the work of preparing pushes for a client that takes none (every browser today).
+    pub fn is_push_enabled(&self) -> bool {
+        self.connection.is_push_enabled()
+    }
+
     // Could disappear at anytime.
     #[doc(hidden)]
     #[cfg(feature = "unstable")]

@@ -471,3 +471,28 @@ async fn header_blocks_over_the_peers_header_list_limit_are_refused() {
     assert_eq!(last.flags & END_STREAM, END_STREAM, "{frames:?}");
     assert!(frames.iter().all(|f| f.payload.len() < 1024), "{frames:?}");
 }
+
+const SETTINGS_ENABLE_PUSH: u16 = 0x2;
+
+/// Patch 14: the server can read the client's SETTINGS_ENABLE_PUSH (RFC 9113 §6.5.2, initially
+/// 1), so it need not prepare pushes for a client that takes none; `push_request` fails then,
+/// as before.
+#[tokio::test]
+async fn the_clients_enable_push_setting_is_readable() {
+    let mut client = preface(&[]);
+    client.extend(get(1));
+    let (_c, conn, _) = accept(client, 1).await;
+    assert!(conn.is_push_enabled(), "no setting: push allowed");
+
+    let mut client = preface(&[(SETTINGS_ENABLE_PUSH, 1)]);
+    client.extend(get(1));
+    let (_c, conn, _) = accept(client, 1).await;
+    assert!(conn.is_push_enabled());
+
+    let mut client = preface(&[(SETTINGS_ENABLE_PUSH, 0)]);
+    client.extend(get(1));
+    let (_c, conn, mut responds) = accept(client, 1).await;
+    assert!(!conn.is_push_enabled());
+    let req = Request::get("https://a/pushed").body(()).unwrap();
+    assert!(responds[0].push_request(req).is_err(), "push refused");
+}

@@ -211,6 +211,11 @@ where
         self.inner.streams.num_oversized_header_lists()
     }
 
+    /// Patch (linkpush): see `server::Connection::is_push_enabled`.
+    pub(crate) fn is_push_enabled(&self) -> bool {
+        self.inner.streams.is_push_enabled()
+    }
+
     #[cfg(feature = "unstable")]
     pub fn num_wired_streams(&self) -> usize {
         self.inner.streams.num_wired_streams()

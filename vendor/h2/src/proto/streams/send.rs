@@ -122,6 +122,12 @@ impl Send {
         Ok(())
     }
 
+    /// Patch (linkpush): the peer's SETTINGS_ENABLE_PUSH (see
+    /// `server::Connection::is_push_enabled`).
+    pub fn is_push_enabled(&self) -> bool {
+        self.is_push_enabled
+    }
+
     /// Patch (linkpush): see `peer_max_header_list_size` and [`within_header_list_limit`].
     fn check_header_list_size(&self, size: impl FnOnce() -> usize) -> Result<(), UserError> {
         within_header_list_limit(self.peer_max_header_list_size, size)

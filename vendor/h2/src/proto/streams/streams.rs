@@ -1184,6 +1184,11 @@ where
         self.inner.lock().unwrap().counts.max_recv_streams()
     }
 
+    /// Patch (linkpush): see `server::Connection::is_push_enabled`.
+    pub(crate) fn is_push_enabled(&self) -> bool {
+        self.inner.lock().unwrap().actions.send.is_push_enabled()
+    }
+
     /// Patch (linkpush): see `Recv::num_oversized_header_lists`.
     pub(crate) fn num_oversized_header_lists(&self) -> u64 {
         self.inner
