@@ -427,16 +427,15 @@ impl Upstream {
                 _permit: permit,
                 _in_use: self.metrics.upstream_in_use(),
             };
-            // The head is the first bytes `read_timeout` waits for.
+            // The head is the first bytes `read_timeout` waits for. The connection's own timer
+            // keeps this deadline (`conn::exchange`), and a connect waits for it too.
             let head_deadline = deadline.min(head_from + self.read_timeout);
-            let result = tokio::time::timeout_at(
-                head_deadline,
-                self.request(req, forward.as_ref(), informational.as_ref()),
-            )
-            .await;
+            let result = self
+                .request(req, forward.as_ref(), informational.as_ref(), head_deadline)
+                .await;
             self.metrics.upstream_duration(started.elapsed());
             let err = match result {
-                Ok(Ok(mut res)) => {
+                Ok(mut res) => {
                     match crate::headers::normalize_response(
                         res.status,
                         &mut res.headers,
@@ -461,14 +460,18 @@ impl Upstream {
                 }
                 // The request failed because the client's body did: the client's fault, not the
                 // backend's (no upstream error counted, no WARN).
-                Ok(Err(ProxyError::UpstreamRequest(e))) if caused_by_client_body(&e) => {
+                Err(ProxyError::UpstreamRequest(e)) if caused_by_client_body(&e) => {
                     return Err(ProxyError::ClientBody(e.into()));
                 }
-                Ok(Err(e)) => e,
-                Err(_) if head_deadline < deadline => {
+                Err(ProxyError::UpstreamRequest(conn::Error::HeadTimedOut))
+                    if head_deadline < deadline =>
+                {
                     ProxyError::UpstreamReadTimeout(self.read_timeout)
                 }
-                Err(_) => ProxyError::UpstreamTimeout(self.response_timeout),
+                Err(ProxyError::UpstreamRequest(conn::Error::HeadTimedOut)) => {
+                    ProxyError::UpstreamTimeout(self.response_timeout)
+                }
+                Err(e) => e,
             };
             self.metrics.upstream_error(err.kind());
             Err(err)
@@ -491,21 +494,29 @@ impl Upstream {
         req: Request<RequestBody>,
         forward: Option<&Forward<'_>>,
         informational: Option<&InformationalTx>,
+        head_deadline: tokio::time::Instant,
     ) -> impl Future<Output = Result<conn::Exchanged, ProxyError>> {
         async move {
+            // A new connection is bounded by the head's deadline too (and by `connect_timeout`).
+            let connect = || async {
+                match tokio::time::timeout_at(head_deadline, self.pool.connect()).await {
+                    Ok(connected) => connected,
+                    Err(_) => Err(ProxyError::UpstreamRequest(conn::Error::HeadTimedOut)),
+                }
+            };
             let pooled = self.pool.checkout();
             let mut conn = match pooled {
                 Some(conn) => conn,
-                None => self.pool.connect().await?,
+                None => connect().await?,
             };
             let out = conn.encode(req, forward);
-            let out = match conn::exchange(conn, out, informational).await {
+            let out = match conn::exchange(conn, out, informational, head_deadline).await {
                 Ok(res) => return Ok(res),
                 Err(conn::Failed::Retry(again)) => again,
                 Err(conn::Failed::Error(e)) => return Err(ProxyError::UpstreamRequest(e)),
             };
-            let conn = self.pool.connect().await?;
-            match conn::exchange(conn, out, informational).await {
+            let conn = connect().await?;
+            match conn::exchange(conn, out, informational, head_deadline).await {
                 Ok(res) => Ok(res),
                 Err(conn::Failed::Retry(_)) => {
                     Err(ProxyError::UpstreamRequest(conn::Error::Closed))

@@ -62,6 +62,10 @@ pub enum Error {
     Invalid(&'static str),
     #[error("upstream response head over {MAX_HEAD} bytes")]
     HeadTooLarge,
+    /// No complete response head by the exchange's deadline (`Upstream::send` says which
+    /// timeout that was).
+    #[error("upstream response head timed out")]
+    HeadTimedOut,
     /// The client's request body failed; the source says how (a [`ClientBodyError`]).
     #[error("request body failed")]
     RequestBody(#[source] BoxError),
@@ -82,6 +86,9 @@ pub struct Conn {
     reused: bool,
     /// The field names of the responses read so far, by position.
     names: Names,
+    /// The deadline of the response head, one timer for the connection's life (see
+    /// [`Conn::head_timer`]). Allocated at the first exchange that waits.
+    head_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Conn {
@@ -94,7 +101,32 @@ impl Conn {
             wbuf: BytesMut::new(),
             reused: false,
             names: Names::default(),
+            head_timer: None,
         })
+    }
+
+    /// The head timer, set to `deadline`. Each request's deadline is later than the last one's,
+    /// and a registered timer pushed back costs tokio one atomic update (its wheel entry stays
+    /// where it is until then), where a timer per request was registered and removed under the
+    /// timer wheel's lock.
+    fn head_timer(&mut self, deadline: tokio::time::Instant) -> Pin<&mut tokio::time::Sleep> {
+        let timer = self
+            .head_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut()
+    }
+
+    /// The head timer forgets the task that waited on it, which may be long gone by the time it
+    /// fires (a pooled connection's timer stays registered).
+    fn park_head_timer(&mut self) {
+        if let Some(timer) = self.head_timer.as_mut() {
+            let _ = timer
+                .as_mut()
+                .poll(&mut Context::from_waker(std::task::Waker::noop()));
+        }
     }
 
     /// `req` encoded for this connection (see [`encode`]).
@@ -513,6 +545,7 @@ pub fn exchange(
     mut conn: Box<Conn>,
     mut out: Outgoing,
     informational: Option<&InformationalTx>,
+    head_deadline: tokio::time::Instant,
 ) -> impl Future<Output = Result<Exchanged, Failed>> {
     async move {
         let reused = std::mem::replace(&mut conn.reused, true);
@@ -572,11 +605,17 @@ pub fn exchange(
                     }
                     Poll::Ready(Ok(_)) => got_bytes = true,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        if conn.head_timer(head_deadline).poll(cx).is_ready() {
+                            return Poll::Ready(Err(Error::HeadTimedOut));
+                        }
+                        return Poll::Pending;
+                    }
                 }
             }
         })
         .await;
+        conn.park_head_timer();
         let head = match head {
             Ok(head) => head,
             Err(e) => {
@@ -1627,6 +1666,11 @@ mod tests {
     }
 
     /// `fut`'s output, or a panic after 10 s: a regression fails these tests, never hangs them.
+    /// A head deadline no test reaches.
+    fn later() -> tokio::time::Instant {
+        tokio::time::Instant::now() + std::time::Duration::from_secs(60)
+    }
+
     async fn within<F: std::future::Future>(fut: F) -> F::Output {
         tokio::time::timeout(std::time::Duration::from_secs(10), fut)
             .await
@@ -1655,7 +1699,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         );
         let (res, (server, _)) =
-            within(async { tokio::join!(exchange(conn, out, None), backend) }).await;
+            within(async { tokio::join!(exchange(conn, out, None, later()), backend) }).await;
         let Ok(mut res) = res else {
             panic!("first exchange")
         };
@@ -1665,26 +1709,74 @@ mod tests {
         conn
     }
 
+    /// One head timer per connection: made by the first exchange that waits, pushed back by
+    /// the next one (a backend slower than the first deadline is still in time), brought
+    /// forward by a shorter one (which fires). Paused time: the runtime moves the clock on when
+    /// nothing else can run.
+    #[tokio::test(start_paused = true)]
+    async fn one_head_timer_keeps_each_exchanges_deadline() {
+        use std::time::Duration;
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let at = |secs| tokio::time::Instant::now() + Duration::from_secs(secs);
+        let (mut conn, server) = pair().await;
+
+        let out = conn.encode(request(Method::GET, empty()), None);
+        let backend = answer(server, b"\r\n\r\n", ok);
+        let (res, (server, _)) = tokio::join!(exchange(conn, out, None, at(10)), backend);
+        let mut res = res.ok().expect("first exchange");
+        assert_eq!(next_data(&mut res.body).await, "ok");
+        let mut conn = res.body.take_reusable().expect("kept alive");
+        let timer = conn
+            .head_timer
+            .as_deref()
+            .map(std::ptr::from_ref)
+            .expect("a timer");
+
+        // Answered 15 s on: past the first exchange's deadline, within this one's.
+        let out = conn.encode(request(Method::GET, empty()), None);
+        let backend = async {
+            let mut server = server;
+            read_until(&mut server, b"\r\n\r\n").await;
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            server.write_all(ok).await.unwrap();
+            server
+        };
+        let (res, server) = tokio::join!(exchange(conn, out, None, at(20)), backend);
+        let mut res = res.ok().expect("in time");
+        assert_eq!(next_data(&mut res.body).await, "ok");
+        let mut conn = res.body.take_reusable().expect("kept alive");
+        let same = conn.head_timer.as_deref().map(std::ptr::from_ref);
+        assert_eq!(same, Some(timer), "the same timer");
+
+        // Never answered: the head times out at this exchange's (earlier) deadline.
+        let out = conn.encode(request(Method::GET, empty()), None);
+        let started = tokio::time::Instant::now();
+        let res = exchange(conn, out, None, at(1)).await;
+        assert!(matches!(res, Err(Failed::Error(Error::HeadTimedOut))));
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        drop(server);
+    }
+
     #[tokio::test]
     async fn a_request_the_backend_closed_on_is_retried_only_when_safe() {
         let mut conn = stale().await;
         let out = conn.encode(request(Method::GET, empty()), None);
         assert!(matches!(
-            within(exchange(conn, out, None)).await,
+            within(exchange(conn, out, None, later())).await,
             Err(Failed::Retry(_))
         ));
         // Not idempotent, or a body that cannot be replayed: the error stands.
         let mut conn = stale().await;
         let out = conn.encode(request(Method::POST, empty()), None);
         assert!(matches!(
-            within(exchange(conn, out, None)).await,
+            within(exchange(conn, out, None, later())).await,
             Err(Failed::Error(_))
         ));
         let mut conn = stale().await;
         let body = frames(vec![Frame::data(Bytes::from_static(b"x"))]);
         let out = conn.encode(request(Method::PUT, body), None);
         assert!(matches!(
-            within(exchange(conn, out, None)).await,
+            within(exchange(conn, out, None, later())).await,
             Err(Failed::Error(_))
         ));
         // A new connection closed at once is the backend's refusal, never retried.
@@ -1692,7 +1784,7 @@ mod tests {
         drop(server);
         let out = conn.encode(request(Method::GET, empty()), None);
         assert!(matches!(
-            within(exchange(conn, out, None)).await,
+            within(exchange(conn, out, None, later())).await,
             Err(Failed::Error(_))
         ));
     }
@@ -1824,7 +1916,7 @@ mod tests {
             b"HTTP/1.1 204 No Content\r\n\r\n",
         );
         let (res, (_, got)) =
-            within(async { tokio::join!(exchange(conn, out, None), backend) }).await;
+            within(async { tokio::join!(exchange(conn, out, None, later()), backend) }).await;
         assert_eq!(
             String::from_utf8(got).unwrap(),
             "POST /up?x=1 HTTP/1.1\r\nhost: backend\r\ntransfer-encoding: chunked\r\n\r\n\
@@ -1842,7 +1934,7 @@ mod tests {
         let reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
         let backend = answer(server, b"abc", reply);
         let (res, (_, got)) =
-            within(async { tokio::join!(exchange(conn, out, None), backend) }).await;
+            within(async { tokio::join!(exchange(conn, out, None, later()), backend) }).await;
         assert_eq!(
             String::from_utf8(got).unwrap(),
             "PUT /up?x=1 HTTP/1.1\r\nhost: backend\r\ncontent-length: 3\r\n\r\nabc"
@@ -1867,7 +1959,7 @@ mod tests {
             b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nbig",
         );
         let (res, _server) =
-            within(async { tokio::join!(exchange(conn, out, None), backend) }).await;
+            within(async { tokio::join!(exchange(conn, out, None, later()), backend) }).await;
         let mut res = res.ok().unwrap();
         assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(next_data(&mut res.body).await, "big");
@@ -1887,7 +1979,7 @@ mod tests {
                       HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort";
         let backend = answer(server, b"\r\n\r\n", reply);
         let (res, (server, _)) =
-            within(async { tokio::join!(exchange(conn, out, Some(&tx)), backend) }).await;
+            within(async { tokio::join!(exchange(conn, out, Some(&tx), later()), backend) }).await;
         assert_eq!(rx.try_recv().unwrap()[0], "</a.css>; rel=preload");
         assert!(rx.try_recv().is_none());
         let mut res = res.ok().unwrap();
@@ -1914,7 +2006,7 @@ mod tests {
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nearly",
         );
         let (res, (mut server, _)) =
-            within(async { tokio::join!(exchange(conn, out, None), backend) }).await;
+            within(async { tokio::join!(exchange(conn, out, None, later()), backend) }).await;
         let mut res = res.ok().unwrap();
         assert_eq!(res.status, StatusCode::SWITCHING_PROTOCOLS);
         assert!(res.body.take_reusable().is_none());
