@@ -87,7 +87,7 @@ pub struct Conn {
     /// The field names of the responses read so far, by position.
     names: Names,
     /// The deadline of the response head, one timer for the connection's life (see
-    /// [`Conn::head_timer`]). Allocated at the first exchange that waits.
+    /// [`Conn::head_due`]). Allocated at the first exchange that waits.
     head_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -105,18 +105,28 @@ impl Conn {
         })
     }
 
-    /// The head timer, set to `deadline`. Each request's deadline is later than the last one's,
-    /// and a registered timer pushed back costs tokio one atomic update (its wheel entry stays
-    /// where it is until then), where a timer per request was registered and removed under the
-    /// timer wheel's lock.
-    fn head_timer(&mut self, deadline: tokio::time::Instant) -> Pin<&mut tokio::time::Sleep> {
+    /// Whether the response head's `deadline` has passed, registering `cx` for it if not. One
+    /// timer serves every request of the connection, and it may run early: moved only when a
+    /// deadline is earlier than its own (rare: each request's is later than the last one's),
+    /// and when it fires before the deadline it is set to it then. A timer per request was
+    /// registered and removed under the timer wheel's lock; one pushed back per request still
+    /// cost tokio a conversion to ticks and an atomic update.
+    fn head_due(&mut self, deadline: tokio::time::Instant, cx: &mut Context<'_>) -> bool {
         let timer = self
             .head_timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
+        if deadline < timer.deadline() {
             timer.as_mut().reset(deadline);
         }
-        timer.as_mut()
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        // Fired: at this deadline, or at an earlier one it was still set to.
+        if tokio::time::Instant::now() >= deadline {
+            return true;
+        }
+        timer.as_mut().reset(deadline);
+        timer.as_mut().poll(cx).is_ready()
     }
 
     /// The head timer forgets the task that waited on it, which may be long gone by the time it
@@ -606,7 +616,7 @@ pub fn exchange(
                     Poll::Ready(Ok(_)) => got_bytes = true,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
                     Poll::Pending => {
-                        if conn.head_timer(head_deadline).poll(cx).is_ready() {
+                        if conn.head_due(head_deadline, cx) {
                             return Poll::Ready(Err(Error::HeadTimedOut));
                         }
                         return Poll::Pending;
@@ -1709,9 +1719,10 @@ mod tests {
         conn
     }
 
-    /// One head timer per connection: made by the first exchange that waits, pushed back by
-    /// the next one (a backend slower than the first deadline is still in time), brought
-    /// forward by a shorter one (which fires). Paused time: the runtime moves the clock on when
+    /// One head timer per connection: made by the first exchange that waits; the next one's
+    /// later deadline holds although the timer still runs to the first one's (it fires early and
+    /// is set again: a backend slower than the first deadline is still in time); a shorter
+    /// deadline brings it forward, and fires. Paused time: the runtime moves the clock on when
     /// nothing else can run.
     #[tokio::test(start_paused = true)]
     async fn one_head_timer_keeps_each_exchanges_deadline() {
