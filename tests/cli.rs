@@ -75,6 +75,10 @@ fn one_error_line(out: &Output) -> String {
     lines[0].to_owned()
 }
 
+/// How many times [`Running::start_with`] picks new ports when one was taken before linkpush
+/// bound it.
+const PORT_ATTEMPTS: usize = 5;
+
 fn free_port() -> u16 {
     let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
@@ -158,49 +162,62 @@ impl Running {
         upstream: SocketAddr,
         extra: &str,
         env: &[(&str, &str)],
-        edit: impl FnOnce(String) -> String,
+        edit: impl Fn(String) -> String,
     ) -> Running {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config = TempFile::with_contents(
-            "config.toml",
-            edit(config_text(addr, upstream, Some(admin), extra)).as_bytes(),
-        );
-        let log = TempFile::new("stderr.log");
-        let log_file = std::fs::File::create(&log.path).expect("create log file");
-        let child = linkpush()
-            .args(["--config", config.path_str()])
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn linkpush");
-        let pid = child.id().expect("pid");
-        let mut running = Running {
-            child,
-            pid,
-            addr,
-            admin: Some(admin),
-            config,
-            log,
-        };
-        running.wait_listening().await;
-        running
+        // `free_port` lets a port go before linkpush binds it, and a test running beside may
+        // take it meanwhile: then linkpush says so and exits, and it is started again on other
+        // ports (bounded). Any other early exit fails the test.
+        for _ in 0..PORT_ATTEMPTS {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let config = TempFile::with_contents(
+                "config.toml",
+                edit(config_text(addr, upstream, Some(admin), extra)).as_bytes(),
+            );
+            let log = TempFile::new("stderr.log");
+            let log_file = std::fs::File::create(&log.path).expect("create log file");
+            let child = linkpush()
+                .args(["--config", config.path_str()])
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .expect("spawn linkpush");
+            let pid = child.id().expect("pid");
+            let mut running = Running {
+                child,
+                pid,
+                addr,
+                admin: Some(admin),
+                config,
+                log,
+            };
+            match running.listening().await {
+                Ok(()) => return running,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("linkpush exited before listening:\n{log}"),
+            }
+        }
+        panic!("no free ports for linkpush in {PORT_ATTEMPTS} attempts");
+    }
+
+    /// [`Running::listening`], failing the test if linkpush exits first.
+    async fn wait_listening(&mut self) {
+        if let Err(log) = self.listening().await {
+            panic!("linkpush exited before listening:\n{log}");
+        }
     }
 
     /// Waits until the proxy (and its admin listener) accept connections: connection attempts
-    /// with short pauses, bounded by [`START_TIMEOUT`].
-    async fn wait_listening(&mut self) {
+    /// with short pauses, bounded by [`START_TIMEOUT`]. `Err` with its log when it exited first.
+    async fn listening(&mut self) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         let mut targets = vec![self.addr];
         targets.extend(self.admin);
         for target in targets {
             loop {
                 if let Ok(Some(status)) = self.child.try_wait() {
-                    panic!(
-                        "linkpush exited with {status} before listening:\n{}",
-                        self.log()
-                    );
+                    return Err(format!("({status})\n{}", self.log()));
                 }
                 if tokio::net::TcpStream::connect(target).await.is_ok() {
                     break;
@@ -213,6 +230,7 @@ impl Running {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        Ok(())
     }
 
     fn log(&self) -> String {
