@@ -183,15 +183,7 @@ impl Running {
                 .stderr(log_file)
                 .spawn()
                 .expect("spawn linkpush");
-            let pid = child.id().expect("pid");
-            let mut running = Running {
-                child,
-                pid,
-                addr,
-                admin: Some(admin),
-                config,
-                log,
-            };
+            let mut running = Running::spawned(child, addr, admin, config, log);
             match running.listening().await {
                 Ok(()) => return running,
                 Err(log) if log.contains("Address already in use") => continue,
@@ -199,6 +191,25 @@ impl Running {
             }
         }
         panic!("no free ports for linkpush in {PORT_ATTEMPTS} attempts");
+    }
+
+    /// A spawned linkpush, serving on `addr` with its admin listener on `admin` once it listens.
+    fn spawned(
+        child: tokio::process::Child,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        config: TempFile,
+        log: TempFile,
+    ) -> Running {
+        let pid = child.id().expect("pid");
+        Running {
+            child,
+            pid,
+            addr,
+            admin: Some(admin),
+            config,
+            log,
+        }
     }
 
     /// [`Running::listening`], failing the test if linkpush exits first.
@@ -1022,15 +1033,7 @@ async fn demo_serves_metrics_on_its_admin_listener_and_stops_on_sigint() {
         .stderr(std::fs::File::create(&log.path).expect("create log file"))
         .spawn()
         .expect("spawn linkpush demo");
-    let pid = child.id().expect("pid");
-    let mut demo = Running {
-        child,
-        pid,
-        addr: listen,
-        admin: Some(admin),
-        config: TempFile::new("unused.toml"),
-        log,
-    };
+    let mut demo = Running::spawned(child, listen, admin, TempFile::new("unused.toml"), log);
     demo.wait_listening().await;
 
     let mut client = h2_connect(

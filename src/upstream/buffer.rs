@@ -78,12 +78,49 @@ impl Buffered {
     /// Reads `body` ahead as it is driven. `slot` (the connection's share of the pool) is held
     /// until the upstream body ends or the client's stream drops this body.
     ///
-    /// The body is polled once here, with `cx`. A small response usually arrives with its head:
-    /// then its one chunk is all of it, and it is kept as it is, charged to the connection's
-    /// budget, with the upstream connection and `slot` released at once. That common case needs
-    /// none of the reading side (no queue, no per-response room, no allocation); the room it
-    /// would have charged is a fresh `buffer_size`, which one chunk always fits.
-    pub fn read_ahead<B>(
+    /// The body is polled once here, in the calling task's context (so that task is the one
+    /// woken). A small response usually arrives with its head: then its one chunk is all of it,
+    /// and it is kept as it is, charged to the connection's budget, with the upstream connection
+    /// and `slot` released at once. That common case needs none of the reading side (no queue,
+    /// no per-response room, no allocation); the room it would have charged is a fresh
+    /// `buffer_size`, which one chunk always fits.
+    pub async fn read_ahead<B>(body: B, slot: OwnedSemaphorePermit, share: &ClientShare) -> Buffered
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut start = Some((body, slot));
+        std::future::poll_fn(|cx| {
+            // Ready at the first poll: `start` is taken once.
+            let (body, slot) = start.take().expect("polled once");
+            Poll::Ready(Self::start(body, slot, share, cx))
+        })
+        .await
+    }
+
+    /// A body read whole, its one chunk `data`, charged to the connection's budget; `data` back
+    /// when it is empty (the reading side skips those) or the budget has no room now.
+    fn whole(data: Bytes, share: &ClientShare, remaining: Option<u64>) -> Result<Buffered, Bytes> {
+        if data.is_empty() {
+            return Err(data);
+        }
+        let charge = charged(data.len(), share.budget_total().max(1));
+        let Ok(budget) = share.budget().try_acquire_many_owned(charge) else {
+            return Err(data);
+        };
+        Ok(Buffered {
+            ahead: None,
+            whole: Some(data),
+            in_hand: Some(Charge {
+                _room: None,
+                _budget: Some(budget),
+            }),
+            remaining,
+        })
+    }
+
+    /// [`Buffered::read_ahead`], polling the body with `cx`.
+    fn start<B>(
         mut body: B,
         slot: OwnedSemaphorePermit,
         share: &ClientShare,
@@ -104,38 +141,22 @@ impl Buffered {
             return done;
         }
         let remaining = body.size_hint().exact();
-        let polled = Pin::new(&mut body)
-            .poll_frame(cx)
-            .map(|frame| frame.map(|r| r.map_err(Into::into)));
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-            && body.is_end_stream()
-        {
-            let budget_total = share.budget_total().max(1);
-            let charge = u32::try_from(data.len())
-                .unwrap_or(u32::MAX)
-                .min(budget_total);
-            if let Ok(budget) = share.budget().try_acquire_many_owned(charge) {
-                // The end: dropping the body returns its connection to the pool, and the slot
-                // goes with it.
-                drop((body, slot));
-                let Poll::Ready(Some(Ok(frame))) = polled else {
-                    unreachable!("matched above")
-                };
-                let Ok(data) = frame.into_data() else {
-                    unreachable!("a data frame")
-                };
-                return Buffered {
-                    whole: Some(data),
-                    in_hand: Some(Charge {
-                        _room: None,
-                        _budget: Some(budget),
-                    }),
-                    remaining,
-                    ..done
-                };
-            }
-        }
+        let polled = match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if body.is_end_stream() => match frame.into_data() {
+                Ok(data) => match Self::whole(data, share, remaining) {
+                    Ok(kept) => {
+                        // The end: dropping the body returns its connection to the pool, and
+                        // the slot goes with it.
+                        drop((body, slot));
+                        return kept;
+                    }
+                    // Read ahead the usual way, which waits for the budget.
+                    Err(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                },
+                Err(trailers) => Poll::Ready(Some(Ok(trailers))),
+            },
+            polled => polled.map(|frame| frame.map(|r| r.map_err(Into::into))),
+        };
         let cap = share.buffer_size().max(1);
         let mut ahead = Ahead {
             body: Some(Box::pin(http_body_util::BodyExt::map_err(body, Into::into))),
@@ -261,13 +282,17 @@ struct Limits {
     budget_total: u32,
 }
 
+/// What a chunk of `len` bytes is charged against a limit of `limit` (see [`Limits::amounts`]).
+fn charged(len: usize, limit: u32) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX).min(limit)
+}
+
 impl Limits {
     /// A chunk of `len` bytes is charged as at most a whole limit: a larger one then passes
     /// alone (it could never be charged in full). Chunks are at most hyper's read buffer
     /// (`MAX_READ_BUFFER`), so with the defaults the charge is the real size.
     fn amounts(&self, len: usize) -> (u32, u32) {
-        let len = u32::try_from(len).unwrap_or(u32::MAX);
-        (len.min(self.cap), len.min(self.budget_total))
+        (charged(len, self.cap), charged(len, self.budget_total))
     }
 
     /// [`Limits::take`] when there is room now (the common case: no allocation).
@@ -401,20 +426,6 @@ mod tests {
         pool.clone().try_acquire_owned().expect("a free slot")
     }
 
-    /// A read-ahead begun as `send_for` begins it, in the task's context.
-    async fn start<B>(body: B, slot: OwnedSemaphorePermit, share: &ClientShare) -> Buffered
-    where
-        B: Body<Data = Bytes> + Send + Unpin + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let mut start = Some((body, slot));
-        std::future::poll_fn(|cx| {
-            let (body, slot) = start.take().expect("polled once");
-            Poll::Ready(Buffered::read_ahead(body, slot, share, cx))
-        })
-        .await
-    }
-
     /// What the HTTP/2 send loop does while the client's window is shut: drive the read-ahead
     /// without taking a frame.
     async fn drive(buffered: &mut Buffered) {
@@ -430,7 +441,7 @@ mod tests {
         let pool = Arc::new(Semaphore::new(1));
         let share = share(64 * 1024, 1024 * 1024);
         let (small, _) = body(4, 1000);
-        let mut buffered = start(small, slot(&pool).await, &share).await;
+        let mut buffered = Buffered::read_ahead(small, slot(&pool).await, &share).await;
         // Driven once, no frame taken: the slot comes back once the body is read.
         drive(&mut buffered).await;
         assert!(pool.try_acquire().is_ok(), "the slot was released");
@@ -443,7 +454,7 @@ mod tests {
         let pool = Arc::new(Semaphore::new(1));
         let share = share(4096, 1024 * 1024);
         let (large, taken) = body(100, 1024);
-        let mut buffered = start(large, slot(&pool).await, &share).await;
+        let mut buffered = Buffered::read_ahead(large, slot(&pool).await, &share).await;
         drive(&mut buffered).await;
         // Four 1 KiB chunks fill the 4 KiB read-ahead; the budget shows them charged.
         let budget = share.budget();
@@ -467,8 +478,8 @@ mod tests {
         let share = share(4096, 6144);
         let (a, _) = body(100, 1024);
         let (b, _) = body(100, 1024);
-        let mut a = start(a, slot(&pool).await, &share).await;
-        let mut b = start(b, slot(&pool).await, &share).await;
+        let mut a = Buffered::read_ahead(a, slot(&pool).await, &share).await;
+        let mut b = Buffered::read_ahead(b, slot(&pool).await, &share).await;
         drive(&mut a).await;
         drive(&mut b).await;
         // Two responses of 4 KiB read-ahead each, but 6 KiB for the connection.
@@ -487,7 +498,8 @@ mod tests {
             Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"first"))),
             Err("upstream cut".into()),
         ]);
-        let mut buffered = start(StreamBody::new(chunks), slot(&pool).await, &share).await;
+        let mut buffered =
+            Buffered::read_ahead(StreamBody::new(chunks), slot(&pool).await, &share).await;
         let polls = std::future::poll_fn(|cx| {
             let mut seen = Vec::new();
             for _ in 0..3 {
@@ -509,12 +521,13 @@ mod tests {
             "the failed body's slot was released"
         );
     }
+
     #[tokio::test]
     async fn a_body_that_came_whole_is_kept_charged_to_the_budget_and_frees_its_slot_at_once() {
         let pool = Arc::new(Semaphore::new(1));
         let share = share(64 * 1024, 1024 * 1024);
         let whole = http_body_util::Full::new(Bytes::from(vec![7u8; 1000]));
-        let mut buffered = start(whole, slot(&pool).await, &share).await;
+        let mut buffered = Buffered::read_ahead(whole, slot(&pool).await, &share).await;
         // Not driven at all: the slot is already back.
         assert!(pool.try_acquire().is_ok(), "the slot was released");
         assert!(buffered.ahead.is_none(), "no reading side");
@@ -544,7 +557,7 @@ mod tests {
             .try_acquire_many_owned(4096)
             .expect("the whole budget");
         let whole = http_body_util::Full::new(Bytes::from(vec![7u8; 1000]));
-        let mut buffered = start(whole, slot(&pool).await, &share).await;
+        let mut buffered = Buffered::read_ahead(whole, slot(&pool).await, &share).await;
         // Read and ended, so the slot is free, but the chunk waits for its charge.
         assert!(pool.try_acquire().is_ok(), "the slot was released");
         assert!(buffered.ahead.is_some(), "read ahead the usual way");

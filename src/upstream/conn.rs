@@ -1675,12 +1675,12 @@ mod tests {
             .unwrap()
     }
 
-    /// `fut`'s output, or a panic after 10 s: a regression fails these tests, never hangs them.
     /// A head deadline no test reaches.
     fn later() -> tokio::time::Instant {
         tokio::time::Instant::now() + std::time::Duration::from_secs(60)
     }
 
+    /// `fut`'s output, or a panic after 10 s: a regression fails these tests, never hangs them.
     async fn within<F: std::future::Future>(fut: F) -> F::Output {
         tokio::time::timeout(std::time::Duration::from_secs(10), fut)
             .await

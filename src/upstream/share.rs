@@ -10,7 +10,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -110,13 +109,7 @@ impl Upstream {
             let slot = self.client_slot(share).await?;
             let response = self.send(req, Some(forward), informational).await?;
             let (parts, body) = response.into_parts();
-            // In this task's context: the read-ahead's first poll registers this task.
-            let mut start = Some((body, slot));
-            let body = std::future::poll_fn(|cx| {
-                let (body, slot) = start.take().expect("polled once");
-                Poll::Ready(Buffered::read_ahead(body, slot, share, cx))
-            })
-            .await;
+            let body = Buffered::read_ahead(body, slot, share).await;
             Ok(Response::from_parts(parts, body))
         }
     }

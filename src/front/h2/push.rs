@@ -98,9 +98,9 @@ impl PushState {
         std::mem::take(&mut *started)
     }
 
-    /// Push stays off for the connection once the client said it takes none (its
-    /// SETTINGS_ENABLE_PUSH, vendor/h2 PATCHES.md 14): its requests then skip preparing pushes
-    /// (the request fields a promise copies, the digest cookie). Every browser today.
+    /// Push stays off for the connection: its client takes none (its SETTINGS_ENABLE_PUSH,
+    /// vendor/h2 PATCHES.md 14; every browser today), or a promise failed. Its requests then
+    /// skip preparing pushes (the request fields a promise copies, the digest cookie).
     pub fn disable(&self) {
         self.enabled.store(false, Ordering::Relaxed);
     }
@@ -313,7 +313,7 @@ fn decide_and_promise(
             // received (vendor/h2 PATCHES.md 4, RFC 9113 §6.8). Either way no later promise on
             // this connection can succeed: stop pushing on it.
             debug!(error = %err, "push_request failed; push disabled for this connection");
-            req.state.enabled.store(false, Ordering::Relaxed);
+            req.state.disable();
             Decision::Skipped(SkipReason::ClientDisabled)
         }
     }

@@ -716,8 +716,6 @@ impl Send {
     }
 }
 
-/// Patch 9 (linkpush): `check_headers` in one pass gives the verdicts of the five lookups it
-/// replaced. A guard on the rewrite, not a regression test: unpatched h2 passes it too.
 /// Patch (linkpush): a header block of `size()` octets against the peer's
 /// SETTINGS_MAX_HEADER_LIST_SIZE, `limit` (`usize::MAX` until the peer sends one). `size` is
 /// called only when there is a limit: without one, a block is not measured at all (it costs a
@@ -738,6 +736,9 @@ fn within_header_list_limit(limit: usize, size: impl FnOnce() -> usize) -> Resul
     Ok(())
 }
 
+/// Patch 9 (linkpush): `check_headers` in one pass gives the verdicts of the five lookups it
+/// replaced. A guard on the rewrite, not a regression test: unpatched h2 passes it too.
+/// Patch 13: `within_header_list_limit` measures a block only against a limit the peer set.
 #[cfg(test)]
 mod tests {
     use super::*;
