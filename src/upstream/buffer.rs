@@ -84,18 +84,24 @@ impl Buffered {
     /// and `slot` released at once. That common case needs none of the reading side (no queue,
     /// no per-response room, no allocation); the room it would have charged is a fresh
     /// `buffer_size`, which one chunk always fits.
-    pub async fn read_ahead<B>(body: B, slot: OwnedSemaphorePermit, share: &ClientShare) -> Buffered
+    ///
+    /// A `poll_fn`, not an `async fn`: that would keep `body` and `slot` twice in its state
+    /// (rust-lang/rust#62958), in every response's future.
+    pub fn read_ahead<B>(
+        body: B,
+        slot: OwnedSemaphorePermit,
+        share: &ClientShare,
+    ) -> impl Future<Output = Buffered> + '_
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let mut start = Some((body, slot));
-        std::future::poll_fn(|cx| {
+        std::future::poll_fn(move |cx| {
             // Ready at the first poll: `start` is taken once.
             let (body, slot) = start.take().expect("polled once");
             Poll::Ready(Self::start(body, slot, share, cx))
         })
-        .await
     }
 
     /// A body read whole, its one chunk `data`, charged to the connection's budget; `data` back
