@@ -314,9 +314,9 @@ impl Stream {
 
             // Connection-specific fields are gone already (the upstream connection's parser).
             let status = parts.status;
-            let mut head_out = Response::new(());
-            *head_out.status_mut() = status;
-            *head_out.headers_mut() = parts.headers;
+            // The upstream's parts as they are (h2 sends the status and fields, ignoring the
+            // version): no empty map made and dropped.
+            let mut head_out = Response::from_parts(parts, ());
             if let Some(cookie) = self.digest_cookie(&head) {
                 head_out.headers_mut().append(header::SET_COOKIE, cookie);
             }
@@ -354,7 +354,7 @@ impl Stream {
         req: Request<RecvStream>,
         head: &Head,
     ) -> Result<Request<RequestBody>, ProxyError> {
-        let (parts, recv) = req.into_parts();
+        let (mut parts, recv) = req.into_parts();
         let uri = match parts.uri.path_and_query() {
             Some(pq) => self.app.upstream.uri_for(pq.clone())?,
             None => self.app.upstream.uri_for_path(head.path)?,
@@ -371,12 +371,9 @@ impl Stream {
                 .and_then(|v| v.parse().ok());
             H2RequestBody::new(recv, length).boxed_unsync()
         };
-        let mut out = Request::new(body);
-        *out.method_mut() = parts.method;
-        *out.uri_mut() = uri;
-        *out.version_mut() = Version::HTTP_11;
-        *out.headers_mut() = parts.headers;
-        Ok(out)
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        Ok(Request::from_parts(parts, body))
     }
 
     /// Push only for GETs on connections where the operator enabled it (SPEC §4).
