@@ -7,7 +7,7 @@
 //! that (docs/BENCHMARKS.md, "What the stack itself costs"). The parser is httparse, as hyper's.
 //!
 //! What it keeps of hyper's behaviour, each covered by tests: 1xx relay (a 103's Link fields go
-//! to the request's [`InformationalTx`], other 1xx are skipped), a 101 ends the exchange when the
+//! to the request's [`InformationalQueue`], other 1xx are skipped), a 101 ends the exchange when the
 //! request asked to upgrade and hands over the socket ([`Upgraded`]); response bodies framed by
 //! RFC 9112 §6.3 (none for HEAD, 1xx, 204 and 304; chunked; Content-Length; close-delimited);
 //! request bodies streamed as they come (Content-Length when known, else chunked), written while
@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::{
-    BoxError, ClientBodyError, Forward, Informational, InformationalTx, RequestBody,
+    BoxError, ClientBodyError, Forward, Informational, InformationalQueue, RequestBody,
     X_FORWARDED_FOR,
 };
 
@@ -554,7 +554,7 @@ pub struct Exchanged {
 pub fn exchange(
     mut conn: Box<Conn>,
     mut out: Outgoing,
-    informational: Option<&InformationalTx>,
+    informational: Option<&InformationalQueue>,
     head_deadline: tokio::time::Instant,
 ) -> impl Future<Output = Result<Exchanged, Failed>> {
     async move {
@@ -1985,14 +1985,15 @@ mod tests {
     async fn hints_are_passed_on_and_bodies_cut_short_fail() {
         let (mut conn, server) = pair().await;
         let out = conn.encode(request(Method::GET, empty()), None);
-        let (tx, mut rx) = crate::upstream::informational();
+        let queue = crate::upstream::InformationalQueue::default();
         let reply = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
                       HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort";
         let backend = answer(server, b"\r\n\r\n", reply);
         let (res, (server, _)) =
-            within(async { tokio::join!(exchange(conn, out, Some(&tx), later()), backend) }).await;
-        assert_eq!(rx.try_recv().unwrap()[0], "</a.css>; rel=preload");
-        assert!(rx.try_recv().is_none());
+            within(async { tokio::join!(exchange(conn, out, Some(&queue), later()), backend) })
+                .await;
+        assert_eq!(queue.take().unwrap()[0], "</a.css>; rel=preload");
+        assert!(queue.take().is_none());
         let mut res = res.ok().unwrap();
         assert_eq!(next_data(&mut res.body).await, "short");
         drop(server);

@@ -16,7 +16,7 @@ use http::{Request, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::buffer::Buffered;
-use super::{Forward, InformationalTx, RequestBody, Upstream};
+use super::{Forward, InformationalQueue, RequestBody, Upstream};
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 
@@ -103,7 +103,7 @@ impl Upstream {
         share: &ClientShare,
         req: Request<RequestBody>,
         forward: Forward<'_>,
-        informational: Option<InformationalTx>,
+        informational: Option<&InformationalQueue>,
     ) -> impl Future<Output = Result<Response<Buffered>, ProxyError>> {
         async move {
             let slot = self.client_slot(share).await?;

@@ -39,7 +39,8 @@ use crate::learn::{self, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::target::RequestBase;
 use crate::upstream::{
-    BoxError, ClientBodyError, ClientContext, Forward, Informational, RequestBody,
+    BoxError, ClientBodyError, ClientContext, Forward, Informational, InformationalQueue,
+    RequestBody,
 };
 
 /// SPEC §8: bounded request heads.
@@ -263,10 +264,10 @@ fn proxy(
         let mut early: Vec<HeaderValue> = Vec::new();
         let upstream_started = Instant::now();
         let response = if hints_on || app.learn.is_some() {
-            let (tx, mut rx) = crate::upstream::informational();
+            let queue = InformationalQueue::default();
             let upstream =
                 app.upstream
-                    .send_for(&client.upstream_share, upstream_req, forward, Some(tx));
+                    .send_for(&client.upstream_share, upstream_req, forward, Some(&queue));
             tokio::pin!(upstream);
             // Forwarded (with `early_hints.http1`) and kept to be learned with the final links.
             let mut take = |fields: Informational| {
@@ -276,18 +277,24 @@ fn proxy(
                 }
                 early.extend(fields);
             };
+            // The queue fills only while `upstream` is polled, in this task (the exchange runs
+            // inside it): what it holds is taken after each poll, as nothing wakes the task for it.
             let res = loop {
-                tokio::select! {
-                    biased;
-                    fields = rx.recv() => take(fields),
-                    res = &mut upstream => break res,
+                let next = std::future::poll_fn(|cx| match upstream.as_mut().poll(cx) {
+                    Poll::Ready(res) => Poll::Ready(Err(res)),
+                    Poll::Pending => match queue.take() {
+                        Some(fields) => Poll::Ready(Ok(fields)),
+                        None => Poll::Pending,
+                    },
+                })
+                .await;
+                match next {
+                    Ok(fields) => take(fields),
+                    Err(res) => break res,
                 }
             };
-            // hyper's connection task (possibly on another worker) runs `on_informational` before it
-            // hands over the final response, so a 103 can land in the channel after `rx` was polled
-            // empty but before `upstream` is polled ready: drain it, or the route is learned without
-            // the 103's links (as the HTTP/2 stream already does).
-            while let Some(fields) = rx.try_recv() {
+            // 103s queued in the poll that also read the final head, in order.
+            while let Some(fields) = queue.take() {
                 take(fields);
             }
             res

@@ -32,7 +32,7 @@ use crate::metrics::{HintSource, Protocol};
 use crate::push::digest::Digest;
 use crate::push::policy::{Preload, SkipReason};
 use crate::push::target::RequestBase;
-use crate::upstream::{ClientContext, Forward, Informational, RequestBody};
+use crate::upstream::{ClientContext, Forward, Informational, InformationalQueue, RequestBody};
 
 /// One client-initiated stream.
 pub(super) struct Stream {
@@ -244,32 +244,32 @@ impl Stream {
             let wants_103 = app.config.early_hints.enabled
                 || app.learn.is_some()
                 || (self.may_push(&head) && self.push.is_enabled());
-            let (tx, mut rx) = match wants_103 {
-                true => {
-                    let (tx, rx) = crate::upstream::informational();
-                    (Some(tx), Some(rx))
-                }
-                false => (None, None),
-            };
+            let queue = wants_103.then(InformationalQueue::default);
             let share = self.client.upstream_share.clone();
             let upstream_started = Instant::now();
             let response = {
                 let forward =
                     Forward::new(head.authority, &self.client).request_id(&info.request_id);
-                let upstream = app.upstream.send_for(&share, upstream_req, forward, tx);
+                let upstream = app
+                    .upstream
+                    .send_for(&share, upstream_req, forward, queue.as_ref());
                 tokio::pin!(upstream);
                 loop {
                     // 103s first: one that arrived before the final response is acted on first. A
                     // client reset (or a dead connection) drops the upstream request at once, so
                     // reset streams leave no upstream work behind (rapid reset, CVE-2023-44487).
+                    // The queue fills only while `upstream` is polled (in this task): it is taken
+                    // from again after each poll, as nothing wakes the task for it.
                     let next = std::future::poll_fn(|cx| {
-                        if let Some(rx) = rx.as_mut()
-                            && let Poll::Ready(links) = rx.poll_recv(cx)
-                        {
+                        let hints = || queue.as_ref().and_then(InformationalQueue::take);
+                        if let Some(links) = hints() {
                             return Poll::Ready(Waited::Hints(links));
                         }
                         if let Poll::Ready(res) = upstream.as_mut().poll(cx) {
                             return Poll::Ready(Waited::Upstream(res));
+                        }
+                        if let Some(links) = hints() {
+                            return Poll::Ready(Waited::Hints(links));
                         }
                         if respond.poll_reset(cx).is_ready() {
                             return Poll::Ready(Waited::ClientGone);
@@ -285,7 +285,7 @@ impl Stream {
                 }
             };
             self.upstream_time = Some(upstream_started.elapsed());
-            while let Some(links) = rx.as_mut().and_then(|rx| rx.try_recv()) {
+            while let Some(links) = queue.as_ref().and_then(InformationalQueue::take) {
                 self.on_upstream_hints(respond, &head, &links);
             }
             let response = response?;
