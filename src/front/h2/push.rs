@@ -47,6 +47,9 @@ pub struct PushState {
     /// beside its streams: a pushed stream counts as the connection's work until it is
     /// completed or reset, for the idle timeout and for draining.
     started: Mutex<Vec<Work>>,
+    /// Whether `started` holds any, so that the loop's check after each turn takes no lock
+    /// (~65 instructions, two or three times a request). Set and cleared with the lock held.
+    any_started: AtomicBool,
     /// What this connection promised, for the cache digest cookie.
     pub digest: ConnPushes,
 }
@@ -55,6 +58,7 @@ impl PushState {
     pub fn new(enabled: bool, lru_capacity: NonZeroUsize, max_concurrent_pushes: usize) -> Self {
         PushState {
             started: Mutex::new(Vec::new()),
+            any_started: AtomicBool::new(false),
             enabled: AtomicBool::new(enabled),
             pushed: Mutex::new(None),
             lru_capacity,
@@ -83,18 +87,18 @@ impl PushState {
 
     /// Hands a push to the connection's loop (`front::h2::poll_work`).
     fn start(&self, push: Work) {
-        self.started
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(push);
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        started.push(push);
+        self.any_started.store(true, Ordering::Release);
     }
 
     /// The pushes started since the last call, for the connection's loop to run.
     pub(super) fn take_started(&self) -> Vec<Work> {
-        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
-        if started.is_empty() {
+        if !self.any_started.load(Ordering::Acquire) {
             return Vec::new();
         }
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        self.any_started.store(false, Ordering::Release);
         std::mem::take(&mut *started)
     }
 
