@@ -49,6 +49,8 @@ pub async fn serve<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Shared by the connection's streams (see `Stream::client`).
+    let client = Arc::new(client);
     let server = &app.config.server;
     let _gauge = app.metrics.connection(Protocol::Http2);
     let mut builder = h2::server::Builder::new();

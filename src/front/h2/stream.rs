@@ -38,7 +38,8 @@ use crate::upstream::{ClientContext, Forward, Informational, InformationalQueue,
 pub(super) struct Stream {
     app: Arc<App>,
     push: Arc<PushState>,
-    client: ClientContext,
+    /// The connection's, shared: one count per stream rather than a clone of each of its parts.
+    client: Arc<ClientContext>,
     log: PushLog,
     /// How many of `log`'s pushes came from learned links, for the access log.
     learned_pushes: usize,
@@ -86,7 +87,7 @@ impl Head<'_> {
 }
 
 impl Stream {
-    pub(super) fn new(app: Arc<App>, push: Arc<PushState>, client: ClientContext) -> Self {
+    pub(super) fn new(app: Arc<App>, push: Arc<PushState>, client: Arc<ClientContext>) -> Self {
         Stream {
             app,
             push,
