@@ -528,7 +528,7 @@ check_proxy() { # NAME
 # rec SCEN NAME KEY VALUE: one raw measurement; load scenarios are recorded as ROUND/SCEN
 rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$RUN" "$1" "$2" "$3" "$4" >>"$RAW"; }
 
-snap() { python3 "$MEASURE" snap "$PROXY_PID"; }  # cpu_ticks hwm_kib rss_kib nprocs
+snap() { python3 "$MEASURE" snap "$PROXY_PID"; }  # cpu_ticks hwm_kib rss_kib nprocs user_ticks system_ticks
 
 origin_accepts() { # connections the origin has accepted so far (this query's own included)
   curl -s --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/_status" | awk 'NR == 3 { print $1 }'
@@ -543,9 +543,9 @@ h2load_run() { # URL N C M OUTPREFIX: one bounded h2load run with a per-request 
 measure() {
   local scen=$1 name=$2 base="https://127.0.0.1:${PORT[$2]}" d="$TMP/res/$RUN/$ROUND/$1/$2" key=$ROUND/$1
   mkdir -p "$d"
-  local c0 c1 hwm rss np kv a0 a1
+  local c0 c1 u0 u1 s0 s1 hwm rss np kv a0 a1
   a0=$(origin_accepts)
-  read -r c0 _ _ _ <<<"$(snap)"
+  read -r c0 _ _ _ u0 s0 <<<"$(snap)"
   case $scen in
     asset|page)
       local path=/small.txt
@@ -568,7 +568,7 @@ measure() {
       kv=$(python3 "$MEASURE" nghttp "$d")
       ;;
   esac
-  read -r c1 hwm rss np <<<"$(snap)"
+  read -r c1 hwm rss np u1 s1 <<<"$(snap)"
   a1=$(origin_accepts)
   [[ -n $a0 && -n $a1 ]] && rec "$key" "$name" origin_conns "$((a1 - a0 - 1))"
   printf '%s\n' "$kv" >"$d/metrics.txt"
@@ -585,6 +585,10 @@ measure() {
   rec "$key" "$name" succeeded "$succeeded"
   if ((succeeded > 0)); then
     rec "$key" "$name" cpu_us_per_req "$(python3 -c "print(($c1 - $c0) * 1e6 / $(getconf CLK_TCK) / $succeeded)")"
+    # The same CPU split into user space and kernel (raw output only: a tick is 10 ms, so one
+    # run's split is coarse; pool runs to compare it).
+    rec "$key" "$name" user_us_per_req "$(python3 -c "print(($u1 - $u0) * 1e6 / $(getconf CLK_TCK) / $succeeded)")"
+    rec "$key" "$name" system_us_per_req "$(python3 -c "print(($s1 - $s0) * 1e6 / $(getconf CLK_TCK) / $succeeded)")"
   fi
   rec "$key" "$name" peak_rss_mib "$(python3 -c "print($hwm / 1024)")"
   log "run $RUN $ROUND $scen $name: $(printf '%s\n' "$kv" | grep -E '^(h2load_rps|p50_ms|p99_ms|failed|pushes_per_page)=' | tr '\n' ' ')cpu=$((c1 - c0)) ticks, $np procs"

@@ -5,8 +5,9 @@ Subcommands (all print to stdout):
 
   freeports K                 K distinct free TCP ports on 127.0.0.1 (asked from the kernel)
   tree PID                    PID and all its live descendants, one per line
-  snap PID                    "cpu_ticks hwm_kib rss_kib nprocs" summed over PID's process tree
-                              (cpu = utime+stime from /proc/P/stat, all threads, live processes)
+  snap PID                    "cpu_ticks hwm_kib rss_kib nprocs user_ticks system_ticks" summed over
+                              PID's process tree (cpu = utime+stime from /proc/P/stat, all threads,
+                              live processes)
   h2load OUT LOG              parse one h2load run: its stdout (OUT) and --log-file (LOG);
                               prints key=value lines
   handshake DIR               parse the batches DIR/batch-*.out/.log of the handshake scenario
@@ -71,7 +72,7 @@ def _status_kib(pid, field):
 
 
 def snap(pid):
-    cpu = hwm = rss = n = 0
+    user = system = hwm = rss = n = 0
     for p in tree(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
@@ -80,11 +81,12 @@ def snap(pid):
             continue
         rest = s[s.rfind(")") + 2:].split()
         # fields 14,15 (utime, stime) -> rest index 11, 12
-        cpu += int(rest[11]) + int(rest[12])
+        user += int(rest[11])
+        system += int(rest[12])
         hwm += _status_kib(p, "VmHWM")
         rss += _status_kib(p, "VmRSS")
         n += 1
-    return cpu, hwm, rss, n
+    return user + system, hwm, rss, n, user, system
 
 
 # ---------------------------------------------------------------- h2load
