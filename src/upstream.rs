@@ -310,6 +310,37 @@ impl InformationalQueue {
             .store(!q.is_empty(), std::sync::atomic::Ordering::Release);
         links
     }
+
+    /// Polls `upstream`, the request whose exchange queues its 103s on `queue`, taking from the
+    /// queue before and after: it fills only while `upstream` is polled, in the caller's task,
+    /// so nothing wakes the task for it. A 103 comes out before the final response it preceded;
+    /// those queued by the poll that also read the final head are left for
+    /// [`InformationalQueue::take`].
+    pub fn poll_next<F: Future>(
+        queue: Option<&Self>,
+        upstream: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Next<F::Output>> {
+        let hints = || queue.and_then(Self::take);
+        if let Some(links) = hints() {
+            return Poll::Ready(Next::Hints(links));
+        }
+        if let Poll::Ready(out) = upstream.poll(cx) {
+            return Poll::Ready(Next::Done(out));
+        }
+        match hints() {
+            Some(links) => Poll::Ready(Next::Hints(links)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// What waiting on an upstream request gives next ([`InformationalQueue::poll_next`]).
+pub enum Next<T> {
+    /// One upstream 103's links.
+    Hints(Informational),
+    /// The request's own result.
+    Done(T),
 }
 
 /// The pooled client. Cheap to clone.

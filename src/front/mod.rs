@@ -268,14 +268,10 @@ impl RequestId {
     }
 }
 
-/// The request's id: the client's, when sane, else a new one. The client's map is left as it is;
-/// a made id is written in place of the client's fields as the upstream request's head is (no
-/// insert into the map per request: callgrind, ~300 instructions).
-pub fn request_id(headers: &HeaderMap) -> RequestId {
-    request_id_of(Single::of(headers, &X_REQUEST_ID))
-}
-
-/// [`request_id`] from the request's X-Request-Id fields, found by the caller.
+/// The request's id from its X-Request-Id fields (found by [`RequestInfo::take`]'s pass): the
+/// client's, when sane, else a new one. The client's map is left as it is; a made id is written
+/// in place of the client's fields as the upstream request's head is (no insert into the map per
+/// request: callgrind, ~300 instructions).
 fn request_id_of(given: Single<'_>) -> RequestId {
     if let (Some(id), false) = (given.first, given.more) {
         let bytes = id.as_bytes();
@@ -329,7 +325,7 @@ pub struct RequestInfo {
 }
 
 impl RequestInfo {
-    /// Reads the head, and its `X-Request-Id` (see [`request_id`]).
+    /// Reads the head, and its `X-Request-Id` (see [`request_id_of`]).
     pub fn take<B>(req: &mut http::Request<B>) -> Self {
         let started = std::time::Instant::now();
         // No `reserve` for what the proxy adds (the request id here; Host and X-Forwarded-* for
@@ -422,6 +418,11 @@ mod tests {
             "/a.css,https://cdn.example/b.js"
         );
         assert_eq!(hints.sources, ["learned"]);
+    }
+
+    /// The request's id as `RequestInfo::take` finds it, from a lookup.
+    fn request_id(headers: &HeaderMap) -> RequestId {
+        request_id_of(Single::of(headers, &X_REQUEST_ID))
     }
 
     #[test]

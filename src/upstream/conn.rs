@@ -591,12 +591,12 @@ pub fn exchange(
                 ) {
                     Ok(Some(Parsed::Interim(status, headers))) => {
                         if status == StatusCode::EARLY_HINTS
-                            && let Some(tx) = informational
+                            && let Some(queue) = informational
                         {
                             let links: Informational =
                                 headers.get_all(header::LINK).iter().cloned().collect();
                             if !links.is_empty() {
-                                tx.send(links);
+                                queue.send(links);
                             }
                         }
                         continue;

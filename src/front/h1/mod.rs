@@ -39,7 +39,7 @@ use crate::learn::{self, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::target::RequestBase;
 use crate::upstream::{
-    BoxError, ClientBodyError, ClientContext, Forward, Informational, InformationalQueue,
+    BoxError, ClientBodyError, ClientContext, Forward, Informational, InformationalQueue, Next,
     RequestBody,
 };
 
@@ -277,20 +277,14 @@ fn proxy(
                 }
                 early.extend(fields);
             };
-            // The queue fills only while `upstream` is polled, in this task (the exchange runs
-            // inside it): what it holds is taken after each poll, as nothing wakes the task for it.
             let res = loop {
-                let next = std::future::poll_fn(|cx| match upstream.as_mut().poll(cx) {
-                    Poll::Ready(res) => Poll::Ready(Err(res)),
-                    Poll::Pending => match queue.take() {
-                        Some(fields) => Poll::Ready(Ok(fields)),
-                        None => Poll::Pending,
-                    },
+                let next = std::future::poll_fn(|cx| {
+                    InformationalQueue::poll_next(Some(&queue), upstream.as_mut(), cx)
                 })
                 .await;
                 match next {
-                    Ok(fields) => take(fields),
-                    Err(res) => break res,
+                    Next::Hints(fields) => take(fields),
+                    Next::Done(res) => break res,
                 }
             };
             // 103s queued in the poll that also read the final head, in order.

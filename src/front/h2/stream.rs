@@ -32,7 +32,7 @@ use crate::metrics::{HintSource, Protocol};
 use crate::push::digest::Digest;
 use crate::push::policy::{Preload, SkipReason};
 use crate::push::target::RequestBase;
-use crate::upstream::{ClientContext, Forward, Informational, InformationalQueue, RequestBody};
+use crate::upstream::{ClientContext, Forward, InformationalQueue, Next, RequestBody};
 
 /// One client-initiated stream.
 pub(super) struct Stream {
@@ -51,13 +51,6 @@ pub(super) struct Stream {
     /// Some preload of this response was considered for push: its HEADERS may carry the cache
     /// digest cookie.
     considered_push: bool,
-}
-
-/// What waiting for the upstream's answer ended with.
-enum Waited {
-    Hints(Informational),
-    Upstream(Result<Response<crate::upstream::Buffered>, ProxyError>),
-    ClientGone,
 }
 
 /// What a stream knows about its request once the head is parsed.
@@ -259,29 +252,19 @@ impl Stream {
                     // 103s first: one that arrived before the final response is acted on first. A
                     // client reset (or a dead connection) drops the upstream request at once, so
                     // reset streams leave no upstream work behind (rapid reset, CVE-2023-44487).
-                    // The queue fills only while `upstream` is polled (in this task): it is taken
-                    // from again after each poll, as nothing wakes the task for it.
+                    // `None`: the client went away.
                     let next = std::future::poll_fn(|cx| {
-                        let hints = || queue.as_ref().and_then(InformationalQueue::take);
-                        if let Some(links) = hints() {
-                            return Poll::Ready(Waited::Hints(links));
+                        match InformationalQueue::poll_next(queue.as_ref(), upstream.as_mut(), cx) {
+                            Poll::Ready(next) => Poll::Ready(Some(next)),
+                            Poll::Pending if respond.poll_reset(cx).is_ready() => Poll::Ready(None),
+                            Poll::Pending => Poll::Pending,
                         }
-                        if let Poll::Ready(res) = upstream.as_mut().poll(cx) {
-                            return Poll::Ready(Waited::Upstream(res));
-                        }
-                        if let Some(links) = hints() {
-                            return Poll::Ready(Waited::Hints(links));
-                        }
-                        if respond.poll_reset(cx).is_ready() {
-                            return Poll::Ready(Waited::ClientGone);
-                        }
-                        Poll::Pending
                     })
                     .await;
                     match next {
-                        Waited::Hints(links) => self.on_upstream_hints(respond, &head, &links),
-                        Waited::Upstream(res) => break res,
-                        Waited::ClientGone => return Ok((499, 0, Some("client_gone"))),
+                        Some(Next::Hints(links)) => self.on_upstream_hints(respond, &head, &links),
+                        Some(Next::Done(res)) => break res,
+                        None => return Ok((499, 0, Some("client_gone"))),
                     }
                 }
             };
