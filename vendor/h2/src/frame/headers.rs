@@ -3,7 +3,7 @@ use crate::ext::Protocol;
 use crate::frame::{Error, Frame, Head, Kind};
 use crate::hpack::{self, BytesStr};
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header;
 use http::{uri, HeaderMap, Method, Request, StatusCode, Uri};
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -78,13 +78,14 @@ pub struct Pseudo {
     pub status: Option<StatusCode>,
 }
 
+/// The pseudo-header fields of a block we send, in the order they are encoded.
+///
+/// Patch (linkpush, PATCHES.md 16): the pseudo-header fields only; the regular fields are
+/// encoded from the block's header map by reference (`hpack::Encoder::encode_block`).
 #[derive(Debug)]
 pub struct Iter {
     /// Pseudo headers
     pseudo: Option<Pseudo>,
-
-    /// Header fields
-    fields: header::IntoIter<HeaderValue>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -731,7 +732,7 @@ impl EncodingHeaderBlock {
 // ===== impl Iter =====
 
 impl Iterator for Iter {
-    type Item = hpack::Header<Option<HeaderName>>;
+    type Item = hpack::Header;
 
     fn next(&mut self) -> Option<Self::Item> {
         use crate::hpack::Header::*;
@@ -764,9 +765,7 @@ impl Iterator for Iter {
 
         self.pseudo = None;
 
-        self.fields
-            .next()
-            .map(|(name, value)| Field { name, value })
+        None
     }
 }
 
@@ -1012,12 +1011,11 @@ impl HeaderBlock {
     fn into_encoding(self, encoder: &mut hpack::Encoder) -> EncodingHeaderBlock {
         let mut hpack = encoder.take_scratch();
         hpack.clear();
-        let headers = Iter {
+        // Patch (linkpush, PATCHES.md 16): the fields are encoded from the map in place.
+        let pseudo = Iter {
             pseudo: Some(self.pseudo),
-            fields: self.fields.into_iter(),
         };
-
-        encoder.encode(headers, &mut hpack);
+        encoder.encode_block(pseudo, &self.fields, &mut hpack);
 
         EncodingHeaderBlock { hpack }
     }
@@ -1082,6 +1080,7 @@ mod test {
     use super::*;
     use crate::frame;
     use crate::hpack::{huffman, Encoder};
+    use http::header::{HeaderName, HeaderValue};
 
     /// Patch (linkpush): frames are moved by value many times on their way through the
     /// streams' queues and the codec; with the header block inline, every frame was as large as

@@ -98,6 +98,10 @@ impl Encoder {
     }
 
     /// Encode a set of headers into the provide buffer
+    ///
+    /// Patch (linkpush, PATCHES.md 16): h2 itself encodes with `encode_block`; this form is
+    /// left to the tests and the fuzzer.
+    #[cfg(any(test, fuzzing))]
     pub fn encode<I>(&mut self, headers: I, dst: &mut BytesMut)
     where
         I: IntoIterator<Item = Header<Option<HeaderName>>>,
@@ -107,51 +111,54 @@ impl Encoder {
 
         self.encode_size_updates(dst);
 
-        let mut last_index = None;
+        // linkpush patch (PATCHES.md 10): a field that repeats the previous field's name (given
+        // without one) is indexed like the first one, so that a response repeating the same
+        // fields (several `link` values, say) is sent as one-byte indexes from the second time
+        // on, instead of Huffman-encoding every value but the first again each time.
+        let mut last_name = None;
 
         for header in headers {
             match header.reify() {
-                // The header has an associated name. In which case, try to
-                // index it in the table.
                 Ok(header) => {
-                    let index = self.table.index(header);
-                    self.encode_header(&index, dst);
-
-                    last_index = Some(index);
+                    self.encode_header(&header, dst);
+                    last_name = match header {
+                        Header::Field { name, .. } => Some(name),
+                        _ => None,
+                    };
                 }
                 // The header does not have an associated name. This means that
-                // the name is the same as the previously yielded header. In
-                // which case, we skip table lookup and just use the same index
-                // as the previous entry.
-                //
-                // linkpush patch (PATCHES.md 10): a field that repeats the previous field's name
-                // is indexed like the first one, so that a response repeating the same fields
-                // (several `link` values, say) is sent as one-byte indexes from the second time
-                // on, instead of Huffman-encoding every value but the first again each time.
+                // the name is the same as the previously yielded header.
                 Err(value) => {
-                    let name =
-                        last_index
-                            .as_ref()
-                            .and_then(|last| match self.table.resolve(last) {
-                                Header::Field { name, .. } => Some(name.clone()),
-                                _ => None,
-                            });
-                    match name {
-                        Some(name) => {
-                            let index = self.table.index(Header::Field { name, value });
-                            self.encode_header(&index, dst);
-                            last_index = Some(index);
-                        }
-                        None => self.encode_header_without_name(
-                            last_index.as_ref().unwrap_or_else(|| {
-                                panic!("encoding header without name, but no previous index to use for name");
-                            }),
-                            &value,
-                            dst,
-                        ),
-                    }
+                    let name = last_name.as_ref().unwrap_or_else(|| {
+                        panic!(
+                            "encoding header without name, but no previous index to use for name"
+                        );
+                    });
+                    self.encode_field(name, &value, dst);
                 }
             }
+        }
+    }
+
+    /// Patch (linkpush, PATCHES.md 16): encode a header block from its pseudo-header fields
+    /// and a header map's fields borrowed in place, each looked up in the tables by reference.
+    /// The same bytes as `encode` with the map's fields, without moving each field through
+    /// the table's answer.
+    pub fn encode_block<'a, P, F>(&mut self, pseudo: P, fields: F, dst: &mut BytesMut)
+    where
+        P: IntoIterator<Item = Header>,
+        F: IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    {
+        let span = tracing::trace_span!("hpack::encode");
+        let _e = span.enter();
+
+        self.encode_size_updates(dst);
+
+        for header in pseudo {
+            self.encode_header(&header, dst);
+        }
+        for (name, value) in fields {
+            self.encode_field(name, value, dst);
         }
     }
 
@@ -171,72 +178,54 @@ impl Encoder {
         }
     }
 
-    fn encode_header(&mut self, index: &Index, dst: &mut BytesMut) {
-        match *index {
-            Index::Indexed(idx, _) => {
-                encode_int(idx, 7, 0x80, dst);
-            }
-            Index::Name(idx, _) => {
-                let header = self.table.resolve(index);
-
-                encode_not_indexed(idx, header.value_slice(), header.is_sensitive(), dst);
-            }
-            Index::Inserted(_) => {
-                let header = self.table.resolve(index);
-
-                assert!(!header.is_sensitive());
-
-                dst.put_u8(0b0100_0000);
-
-                encode_str(header.name().as_slice(), dst);
-                encode_str(header.value_slice(), dst);
-            }
-            Index::InsertedValue(idx, _) => {
-                let header = self.table.resolve(index);
-
-                assert!(!header.is_sensitive());
-
-                encode_int(idx, 6, 0b0100_0000, dst);
-                encode_str(header.value_slice(), dst);
-            }
-            Index::NotIndexed(_) => {
-                let header = self.table.resolve(index);
-
-                encode_not_indexed2(
-                    header.name().as_slice(),
-                    header.value_slice(),
-                    header.is_sensitive(),
-                    dst,
-                );
-            }
-        }
+    fn encode_header(&mut self, header: &Header, dst: &mut BytesMut) {
+        let index = self.table.index(header);
+        encode_index(
+            index,
+            header.name().as_slice(),
+            header.value_slice(),
+            header.is_sensitive(),
+            dst,
+        );
     }
 
-    fn encode_header_without_name(
-        &mut self,
-        last: &Index,
-        value: &HeaderValue,
-        dst: &mut BytesMut,
-    ) {
-        match *last {
-            Index::Indexed(..)
-            | Index::Name(..)
-            | Index::Inserted(..)
-            | Index::InsertedValue(..) => {
-                let idx = self.table.resolve_idx(last);
+    fn encode_field(&mut self, name: &HeaderName, value: &HeaderValue, dst: &mut BytesMut) {
+        let index = self.table.index_field(name, value);
+        encode_index(
+            index,
+            name.as_str().as_bytes(),
+            value.as_bytes(),
+            value.is_sensitive(),
+            dst,
+        );
+    }
+}
 
-                encode_not_indexed(idx, value.as_ref(), value.is_sensitive(), dst);
-            }
-            Index::NotIndexed(_) => {
-                let last = self.table.resolve(last);
+/// Writes a field as `Table::index` left it: an index, or a literal with or without indexing.
+fn encode_index(index: Index, name: &[u8], value: &[u8], sensitive: bool, dst: &mut BytesMut) {
+    match index {
+        Index::Indexed(idx) => {
+            encode_int(idx, 7, 0x80, dst);
+        }
+        Index::Name(idx) => {
+            encode_not_indexed(idx, value, sensitive, dst);
+        }
+        Index::Inserted => {
+            assert!(!sensitive);
 
-                encode_not_indexed2(
-                    last.name().as_slice(),
-                    value.as_ref(),
-                    value.is_sensitive(),
-                    dst,
-                );
-            }
+            dst.put_u8(0b0100_0000);
+
+            encode_str(name, dst);
+            encode_str(value, dst);
+        }
+        Index::InsertedValue(idx) => {
+            assert!(!sensitive);
+
+            encode_int(idx, 6, 0b0100_0000, dst);
+            encode_str(value, dst);
+        }
+        Index::NotIndexed => {
+            encode_not_indexed2(name, value, sensitive, dst);
         }
     }
 }
@@ -775,6 +764,95 @@ mod test {
         ];
         encode(&mut encoder, cookies);
         assert_eq!(encoder.table.len(), 0);
+    }
+
+    /// linkpush patch (PATCHES.md 16): a header map encoded in place, its fields looked up by
+    /// reference, gives the bytes that `encode` gives for the same fields taken out of it, block
+    /// after block, while a small dynamic table fills and evicts; and h2's decoder reads the
+    /// fields back in order. Never-indexed names, sensitive and oversized values and repeated
+    /// names are among the fields.
+    #[test]
+    fn a_header_map_is_encoded_in_place_as_its_fields_would_be() {
+        use super::super::Decoder;
+        use std::io::Cursor;
+        use std::ops::ControlFlow;
+
+        let names = [
+            "content-type",
+            "content-length",
+            "etag",
+            "set-cookie",
+            "link",
+            "x-request-id",
+            "date",
+            "vary",
+        ];
+        let long = "v".repeat(200);
+        let values = [
+            "a",
+            "text/html",
+            "\"1f-2e\"",
+            "</a.css>; rel=preload",
+            &long,
+            "0",
+        ];
+        let mut seed: u32 = 0x2545_f491;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (seed >> 16) as usize % n
+        };
+        let mut in_place = Encoder::default();
+        let mut taken_out = Encoder::default();
+        in_place.update_max_size(256);
+        taken_out.update_max_size(256);
+        let mut decoder = Decoder::new(4096);
+        let mut indexed = 0;
+        for block in 0..300 {
+            let mut map = http::HeaderMap::new();
+            for _ in 0..1 + next(6) {
+                let name = HeaderName::from_static(names[next(names.len())]);
+                let mut value = HeaderValue::from_str(values[next(values.len())]).unwrap();
+                value.set_sensitive(next(8) == 0);
+                map.append(name, value);
+            }
+            let status = || Header::Status(StatusCode::OK);
+
+            let mut a = BytesMut::new();
+            in_place.encode_block([status()], &map, &mut a);
+            let fields = map
+                .clone()
+                .into_iter()
+                .map(|(name, value)| Header::Field { name, value });
+            let b = encode(
+                &mut taken_out,
+                std::iter::once(status().into()).chain(fields).collect(),
+            );
+            assert_eq!(a, b, "block {block}");
+            indexed += a.iter().filter(|&&byte| byte >= 0x80 + 62).count();
+
+            let mut decoded = vec![];
+            decoder
+                .decode(&mut Cursor::new(&mut a), |h| {
+                    decoded.push(h);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            let expected: Vec<_> = std::iter::once(status())
+                .chain(map.iter().map(|(name, value)| Header::Field {
+                    name: name.clone(),
+                    value: value.clone(),
+                }))
+                .collect();
+            assert_eq!(decoded, expected, "block {block}");
+        }
+        // The dynamic table was used, not only literals.
+        assert!(indexed > 100, "{indexed}");
+    }
+
+    /// linkpush patch (PATCHES.md 16): the table's answer is an index, not a copy of the field.
+    #[test]
+    fn an_index_is_small_to_return() {
+        assert!(std::mem::size_of::<Index>() <= 24);
     }
 
     #[test]

@@ -40,7 +40,27 @@ pub fn len(name: &HeaderName, value: &HeaderValue) -> usize {
     32 + n.len() + value.len()
 }
 
+/// Whether a field of this name is never put in the dynamic table (the values of these change
+/// from message to message, or are secret); the rule is nghttp2's.
+pub fn skip_value_index(name: &HeaderName) -> bool {
+    use http::header;
+
+    matches!(
+        *name,
+        header::AGE
+            | header::AUTHORIZATION
+            | header::CONTENT_LENGTH
+            | header::ETAG
+            | header::IF_MODIFIED_SINCE
+            | header::IF_NONE_MATCH
+            | header::LOCATION
+            | header::COOKIE
+            | header::SET_COOKIE
+    )
+}
+
 impl Header<Option<HeaderName>> {
+    #[cfg(any(test, fuzzing))]
     pub fn reify(self) -> Result<Header, HeaderValue> {
         use self::Header::*;
 
@@ -142,42 +162,6 @@ impl Header {
         }
     }
 
-    pub fn value_eq(&self, other: &Header) -> bool {
-        match *self {
-            Header::Field { ref value, .. } => {
-                let a = value;
-                match *other {
-                    Header::Field { ref value, .. } => a == value,
-                    _ => false,
-                }
-            }
-            Header::Authority(ref a) => match *other {
-                Header::Authority(ref b) => a == b,
-                _ => false,
-            },
-            Header::Method(ref a) => match *other {
-                Header::Method(ref b) => a == b,
-                _ => false,
-            },
-            Header::Scheme(ref a) => match *other {
-                Header::Scheme(ref b) => a == b,
-                _ => false,
-            },
-            Header::Path(ref a) => match *other {
-                Header::Path(ref b) => a == b,
-                _ => false,
-            },
-            Header::Protocol(ref a) => match *other {
-                Header::Protocol(ref b) => a == b,
-                _ => false,
-            },
-            Header::Status(ref a) => match *other {
-                Header::Status(ref b) => a == b,
-                _ => false,
-            },
-        }
-    }
-
     pub fn is_sensitive(&self) -> bool {
         match *self {
             Header::Field { ref value, .. } => value.is_sensitive(),
@@ -187,21 +171,8 @@ impl Header {
     }
 
     pub fn skip_value_index(&self) -> bool {
-        use http::header;
-
         match *self {
-            Header::Field { ref name, .. } => matches!(
-                *name,
-                header::AGE
-                    | header::AUTHORIZATION
-                    | header::CONTENT_LENGTH
-                    | header::ETAG
-                    | header::IF_MODIFIED_SINCE
-                    | header::IF_NONE_MATCH
-                    | header::LOCATION
-                    | header::COOKIE
-                    | header::SET_COOKIE
-            ),
+            Header::Field { ref name, .. } => skip_value_index(name),
             Header::Path(..) => true,
             _ => false,
         }

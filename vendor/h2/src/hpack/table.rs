@@ -1,7 +1,7 @@
-use super::Header;
+use super::header::{Header, Name};
 
 use fnv::FnvHasher;
-use http::header;
+use http::header::{self, HeaderName, HeaderValue};
 use http::method::Method;
 
 use std::collections::VecDeque;
@@ -20,22 +20,38 @@ pub struct Table {
     max_size: usize,
 }
 
-#[derive(Debug)]
+/// Where a field is, or is put, in the HPACK tables, as `Table::index` found or left it.
+///
+/// Patch (linkpush, PATCHES.md 16): the variants carry no copy of the field. The encoder
+/// looks fields up by reference and writes their bytes from the reference it already has;
+/// before, each field was moved into the table's answer and back out of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Index {
     // The header is already fully indexed
-    Indexed(usize, Header),
+    Indexed(usize),
 
     // The name is indexed, but not the value
-    Name(usize, Header),
+    Name(usize),
 
     // The full header has been inserted into the table.
-    Inserted(usize),
+    Inserted,
 
-    // Only the value has been inserted (hpack table idx, slots idx)
-    InsertedValue(usize, usize),
+    // Only the value has been inserted, with the name at this index (as it was before the
+    // insertion, which is where the decoder looks it up).
+    InsertedValue(usize),
 
     // The header is not indexed by this table
-    NotIndexed(Header),
+    NotIndexed,
+}
+
+/// A field as `Table::index` looks at it: borrowed, from an owned `Header` or from a header
+/// map's name and value.
+struct View<'a> {
+    name: Name<'a>,
+    value: &'a [u8],
+    len: usize,
+    sensitive: bool,
+    skip_value_index: bool,
 }
 
 #[derive(Debug)]
@@ -105,62 +121,70 @@ impl Table {
         self.max_size
     }
 
-    /// Gets the header stored in the table
-    pub fn resolve<'a>(&'a self, index: &'a Index) -> &'a Header {
-        use self::Index::*;
-
-        match *index {
-            Indexed(_, ref h) => h,
-            Name(_, ref h) => h,
-            Inserted(idx) => &self.slots[idx].header,
-            InsertedValue(_, idx) => &self.slots[idx].header,
-            NotIndexed(ref h) => h,
-        }
+    /// Index the header in the HPACK table; a copy of it is kept if it is inserted.
+    pub fn index(&mut self, header: &Header) -> Index {
+        let view = View {
+            name: header.name(),
+            value: header.value_slice(),
+            len: header.len(),
+            sensitive: header.is_sensitive(),
+            skip_value_index: header.skip_value_index(),
+        };
+        self.index_view(view, index_static(header), || header.clone())
     }
 
-    pub fn resolve_idx(&self, index: &Index) -> usize {
-        use self::Index::*;
-
-        match *index {
-            Indexed(idx, ..) => idx,
-            Name(idx, ..) => idx,
-            Inserted(idx) => idx + DYN_OFFSET,
-            InsertedValue(_name_idx, slot_idx) => slot_idx + DYN_OFFSET,
-            NotIndexed(_) => panic!("cannot resolve index"),
-        }
+    /// Patch (linkpush, PATCHES.md 16): `index` for a regular field borrowed from a header map.
+    pub fn index_field(&mut self, name: &HeaderName, value: &HeaderValue) -> Index {
+        let view = View {
+            name: Name::Field(name),
+            value: value.as_bytes(),
+            len: super::header::len(name, value),
+            sensitive: value.is_sensitive(),
+            skip_value_index: super::header::skip_value_index(name),
+        };
+        self.index_view(view, index_static_field(name, value), || Header::Field {
+            name: name.clone(),
+            value: value.clone(),
+        })
     }
 
-    /// Index the header in the HPACK table.
-    pub fn index(&mut self, header: Header) -> Index {
-        // Check the static table
-        let statik = index_static(&header);
-
+    fn index_view(
+        &mut self,
+        header: View<'_>,
+        statik: Option<(usize, bool)>,
+        owned: impl FnOnce() -> Header,
+    ) -> Index {
         // Don't index certain headers. This logic is borrowed from nghttp2.
-        if header.skip_value_index() {
+        if header.skip_value_index {
             // Right now, if this is true, the header name is always in the
             // static table. At some point in the future, this might not be true
             // and this logic will need to be updated.
             debug_assert!(statik.is_some(), "skip_value_index requires a static name",);
-            return Index::new(statik, header);
+            return Index::new(statik);
         }
 
         // If the header is already indexed by the static table, return that
         if let Some((n, true)) = statik {
-            return Index::Indexed(n, header);
+            return Index::Indexed(n);
         }
 
         // Don't index large headers
-        if header.len() * 4 > self.max_size * 3 {
-            return Index::new(statik, header);
+        if header.len * 4 > self.max_size * 3 {
+            return Index::new(statik);
         }
 
-        self.index_dynamic(header, statik)
+        self.index_dynamic(header, statik, owned)
     }
 
-    fn index_dynamic(&mut self, header: Header, statik: Option<(usize, bool)>) -> Index {
+    fn index_dynamic(
+        &mut self,
+        header: View<'_>,
+        statik: Option<(usize, bool)>,
+        owned: impl FnOnce() -> Header,
+    ) -> Index {
         debug_assert!(self.assert_valid_state("one"));
 
-        if header.len() + self.size < self.max_size || !header.is_sensitive() {
+        if header.len + self.size < self.max_size || !header.sensitive {
             // Only grow internal storage if needed
             self.reserve_one();
         }
@@ -169,10 +193,10 @@ impl Table {
             // If `indices` is not empty, then it is impossible for all
             // `indices` entries to be `Some`. So, we only need to check for the
             // empty case.
-            return Index::new(statik, header);
+            return Index::new(statik);
         }
 
-        let hash = hash_header(&header);
+        let hash = hash_name(&header.name);
 
         let desired_pos = desired_pos(self.mask, hash);
         let mut probe = desired_pos;
@@ -189,13 +213,19 @@ impl Table {
 
                 if their_dist < dist {
                     // Index robinhood
-                    return self.index_vacant(header, hash, dist, probe, statik);
-                } else if pos.hash == hash && self.slots[slot_idx].header.name() == header.name() {
+                    return self.index_vacant(header, hash, dist, probe, statik, owned);
+                } else if pos.hash == hash && self.slots[slot_idx].header.name() == header.name {
                     // Matching name, check values
-                    return self.index_occupied(header, hash, pos.index, statik.map(|(n, _)| n));
+                    return self.index_occupied(
+                        header,
+                        hash,
+                        pos.index,
+                        statik.map(|(n, _)| n),
+                        owned,
+                    );
                 }
             } else {
-                return self.index_vacant(header, hash, dist, probe, statik);
+                return self.index_vacant(header, hash, dist, probe, statik, owned);
             }
 
             dist += 1;
@@ -204,10 +234,11 @@ impl Table {
 
     fn index_occupied(
         &mut self,
-        header: Header,
+        header: View<'_>,
         hash: HashValue,
         mut index: usize,
         statik: Option<usize>,
+        owned: impl FnOnce() -> Header,
     ) -> Index {
         debug_assert!(self.assert_valid_state("top"));
 
@@ -218,9 +249,9 @@ impl Table {
             // Compute the real index into the VecDeque
             let real_idx = index.wrapping_add(self.inserted);
 
-            if self.slots[real_idx].header.value_eq(&header) {
+            if self.slots[real_idx].header.value_slice() == header.value {
                 // We have a full match!
-                return Index::Indexed(real_idx + DYN_OFFSET, header);
+                return Index::Indexed(real_idx + DYN_OFFSET);
             }
 
             if let Some(next) = self.slots[real_idx].next {
@@ -228,16 +259,16 @@ impl Table {
                 continue;
             }
 
-            if header.is_sensitive() {
+            if header.sensitive {
                 // Should we assert this?
                 // debug_assert!(statik.is_none());
-                return Index::Name(real_idx + DYN_OFFSET, header);
+                return Index::Name(real_idx + DYN_OFFSET);
             }
 
-            self.update_size(header.len(), Some(index));
+            self.update_size(header.len, Some(index));
 
             // Insert the new header
-            self.insert(header, hash);
+            self.insert(owned(), hash);
 
             // Recompute real_idx as it just changed.
             let new_real_idx = index.wrapping_add(self.inserted);
@@ -256,23 +287,24 @@ impl Table {
             // it when inserting the new one...
             return if let Some(n) = statik {
                 // If name is in static table, use it instead
-                Index::InsertedValue(n, 0)
+                Index::InsertedValue(n)
             } else {
-                Index::InsertedValue(real_idx + DYN_OFFSET, 0)
+                Index::InsertedValue(real_idx + DYN_OFFSET)
             };
         }
     }
 
     fn index_vacant(
         &mut self,
-        header: Header,
+        header: View<'_>,
         hash: HashValue,
         mut dist: usize,
         mut probe: usize,
         statik: Option<(usize, bool)>,
+        owned: impl FnOnce() -> Header,
     ) -> Index {
-        if header.is_sensitive() {
-            return Index::new(statik, header);
+        if header.sensitive {
+            return Index::new(statik);
         }
 
         debug_assert!(self.assert_valid_state("top"));
@@ -280,7 +312,7 @@ impl Table {
 
         // Passing in `usize::MAX` for prev_idx since there is no previous
         // header in this case.
-        if self.update_size(header.len(), None) {
+        if self.update_size(header.len, None) {
             while dist != 0 {
                 let back = probe.wrapping_sub(1) & self.mask;
 
@@ -302,7 +334,7 @@ impl Table {
 
         debug_assert!(self.assert_valid_state("after update"));
 
-        self.insert(header, hash);
+        self.insert(owned(), hash);
 
         let pos_idx = 0usize.wrapping_sub(self.inserted);
 
@@ -328,9 +360,9 @@ impl Table {
         debug_assert!(self.assert_valid_state("bottom"));
 
         if let Some((n, _)) = statik {
-            Index::InsertedValue(n, 0)
+            Index::InsertedValue(n)
         } else {
-            Index::Inserted(0)
+            Index::Inserted
         }
     }
 
@@ -630,11 +662,11 @@ impl Table {
 }
 
 impl Index {
-    fn new(v: Option<(usize, bool)>, e: Header) -> Index {
+    fn new(v: Option<(usize, bool)>) -> Index {
         match v {
-            None => Index::NotIndexed(e),
-            Some((n, true)) => Index::Indexed(n, e),
-            Some((n, false)) => Index::Name(n, e),
+            None => Index::NotIndexed,
+            Some((n, true)) => Index::Indexed(n),
+            Some((n, false)) => Index::Name(n),
         }
     }
 }
@@ -659,11 +691,11 @@ fn probe_distance(mask: usize, hash: HashValue, current: usize) -> usize {
     current.wrapping_sub(desired_pos(mask, hash)) & mask
 }
 
-fn hash_header(header: &Header) -> HashValue {
+fn hash_name(name: &Name<'_>) -> HashValue {
     const MASK: u64 = (MAX_SIZE as u64) - 1;
 
     let mut h = FnvHasher::default();
-    header.name().hash(&mut h);
+    name.hash(&mut h);
     HashValue((h.finish() & MASK) as usize)
 }
 
@@ -674,62 +706,7 @@ fn index_static(header: &Header) -> Option<(usize, bool)> {
         Header::Field {
             ref name,
             ref value,
-        } => match *name {
-            header::ACCEPT_CHARSET => Some((15, false)),
-            header::ACCEPT_ENCODING => {
-                if value == "gzip, deflate" {
-                    Some((16, true))
-                } else {
-                    Some((16, false))
-                }
-            }
-            header::ACCEPT_LANGUAGE => Some((17, false)),
-            header::ACCEPT_RANGES => Some((18, false)),
-            header::ACCEPT => Some((19, false)),
-            header::ACCESS_CONTROL_ALLOW_ORIGIN => Some((20, false)),
-            header::AGE => Some((21, false)),
-            header::ALLOW => Some((22, false)),
-            header::AUTHORIZATION => Some((23, false)),
-            header::CACHE_CONTROL => Some((24, false)),
-            header::CONTENT_DISPOSITION => Some((25, false)),
-            header::CONTENT_ENCODING => Some((26, false)),
-            header::CONTENT_LANGUAGE => Some((27, false)),
-            header::CONTENT_LENGTH => Some((28, false)),
-            header::CONTENT_LOCATION => Some((29, false)),
-            header::CONTENT_RANGE => Some((30, false)),
-            header::CONTENT_TYPE => Some((31, false)),
-            header::COOKIE => Some((32, false)),
-            header::DATE => Some((33, false)),
-            header::ETAG => Some((34, false)),
-            header::EXPECT => Some((35, false)),
-            header::EXPIRES => Some((36, false)),
-            header::FROM => Some((37, false)),
-            header::HOST => Some((38, false)),
-            header::IF_MATCH => Some((39, false)),
-            header::IF_MODIFIED_SINCE => Some((40, false)),
-            header::IF_NONE_MATCH => Some((41, false)),
-            header::IF_RANGE => Some((42, false)),
-            header::IF_UNMODIFIED_SINCE => Some((43, false)),
-            header::LAST_MODIFIED => Some((44, false)),
-            header::LINK => Some((45, false)),
-            header::LOCATION => Some((46, false)),
-            header::MAX_FORWARDS => Some((47, false)),
-            header::PROXY_AUTHENTICATE => Some((48, false)),
-            header::PROXY_AUTHORIZATION => Some((49, false)),
-            header::RANGE => Some((50, false)),
-            header::REFERER => Some((51, false)),
-            header::REFRESH => Some((52, false)),
-            header::RETRY_AFTER => Some((53, false)),
-            header::SERVER => Some((54, false)),
-            header::SET_COOKIE => Some((55, false)),
-            header::STRICT_TRANSPORT_SECURITY => Some((56, false)),
-            header::TRANSFER_ENCODING => Some((57, false)),
-            header::USER_AGENT => Some((58, false)),
-            header::VARY => Some((59, false)),
-            header::VIA => Some((60, false)),
-            header::WWW_AUTHENTICATE => Some((61, false)),
-            _ => None,
-        },
+        } => index_static_field(name, value),
         Header::Authority(_) => Some((1, false)),
         Header::Method(ref v) => match *v {
             Method::GET => Some((2, true)),
@@ -757,5 +734,65 @@ fn index_static(header: &Header) -> Option<(usize, bool)> {
             500 => Some((14, true)),
             _ => Some((8, false)),
         },
+    }
+}
+
+/// The static table's entry for a regular field (RFC 7541 Appendix A), as `index_static`.
+fn index_static_field(name: &HeaderName, value: &HeaderValue) -> Option<(usize, bool)> {
+    match *name {
+        header::ACCEPT_CHARSET => Some((15, false)),
+        header::ACCEPT_ENCODING => {
+            if value == "gzip, deflate" {
+                Some((16, true))
+            } else {
+                Some((16, false))
+            }
+        }
+        header::ACCEPT_LANGUAGE => Some((17, false)),
+        header::ACCEPT_RANGES => Some((18, false)),
+        header::ACCEPT => Some((19, false)),
+        header::ACCESS_CONTROL_ALLOW_ORIGIN => Some((20, false)),
+        header::AGE => Some((21, false)),
+        header::ALLOW => Some((22, false)),
+        header::AUTHORIZATION => Some((23, false)),
+        header::CACHE_CONTROL => Some((24, false)),
+        header::CONTENT_DISPOSITION => Some((25, false)),
+        header::CONTENT_ENCODING => Some((26, false)),
+        header::CONTENT_LANGUAGE => Some((27, false)),
+        header::CONTENT_LENGTH => Some((28, false)),
+        header::CONTENT_LOCATION => Some((29, false)),
+        header::CONTENT_RANGE => Some((30, false)),
+        header::CONTENT_TYPE => Some((31, false)),
+        header::COOKIE => Some((32, false)),
+        header::DATE => Some((33, false)),
+        header::ETAG => Some((34, false)),
+        header::EXPECT => Some((35, false)),
+        header::EXPIRES => Some((36, false)),
+        header::FROM => Some((37, false)),
+        header::HOST => Some((38, false)),
+        header::IF_MATCH => Some((39, false)),
+        header::IF_MODIFIED_SINCE => Some((40, false)),
+        header::IF_NONE_MATCH => Some((41, false)),
+        header::IF_RANGE => Some((42, false)),
+        header::IF_UNMODIFIED_SINCE => Some((43, false)),
+        header::LAST_MODIFIED => Some((44, false)),
+        header::LINK => Some((45, false)),
+        header::LOCATION => Some((46, false)),
+        header::MAX_FORWARDS => Some((47, false)),
+        header::PROXY_AUTHENTICATE => Some((48, false)),
+        header::PROXY_AUTHORIZATION => Some((49, false)),
+        header::RANGE => Some((50, false)),
+        header::REFERER => Some((51, false)),
+        header::REFRESH => Some((52, false)),
+        header::RETRY_AFTER => Some((53, false)),
+        header::SERVER => Some((54, false)),
+        header::SET_COOKIE => Some((55, false)),
+        header::STRICT_TRANSPORT_SECURITY => Some((56, false)),
+        header::TRANSFER_ENCODING => Some((57, false)),
+        header::USER_AGENT => Some((58, false)),
+        header::VARY => Some((59, false)),
+        header::VIA => Some((60, false)),
+        header::WWW_AUTHENTICATE => Some((61, false)),
+        _ => None,
     }
 }
