@@ -499,7 +499,13 @@ fn consume(buf: &mut Cursor<&mut BytesMut>) {
     // remove bytes from the internal BytesMut when they have been successfully
     // decoded. This is a more permanent cursor position, which will be
     // used to resume if decoding was only partial.
-    take(buf, 0);
+    //
+    // Patch (linkpush, PATCHES.md 17): by advancing the buffer's start. `take(buf, 0)` split
+    // the decoded bytes off into a `Bytes` and dropped it: a reference count taken and released
+    // (two atomic operations) for every field of every block.
+    let pos = buf.position() as usize;
+    buf.get_mut().advance(pos);
+    buf.set_position(0);
 }
 
 // ===== impl Table =====
@@ -864,6 +870,61 @@ mod test {
         let mut buf = BytesMut::new();
         let err = de.decode_string(&mut Cursor::new(&mut buf)).unwrap_err();
         assert_eq!(err, DecoderError::NeedMore(NeedMore::UnexpectedEndOfStream));
+    }
+
+    /// linkpush patch (PATCHES.md 17): decoding a block leaves the buffer unshared. Each
+    /// decoded field used to be split off the buffer into a `Bytes` and dropped, which made a
+    /// buffer that owned its memory share it: an allocation on the first field, then a
+    /// reference count taken and released on every one.
+    #[test]
+    fn decoding_indexed_fields_allocates_nothing() {
+        let mut de = Decoder::new(4096);
+        let mut buf = BytesMut::with_capacity(64);
+        // :method GET, :path /, :scheme https, accept-encoding: gzip, deflate
+        buf.extend([0x80 | 2, 0x80 | 4, 0x80 | 7, 0x80 | 16]);
+        let mut res = Vec::with_capacity(8);
+
+        let before = counting::allocations();
+        de.decode(&mut Cursor::new(&mut buf), |h| {
+            res.push(h);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        let allocations = counting::allocations() - before;
+
+        assert_eq!(res.len(), 4);
+        assert!(buf.is_empty());
+        assert_eq!(allocations, 0);
+    }
+
+    /// Counts this thread's allocations (a test thread's only).
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        struct Counting;
+
+        thread_local! {
+            static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+        }
+
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+                System.alloc(layout)
+            }
+
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                System.dealloc(ptr, layout)
+            }
+        }
+
+        #[global_allocator]
+        static COUNTING: Counting = Counting;
+
+        pub(super) fn allocations() -> usize {
+            ALLOCATIONS.with(|n| n.get())
+        }
     }
 
     #[test]
