@@ -496,3 +496,67 @@ async fn the_clients_enable_push_setting_is_readable() {
     let req = Request::get("https://a/pushed").body(()).unwrap();
     assert!(responds[0].push_request(req).is_err(), "push refused");
 }
+
+/// Patch 18: a request is made from its pseudo-header fields with its parts set in place, not
+/// through `Request::builder()`: method, URI (scheme, authority, path and query), version and
+/// fields come out as before, and a malformed `:authority` or a missing `:method` still resets
+/// only its own stream with PROTOCOL_ERROR (RFC 9113 §8.1.1), the next request unharmed.
+#[tokio::test]
+async fn requests_are_made_from_their_pseudo_header_fields() {
+    let mut client = preface(&[]);
+    // GET https://a/ with one field.
+    let mut block = vec![0x82, 0x87, 0x84, 0x01, 0x01, b'a'];
+    block.extend(literal(b"x-a", b"1"));
+    client.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1, &block));
+    // POST http://b/p?q=1: `:path` as a literal with the static table's name (index 4).
+    let mut block = vec![0x83, 0x86, 0x04, 6];
+    block.extend_from_slice(b"/p?q=1");
+    block.extend([0x01, 0x01, b'b']);
+    client.extend(frame(HEADERS, END_STREAM | END_HEADERS, 3, &block));
+    // `:authority` "a b": not an authority.
+    let block = [0x82, 0x87, 0x84, 0x01, 0x03, b'a', b' ', b'b'];
+    client.extend(frame(HEADERS, END_STREAM | END_HEADERS, 5, &block));
+    // No `:method`.
+    let block = [0x87, 0x84, 0x01, 0x01, b'a'];
+    client.extend(frame(HEADERS, END_STREAM | END_HEADERS, 7, &block));
+    client.extend(get(9));
+    let (mut c, s) = tokio::io::duplex(1 << 20);
+    c.write_all(&client).await.unwrap();
+    let mut conn = server::handshake(s).await.expect("handshake");
+    let mut accepted = Vec::new();
+    for _ in 0..3 {
+        accepted.push(conn.accept().await.expect("request").expect("no error"));
+    }
+
+    let ids: Vec<u32> = accepted
+        .iter()
+        .map(|(_, r)| u32::from(r.stream_id()))
+        .collect();
+    assert_eq!(ids, [1, 3, 9], "streams 5 and 7 never reach accept");
+    let get = &accepted[0].0;
+    assert_eq!(get.method(), http::Method::GET);
+    assert_eq!(get.uri(), "https://a/");
+    assert_eq!(get.version(), http::Version::HTTP_2);
+    assert_eq!(get.headers().len(), 1);
+    assert_eq!(get.headers()["x-a"], "1");
+    let post = &accepted[1].0;
+    assert_eq!(post.method(), http::Method::POST);
+    assert_eq!(post.uri().scheme_str(), Some("http"));
+    assert_eq!(post.uri().authority().map(|a| a.as_str()), Some("b"));
+    assert_eq!(post.uri().path(), "/p");
+    assert_eq!(post.uri().query(), Some("q=1"));
+    assert_eq!(post.version(), http::Version::HTTP_2);
+    assert!(post.headers().is_empty());
+    assert!(post.extensions().get::<h2::ext::Protocol>().is_none());
+
+    drive(conn);
+    let frames = read_until(&mut c, |f| f.kind == RST_STREAM && f.stream == 7).await;
+    for stream in [5, 7] {
+        let reset = frames
+            .iter()
+            .find(|f| f.kind == RST_STREAM && f.stream == stream)
+            .unwrap_or_else(|| panic!("no RST_STREAM on {stream}: {frames:?}"));
+        assert_eq!(reset.payload, 1u32.to_be_bytes(), "PROTOCOL_ERROR");
+    }
+    assert!(frames.iter().all(|f| f.kind != GOAWAY), "{frames:?}");
+}
