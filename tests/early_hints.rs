@@ -527,7 +527,6 @@ async fn curl_sees_the_learned_early_hints() {
 /// still holding its final response: it is not kept until the response comes.
 #[tokio::test]
 async fn an_upstream_103_reaches_an_http1_client_before_the_final_response() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let gate = Gate::new();
     let up = Upstream::new()
         .route(
@@ -539,38 +538,29 @@ async fn an_upstream_103_reaches_an_http1_client_before_the_final_response() {
         .start()
         .await;
     let proxy = Proxy::start(up.addr(), |c| c.early_hints.http1 = true).await;
-    let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    conn.write_all(b"GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    bounded("the forwarded 103", async {
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            let mut buf = [0u8; 1024];
-            let n = conn.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
-    let head = String::from_utf8_lossy(&got).into_owned();
-    assert!(head.starts_with("HTTP/1.1 103 Early Hints\r\n"), "{head}");
+    let mut conn = support::raw::RawConn::open(proxy.addr).await;
+    conn.send(b"GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n")
+        .await;
+    let hint = conn.read_head().await.expect("the forwarded 103");
     assert!(
-        head.to_ascii_lowercase()
-            .contains("link: </u.css>; rel=preload; as=style\r\n"),
-        "{head}"
+        hint.head.starts_with("HTTP/1.1 103 Early Hints\r\n"),
+        "{}",
+        hint.head
+    );
+    assert_eq!(
+        hint.header("link"),
+        Some("</u.css>; rel=preload; as=style"),
+        "{}",
+        hint.head
     );
     assert!(
         !gate.opened(),
         "the 103 came while the upstream was still holding its answer"
     );
     gate.open();
-    bounded("the final response", conn.read_to_end(&mut got))
-        .await
-        .unwrap();
-    let all = String::from_utf8_lossy(&got);
-    let at_200 = all.find("HTTP/1.1 200 OK\r\n").expect("a 200");
-    assert!(at_200 > all.find(" 103 ").unwrap(), "{all}");
+    // The next head on the connection, after the 103.
+    let last = conn.read_head().await.expect("the final response");
+    assert_eq!(last.status(), 200, "{}", last.head);
 }
 
 /// `early_hints.http1`: HTTP/1.1 clients get learned and upstream 103s too, written before the
