@@ -153,11 +153,12 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> Instant;
 }
 
+/// The time of the turn (`crate::clock`): a TTL of seconds is not moved by microseconds.
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
-        Instant::now()
+        crate::clock::now()
     }
 }
 

@@ -409,9 +409,10 @@ impl Upstream {
         async move {
             // (The request-target is written in origin-form whatever the URI's form: `conn::encode`.)
             let upgrade_requested = conn::asks_upgrade(req.headers(), forward.as_ref());
-            // One clock read for the instants below, in the common case.
+            // Deadlines on tokio's clock, one read for both in the common case; the duration
+            // measured on the turn's (`crate::clock`).
             let now = tokio::time::Instant::now();
-            let started = now.into_std();
+            let started = crate::clock::now();
             let deadline = now + self.response_timeout;
             // When the head's wait starts: now, or after a wait for a permit.
             let mut head_from = now;
@@ -447,7 +448,7 @@ impl Upstream {
             let result = self
                 .request(req, forward.as_ref(), informational, head_deadline)
                 .await;
-            self.metrics.upstream_duration(started.elapsed());
+            self.metrics.upstream_duration(crate::clock::since(started));
             let err = match result {
                 Ok(mut res) => {
                     match crate::headers::normalize_response(

@@ -158,7 +158,7 @@ impl AccessLog<'_> {
             return;
         }
         LINE.with_borrow_mut(|line| {
-            self.format(line, sink.json(), SystemTime::now());
+            self.format(line, sink.json(), crate::clock::system_now());
             sink.write(line.out.as_bytes());
         });
     }
@@ -200,7 +200,11 @@ impl AccessLog<'_> {
         f.str(key!("path"), r.path.as_str());
         f.num(key!("status"), num.format(self.status));
         f.num(key!("bytes"), num.format(self.bytes));
-        f.tenths(key!("duration_ms"), r.started.elapsed(), &mut num);
+        f.tenths(
+            key!("duration_ms"),
+            crate::clock::since(r.started),
+            &mut num,
+        );
         if let Some(upstream) = self.upstream {
             f.tenths(key!("upstream_ms"), upstream, &mut num);
         }
@@ -242,7 +246,7 @@ impl AccessLog<'_> {
             path = r.path.as_str(),
             status = self.status,
             bytes = self.bytes,
-            duration_ms = millis(r.started.elapsed()),
+            duration_ms = millis(crate::clock::since(r.started)),
             upstream_ms = self.upstream.map(millis),
             user_agent = user_agent.unwrap_or(""),
             request_id = r.request_id.as_str(),

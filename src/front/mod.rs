@@ -327,7 +327,7 @@ pub struct RequestInfo {
 impl RequestInfo {
     /// Reads the head, and its `X-Request-Id` (see [`request_id_of`]).
     pub fn take<B>(req: &mut http::Request<B>) -> Self {
-        let started = std::time::Instant::now();
+        let started = crate::clock::now();
         // No `reserve` for what the proxy adds (the request id here; Host and X-Forwarded-* for
         // the upstream, five fields at most): reserving six grew the map whenever its length
         // plus six passed its capacity, which a later insert passes less often (callgrind,

@@ -162,10 +162,12 @@ pub async fn accept_loop(
                     guard.1 = slot;
                     let shared = shared.clone();
                     let shutdown = shutdown.clone();
-                    tokio::spawn(async move {
+                    // Each poll of a connection's task is a turn of `clock`: its streams read
+                    // the time once per poll.
+                    tokio::spawn(crate::clock::turns(async move {
                         serve_connection(socket, peer, &shared, shutdown).await;
                         drop(guard);
-                    });
+                    }));
                 }
                 Err(err) => {
                     // EMFILE and friends: back off instead of spinning, and say it once.

@@ -221,14 +221,21 @@ impl Pool {
 
     /// An idle connection ready for a request, if any.
     pub fn checkout(&self) -> Option<Box<Conn>> {
-        self.shared.idle.take(Instant::now(), |c| c.is_open())
+        self.shared
+            .idle
+            .take(Instant::from_std(crate::clock::now()), |c| c.is_open())
     }
 
     /// Keeps a connection whose response was read to the end, and which may serve another
     /// request ([`super::conn::ConnBody::take_reusable`]), for the next request; one beyond
     /// `max_idle_per_host` is closed.
     pub fn checkin(&self, conn: Box<Conn>) {
-        if self.shared.idle.put(conn, Instant::now()).is_ok() {
+        if self
+            .shared
+            .idle
+            .put(conn, Instant::from_std(crate::clock::now()))
+            .is_ok()
+        {
             self.start_reaper();
         }
     }

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -262,7 +262,7 @@ fn proxy(
         // The upstream's 103s are forwarded when `hints_on`, and learned with the final links
         // whenever learning is on, so the route's entry is the same whichever front end taught it.
         let mut early: Vec<HeaderValue> = Vec::new();
-        let upstream_started = Instant::now();
+        let upstream_started = crate::clock::now();
         let response = if hints_on || app.learn.is_some() {
             let queue = InformationalQueue::default();
             let upstream =
@@ -297,7 +297,7 @@ fn proxy(
                 .send_for(&client.upstream_share, upstream_req, forward, None)
                 .await
         };
-        *upstream_time = Some(upstream_started.elapsed());
+        *upstream_time = Some(crate::clock::since(upstream_started));
         let response = response?;
         let (parts, body) = response.into_parts();
         if app.learn.is_some() && may_push_final(&method, parts.status) {

@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
 
 use bytes::Bytes;
 use h2::RecvStream;
@@ -240,7 +239,7 @@ impl Stream {
                 || (self.may_push(&head) && self.push.is_enabled());
             let queue = wants_103.then(InformationalQueue::default);
             let share = self.client.upstream_share.clone();
-            let upstream_started = Instant::now();
+            let upstream_started = crate::clock::now();
             let response = {
                 let forward =
                     Forward::new(head.authority, &self.client).request_id(&info.request_id);
@@ -268,7 +267,7 @@ impl Stream {
                     }
                 }
             };
-            self.upstream_time = Some(upstream_started.elapsed());
+            self.upstream_time = Some(crate::clock::since(upstream_started));
             while let Some(links) = queue.as_ref().and_then(InformationalQueue::take) {
                 self.on_upstream_hints(respond, &head, &links);
             }
