@@ -117,10 +117,10 @@ impl<F: Future> Future for Turns<F> {
 mod tests {
     use super::*;
 
-    /// Waits (a bounded spin, not a sleep) until the clock has moved past `t`.
-    fn clock_past(t: Instant) {
+    /// Waits (a bounded spin, not a sleep) until `read` has moved past `t`.
+    fn past<T: PartialOrd>(t: T, read: impl Fn() -> T) {
         for _ in 0..100_000_000u64 {
-            if Instant::now() > t {
+            if read() > t {
                 return;
             }
             std::hint::spin_loop();
@@ -128,14 +128,12 @@ mod tests {
         panic!("the clock did not move");
     }
 
+    fn clock_past(t: Instant) {
+        past(t, Instant::now);
+    }
+
     fn system_past(t: SystemTime) {
-        for _ in 0..100_000_000u64 {
-            if SystemTime::now() > t {
-                return;
-            }
-            std::hint::spin_loop();
-        }
-        panic!("the wall clock did not move");
+        past(t, SystemTime::now);
     }
 
     /// Polls `f` once as a turn, on this thread.
