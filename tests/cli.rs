@@ -80,8 +80,7 @@ fn one_error_line(out: &Output) -> String {
 const PORT_ATTEMPTS: usize = 5;
 
 fn free_port() -> u16 {
-    let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    Upstream::free_port().port()
 }
 
 /// A temp directory, removed on drop.

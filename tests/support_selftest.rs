@@ -686,7 +686,7 @@ impl Nghttpd {
         }
         // nghttpd cannot report a port it chose: take a free one, retrying if it is taken meanwhile.
         for _ in 0..3 {
-            let addr = Upstream::closed_port();
+            let addr = Upstream::free_port();
             let port = addr.port().to_string();
             let mut args = vec![
                 "-a",

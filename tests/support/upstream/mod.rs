@@ -21,7 +21,7 @@
 //! `serve` accepts connections and writes each [`Reply`]; `http1` reads requests off a
 //! connection; `generated` is the deterministic body pattern.
 
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -124,10 +124,27 @@ impl Upstream {
         self
     }
 
-    /// A `127.0.0.1` address where nothing listens: connecting to it is refused.
-    pub fn closed_port() -> SocketAddr {
-        let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    /// A `127.0.0.1` port free right now, for a server that cannot report the port it chose
+    /// (another `bind 127.0.0.1:0` may take it meanwhile: the caller retries).
+    pub fn free_port() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.local_addr().expect("local_addr")
+    }
+
+    /// A `127.0.0.1` address where nothing listens: connecting to it is refused.
+    ///
+    /// The port stays bound, without listening, for the rest of the test binary's life: a port
+    /// bound and released at once was handed to the next `bind 127.0.0.1:0` (a scripted
+    /// upstream started right after), and the "closed" port answered 404.
+    pub fn closed_port() -> SocketAddr {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("an address"))
+            .expect("bind 127.0.0.1:0");
+        let addr = socket.local_addr().expect("local_addr");
+        // Never closed: nothing else may take the port while the tests run.
+        std::mem::forget(socket);
+        addr
     }
 
     pub async fn start(self) -> RunningUpstream {
