@@ -22,54 +22,44 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-#[derive(Clone, Copy)]
-enum Turn {
-    /// No turn: every use reads the clock.
-    Off,
-    /// In a turn; each clock is read at its first use in the turn.
-    On {
-        now: Option<Instant>,
-        system: Option<SystemTime>,
-    },
+/// A turn's readings, each taken at its first use in the turn.
+#[derive(Clone, Copy, Default)]
+struct Readings {
+    now: Option<Instant>,
+    system: Option<SystemTime>,
 }
 
 thread_local! {
-    static TURN: Cell<Turn> = const { Cell::new(Turn::Off) };
+    /// `None` outside a turn: every use reads the clock.
+    static TURN: Cell<Option<Readings>> = const { Cell::new(None) };
+}
+
+/// The turn's reading of one clock (`field` of its readings), taken with `read` at its first
+/// use; outside a turn, `read` every time.
+fn reading<T: Copy>(field: fn(&mut Readings) -> &mut Option<T>, read: fn() -> T) -> T {
+    TURN.with(|turn| {
+        let Some(mut readings) = turn.get() else {
+            return read();
+        };
+        let slot = field(&mut readings);
+        if let Some(value) = *slot {
+            return value;
+        }
+        let value = read();
+        *slot = Some(value);
+        turn.set(Some(readings));
+        value
+    })
 }
 
 /// The monotonic time: the turn's, or the clock's outside a turn.
 pub fn now() -> Instant {
-    TURN.with(|turn| match turn.get() {
-        Turn::Off => Instant::now(),
-        Turn::On { now: Some(now), .. } => now,
-        Turn::On { now: None, system } => {
-            let now = Instant::now();
-            turn.set(Turn::On {
-                now: Some(now),
-                system,
-            });
-            now
-        }
-    })
+    reading(|r| &mut r.now, Instant::now)
 }
 
 /// The wall-clock time: the turn's, or the clock's outside a turn.
 pub fn system_now() -> SystemTime {
-    TURN.with(|turn| match turn.get() {
-        Turn::Off => SystemTime::now(),
-        Turn::On {
-            system: Some(system),
-            ..
-        } => system,
-        Turn::On { now, system: None } => {
-            let system = SystemTime::now();
-            turn.set(Turn::On {
-                now,
-                system: Some(system),
-            });
-            system
-        }
-    })
+    reading(|r| &mut r.system, SystemTime::now)
 }
 
 /// The time since `earlier` (zero when `earlier` is later, as `Instant::elapsed` would have it).
@@ -96,18 +86,13 @@ impl<F: Future> Future for Turns<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         // Restored on the way out, unwinding included: a turn never outlives its poll, and a
         // turn inside another (nested `turns`) gives the outer one back its reading.
-        struct Restore(Turn);
+        struct Restore(Option<Readings>);
         impl Drop for Restore {
             fn drop(&mut self) {
                 TURN.with(|turn| turn.set(self.0));
             }
         }
-        let outer = TURN.with(|turn| {
-            turn.replace(Turn::On {
-                now: None,
-                system: None,
-            })
-        });
+        let outer = TURN.with(|turn| turn.replace(Some(Readings::default())));
         let _restore = Restore(outer);
         self.project().future.poll(cx)
     }
