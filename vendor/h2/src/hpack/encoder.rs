@@ -1,3 +1,4 @@
+use super::header::Name;
 use super::table::{Index, Table};
 use super::{huffman, Header};
 
@@ -182,7 +183,7 @@ impl Encoder {
         let index = self.table.index(header);
         encode_index(
             index,
-            header.name().as_slice(),
+            header.name(),
             header.value_slice(),
             header.is_sensitive(),
             dst,
@@ -193,7 +194,7 @@ impl Encoder {
         let index = self.table.index_field(name, value);
         encode_index(
             index,
-            name.as_str().as_bytes(),
+            Name::Field(name),
             value.as_bytes(),
             value.is_sensitive(),
             dst,
@@ -202,7 +203,9 @@ impl Encoder {
 }
 
 /// Writes a field as `Table::index` left it: an index, or a literal with or without indexing.
-fn encode_index(index: Index, name: &[u8], value: &[u8], sensitive: bool, dst: &mut BytesMut) {
+/// Patch (linkpush, PATCHES.md 16): the name's text is taken only by the arms that write it; a
+/// field found in a table (the common case for a response's repeated fields) is an index alone.
+fn encode_index(index: Index, name: Name<'_>, value: &[u8], sensitive: bool, dst: &mut BytesMut) {
     match index {
         Index::Indexed(idx) => {
             encode_int(idx, 7, 0x80, dst);
@@ -215,7 +218,7 @@ fn encode_index(index: Index, name: &[u8], value: &[u8], sensitive: bool, dst: &
 
             dst.put_u8(0b0100_0000);
 
-            encode_str(name, dst);
+            encode_str(name.as_slice(), dst);
             encode_str(value, dst);
         }
         Index::InsertedValue(idx) => {
@@ -225,7 +228,7 @@ fn encode_index(index: Index, name: &[u8], value: &[u8], sensitive: bool, dst: &
             encode_str(value, dst);
         }
         Index::NotIndexed => {
-            encode_not_indexed2(name, value, sensitive, dst);
+            encode_not_indexed2(name.as_slice(), value, sensitive, dst);
         }
     }
 }
