@@ -412,7 +412,7 @@ impl Upstream {
             // Deadlines on tokio's clock, one read for both in the common case; the duration
             // measured on the turn's (`crate::clock`).
             let now = tokio::time::Instant::now();
-            let started = crate::clock::now();
+            let started = crate::clock::stamp();
             let deadline = now + self.response_timeout;
             // When the head's wait starts: now, or after a wait for a permit.
             let mut head_from = now;

@@ -397,7 +397,7 @@ mod tests {
             host: "example.com".into(),
             user_agent: Some(HeaderValue::from_static(user_agent)),
             request_id: super::super::RequestId::Given(HeaderValue::from_static("abc")),
-            started: std::time::Instant::now(),
+            started: crate::clock::stamp(),
         }
     }
 

@@ -321,13 +321,13 @@ pub struct RequestInfo {
     pub host: String,
     pub user_agent: Option<HeaderValue>,
     pub request_id: RequestId,
-    pub started: std::time::Instant,
+    pub started: crate::clock::Stamp,
 }
 
 impl RequestInfo {
     /// Reads the head, and its `X-Request-Id` (see [`request_id_of`]).
     pub fn take<B>(req: &mut http::Request<B>) -> Self {
-        let started = crate::clock::now();
+        let started = crate::clock::stamp();
         // No `reserve` for what the proxy adds (the request id here; Host and X-Forwarded-* for
         // the upstream, five fields at most): reserving six grew the map whenever its length
         // plus six passed its capacity, which a later insert passes less often (callgrind,

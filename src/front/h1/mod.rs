@@ -262,7 +262,7 @@ fn proxy(
         // The upstream's 103s are forwarded when `hints_on`, and learned with the final links
         // whenever learning is on, so the route's entry is the same whichever front end taught it.
         let mut early: Vec<HeaderValue> = Vec::new();
-        let upstream_started = crate::clock::now();
+        let upstream_started = crate::clock::stamp();
         let response = if hints_on || app.learn.is_some() {
             let queue = InformationalQueue::default();
             let upstream =

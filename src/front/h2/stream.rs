@@ -239,7 +239,7 @@ impl Stream {
                 || (self.may_push(&head) && self.push.is_enabled());
             let queue = wants_103.then(InformationalQueue::default);
             let share = self.client.upstream_share.clone();
-            let upstream_started = crate::clock::now();
+            let upstream_started = crate::clock::stamp();
             let response = {
                 let forward =
                     Forward::new(head.authority, &self.client).request_id(&info.request_id);
