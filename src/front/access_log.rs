@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::{EarlyHints, RequestInfo};
 
@@ -158,7 +158,7 @@ impl AccessLog<'_> {
             return;
         }
         LINE.with_borrow_mut(|line| {
-            self.format(line, sink.json(), crate::clock::system_now());
+            self.format(line, sink.json(), crate::clock::unix_time());
             sink.write(line.out.as_bytes());
         });
     }
@@ -166,11 +166,9 @@ impl AccessLog<'_> {
     /// The line into `line.out`, written in place with no allocation per request: `itoa` and
     /// `push_str`, because `core::fmt` with its padding and `Display` of addresses and floats
     /// was most of the cost.
-    fn format(&self, line: &mut Line, json: bool, now: SystemTime) {
+    /// `since`: the time since the Unix epoch.
+    fn format(&self, line: &mut Line, json: bool, since: Duration) {
         let r = self.request;
-        let since = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
         if line.stamp.is_empty() || line.second != since.as_secs() {
             line.second = since.as_secs();
             line.stamp.clear();
@@ -418,7 +416,7 @@ mod tests {
             error,
         };
         let mut line = Line::default();
-        let now = SystemTime::UNIX_EPOCH + Duration::new(1_796_286_420, 5_000);
+        let now = Duration::new(1_796_286_420, 5_000);
         log.format(&mut line, json, now);
         line.out
     }
