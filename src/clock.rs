@@ -152,7 +152,7 @@ mod tests {
         past(t, Instant::now);
     }
 
-    fn system_past(t: Duration) {
+    fn unix_past(t: Duration) {
         past(t, read_unix_time);
     }
 
@@ -173,17 +173,17 @@ mod tests {
 
     #[test]
     fn a_turn_reads_each_clock_once() {
-        let (first, later, elapsed, system, system_later) = one_turn(|| {
+        let (first, later, elapsed, unix, unix_later) = one_turn(|| {
             let first = now();
-            clock_past(first);
-            let system = unix_time();
-            system_past(system);
             let first_stamp = stamp();
-            (first, now(), since(first_stamp), system, unix_time())
+            clock_past(first);
+            let unix = unix_time();
+            unix_past(unix);
+            (first, now(), since(first_stamp), unix, unix_time())
         });
         assert_eq!(first, later);
         assert_eq!(elapsed, Duration::ZERO);
-        assert_eq!(system, system_later);
+        assert_eq!(unix, unix_later);
     }
 
     #[test]
@@ -216,9 +216,9 @@ mod tests {
         let first = now();
         clock_past(first);
         assert!(now() > first);
-        let system = unix_time();
-        system_past(system);
-        assert!(unix_time() > system);
+        let unix = unix_time();
+        unix_past(unix);
+        assert!(unix_time() > unix);
         // And after a turn: the turn's reading does not stay behind.
         let in_turn = one_turn(now);
         clock_past(in_turn);

@@ -165,8 +165,7 @@ impl AccessLog<'_> {
 
     /// The line into `line.out`, written in place with no allocation per request: `itoa` and
     /// `push_str`, because `core::fmt` with its padding and `Display` of addresses and floats
-    /// was most of the cost.
-    /// `since`: the time since the Unix epoch.
+    /// was most of the cost. `since` is the time since the Unix epoch.
     fn format(&self, line: &mut Line, json: bool, since: Duration) {
         let r = self.request;
         if line.stamp.is_empty() || line.second != since.as_secs() {

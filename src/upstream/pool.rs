@@ -184,6 +184,13 @@ struct Shared {
     reaper: AtomicBool,
 }
 
+/// The clock of the idle connections' stamps and of their expiry, checkout, checkin and the
+/// reaper alike: the turn's (`crate::clock`), so a request's checkout and checkin read no clock
+/// of their own; the reaper, outside any turn, reads it afresh.
+fn idle_clock() -> Instant {
+    Instant::from_std(crate::clock::now())
+}
+
 impl Pool {
     pub fn new(
         authority: &http::uri::Authority,
@@ -221,21 +228,14 @@ impl Pool {
 
     /// An idle connection ready for a request, if any.
     pub fn checkout(&self) -> Option<Box<Conn>> {
-        self.shared
-            .idle
-            .take(Instant::from_std(crate::clock::now()), |c| c.is_open())
+        self.shared.idle.take(idle_clock(), |c| c.is_open())
     }
 
     /// Keeps a connection whose response was read to the end, and which may serve another
     /// request ([`super::conn::ConnBody::take_reusable`]), for the next request; one beyond
     /// `max_idle_per_host` is closed.
     pub fn checkin(&self, conn: Box<Conn>) {
-        if self
-            .shared
-            .idle
-            .put(conn, Instant::from_std(crate::clock::now()))
-            .is_ok()
-        {
+        if self.shared.idle.put(conn, idle_clock()).is_ok() {
             self.start_reaper();
         }
     }
@@ -266,7 +266,7 @@ impl Pool {
             loop {
                 tokio::time::sleep(tick).await;
                 let Some(shared) = weak.upgrade() else { return };
-                shared.idle.reap(Instant::now(), |c| !c.is_open());
+                shared.idle.reap(idle_clock(), |c| !c.is_open());
             }
         });
     }
