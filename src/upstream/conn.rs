@@ -905,6 +905,8 @@ pub struct Names {
     /// whose iteration order is that order; every value empty. `None` as soon as a position
     /// changes.
     shape: Option<HeaderMap>,
+    /// Whether a name was not found at its position since this was last cleared.
+    missed: bool,
 }
 
 const NAMES: usize = 32;
@@ -930,6 +932,7 @@ impl Names {
         {
             return Ok(known.name.clone());
         }
+        self.missed = true;
         let name = HeaderName::from_bytes(raw).map_err(|_| Error::Invalid("invalid field name"))?;
         if raw.len() <= NAME_BYTES && at <= self.known.len() && at < NAMES {
             let mut known = Known {
@@ -949,7 +952,9 @@ impl Names {
     }
 
     /// The fields of a final head: the shape's clone when the head's names are the shape's,
-    /// else a map built field by field, whose shape is kept for the next head.
+    /// else a map built field by field, whose shape is kept when all its names were found by
+    /// position: the second of two heads with the same names, so a connection whose heads
+    /// alternate between two lists of names pays for no shape it cannot use.
     fn final_fields(&mut self, head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Error> {
         if let Some(shape) = &self.shape
             && shape.len() == spans.len()
@@ -964,10 +969,12 @@ impl Names {
             }
             return Ok(headers);
         }
+        self.missed = false;
         let headers = fields_from(head, spans, Some(self))?;
         // Kept only when its names are all at their positions in `known` and it iterates in
         // the order received: a name repeated after another comes out beside its first.
-        if spans.len() <= self.known.len()
+        // (No name missed: every position of the head is one of `known`'s.)
+        if !self.missed
             && headers
                 .iter()
                 .zip(&self.known)
@@ -1545,6 +1552,22 @@ mod tests {
                 panic!("{e}");
             }
         }
+
+        // A shape is kept from the second of two heads with the same names, never from heads
+        // that alternate.
+        fn parse(names: &mut Names, fields: &str) {
+            let raw = format!("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n{fields}\r\n");
+            let parsed = parse_head(&mut BytesMut::from(raw.as_str()), names, false, false);
+            assert!(matches!(parsed, Ok(Some(Parsed::Final(_)))), "{raw}");
+        }
+        let mut names = Names::default();
+        let (a, b) = ("Server: a\r\nX-A: 1\r\n", "Vary: b\r\nX-A: 1\r\n");
+        for fields in [a, b, a, b] {
+            parse(&mut names, fields);
+        }
+        assert!(names.shape.is_none(), "alternating heads keep no shape");
+        parse(&mut names, b);
+        assert_eq!(names.shape.as_ref().map(HeaderMap::len), Some(3));
     }
 
     fn empty() -> RequestBody {
