@@ -207,15 +207,14 @@ pub fn final_links(
     if learned.is_none() && early.is_empty() && fields.iter().next().is_none() {
         return learn::no_links();
     }
-    let digest = learn::fields_digest(early, fields.iter());
     let had_learned = learned.is_some();
     let links = match learned {
-        Some(l) if l.same_fields(digest) => l,
+        Some(l) if l.same_fields(early, fields.iter()) => l,
         _ if early.is_empty() => Arc::new(RouteLinks::classify(fields.iter(), base)),
-        _ => Arc::new(
-            RouteLinks::classify(fields.iter(), base)
-                .with_early(&RouteLinks::classify(early, base), digest),
-        ),
+        _ => Arc::new(RouteLinks::classify(fields.iter(), base).with_early(
+            &RouteLinks::classify(early, base),
+            learn::FieldsSeen::of(early, fields.iter()),
+        )),
     };
     // Links that all classify to nothing (a `rel=canonical`), on a route with nothing learned:
     // nothing to learn or forget either.
