@@ -908,8 +908,8 @@ pub struct Names {
     /// own copies, so that no response's buffer is held; empty for one over
     /// [`SHAPE_VALUE_BYTES`]). `None` as soon as a position changes.
     shape: Option<HeaderMap>,
-    /// Whether a name was not found at its position since this was last cleared.
-    missed: bool,
+    /// How many fields the last final head had.
+    last_len: usize,
 }
 
 const NAMES: usize = 32;
@@ -938,7 +938,6 @@ impl Names {
         {
             return Ok(known.name.clone());
         }
-        self.missed = true;
         let name = HeaderName::from_bytes(raw).map_err(|_| Error::Invalid("invalid field name"))?;
         if raw.len() <= NAME_BYTES && at <= self.known.len() && at < NAMES {
             let mut known = Known {
@@ -958,16 +957,22 @@ impl Names {
     }
 
     /// The fields of a final head: the shape's clone when the head's names are the shape's,
-    /// else a map built field by field, whose shape is kept when all its names were found by
-    /// position: the second of two heads with the same names, so a connection whose heads
-    /// alternate between two lists of names pays for no shape it cannot use.
+    /// else a map built field by field, whose shape is kept when the last final head had the
+    /// same names: the second of two heads with the same names, so a connection whose heads
+    /// alternate between two lists of names (one a prefix of the other too) pays for no shape
+    /// it cannot use.
     fn final_fields(&mut self, head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Error> {
-        if let Some(shape) = &self.shape
-            && shape.len() == spans.len()
+        // Every name found where `known` has it, so no position of `known` moves below.
+        let known_names = spans.len() <= self.known.len()
             && spans
                 .iter()
                 .zip(&self.known)
-                .all(|(span, known)| known.is(span.name(head)))
+                .all(|(span, known)| known.is(span.name(head)));
+        let last_len = std::mem::replace(&mut self.last_len, spans.len());
+        let same_as_last = known_names && spans.len() == last_len;
+        if known_names
+            && let Some(shape) = &self.shape
+            && shape.len() == spans.len()
         {
             let mut headers = shape.clone();
             for ((_, value), span) in headers.iter_mut().zip(spans) {
@@ -977,12 +982,10 @@ impl Names {
             }
             return Ok(headers);
         }
-        self.missed = false;
         let headers = fields_from(head, spans, Some(self))?;
-        // Kept only when its names are all at their positions in `known` and it iterates in
-        // the order received: a name repeated after another comes out beside its first.
-        // (No name missed: every position of the head is one of `known`'s.)
-        if !self.missed
+        // Kept only when it iterates in the order received: a name repeated after another
+        // comes out beside its first.
+        if same_as_last
             && headers
                 .iter()
                 .zip(&self.known)
@@ -991,10 +994,8 @@ impl Names {
             let mut shape = headers.clone();
             for value in shape.values_mut() {
                 *value = match value.as_bytes() {
-                    kept if kept.len() <= SHAPE_VALUE_BYTES => {
-                        HeaderValue::from_maybe_shared(Bytes::copy_from_slice(kept))
-                            .map_err(|_| Error::Invalid("invalid field value"))?
-                    }
+                    kept if kept.len() <= SHAPE_VALUE_BYTES => HeaderValue::from_bytes(kept)
+                        .map_err(|_| Error::Invalid("invalid field value"))?,
                     _ => HeaderValue::from_static(""),
                 };
             }
@@ -1595,6 +1596,14 @@ mod tests {
             parse(&mut names, fields);
         }
         assert!(names.shape.is_none(), "alternating heads keep no shape");
+        let mut prefix = Names::default();
+        for fields in [a, "Server: a\r\n", a, "Server: a\r\n"] {
+            parse(&mut prefix, fields);
+        }
+        assert!(
+            prefix.shape.is_none(),
+            "nor heads whose names are a prefix of the others'"
+        );
         parse(&mut names, b);
         let kept = |names: &Names| {
             let shape = names.shape.as_ref().expect("a shape");
