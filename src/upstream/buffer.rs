@@ -126,7 +126,7 @@ impl Buffered {
     }
 
     /// [`Buffered::read_ahead`], polling the body with `cx`.
-    fn start<B>(
+    pub(super) fn start<B>(
         mut body: B,
         slot: OwnedSemaphorePermit,
         share: &ClientShare,
