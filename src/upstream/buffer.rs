@@ -75,35 +75,6 @@ struct Ahead {
 }
 
 impl Buffered {
-    /// Reads `body` ahead as it is driven. `slot` (the connection's share of the pool) is held
-    /// until the upstream body ends or the client's stream drops this body.
-    ///
-    /// The body is polled once here, in the calling task's context (so that task is the one
-    /// woken). A small response usually arrives with its head: then its one chunk is all of it,
-    /// and it is kept as it is, charged to the connection's budget, with the upstream connection
-    /// and `slot` released at once. That common case needs none of the reading side (no queue,
-    /// no per-response room, no allocation); the room it would have charged is a fresh
-    /// `buffer_size`, which one chunk always fits.
-    ///
-    /// A `poll_fn`, not an `async fn`: that would keep `body` and `slot` twice in its state
-    /// (rust-lang/rust#62958), in every response's future.
-    pub fn read_ahead<B>(
-        body: B,
-        slot: OwnedSemaphorePermit,
-        share: &ClientShare,
-    ) -> impl Future<Output = Buffered> + '_
-    where
-        B: Body<Data = Bytes> + Send + Unpin + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let mut start = Some((body, slot));
-        std::future::poll_fn(move |cx| {
-            // Ready at the first poll: `start` is taken once.
-            let (body, slot) = start.take().expect("polled once");
-            Poll::Ready(Self::start(body, slot, share, cx))
-        })
-    }
-
     /// A body read whole, its one chunk `data`, charged to the connection's budget; `data` back
     /// when it is empty (the reading side skips those) or the budget has no room now.
     fn whole(data: Bytes, share: &ClientShare, remaining: Option<u64>) -> Result<Buffered, Bytes> {
@@ -125,8 +96,16 @@ impl Buffered {
         })
     }
 
-    /// [`Buffered::read_ahead`], polling the body with `cx`.
-    pub(super) fn start<B>(
+    /// Reads `body` ahead as it is driven. `slot` (the connection's share of the pool) is held
+    /// until the upstream body ends or the client's stream drops this body.
+    ///
+    /// The body is polled once here, with `cx` (so the calling task is the one woken). A small
+    /// response usually arrives with its head: then its one chunk is all of it, and it is kept
+    /// as it is, charged to the connection's budget, with the upstream connection and `slot`
+    /// released at once. That common case needs none of the reading side (no queue, no
+    /// per-response room, no allocation); the room it would have charged is a fresh
+    /// `buffer_size`, which one chunk always fits.
+    pub(super) fn read_ahead<B>(
         mut body: B,
         slot: OwnedSemaphorePermit,
         share: &ClientShare,
@@ -432,6 +411,20 @@ mod tests {
         pool.clone().try_acquire_owned().expect("a free slot")
     }
 
+    /// [`Buffered::read_ahead`] in this task, as `SendFor` calls it.
+    async fn read_ahead<B>(body: B, slot: OwnedSemaphorePermit, share: &ClientShare) -> Buffered
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut start = Some((body, slot));
+        std::future::poll_fn(|cx| {
+            let (body, slot) = start.take().expect("polled once");
+            Poll::Ready(Buffered::read_ahead(body, slot, share, cx))
+        })
+        .await
+    }
+
     /// What the HTTP/2 send loop does while the client's window is shut: drive the read-ahead
     /// without taking a frame.
     async fn drive(buffered: &mut Buffered) {
@@ -447,7 +440,7 @@ mod tests {
         let pool = Arc::new(Semaphore::new(1));
         let share = share(64 * 1024, 1024 * 1024);
         let (small, _) = body(4, 1000);
-        let mut buffered = Buffered::read_ahead(small, slot(&pool).await, &share).await;
+        let mut buffered = read_ahead(small, slot(&pool).await, &share).await;
         // Driven once, no frame taken: the slot comes back once the body is read.
         drive(&mut buffered).await;
         assert!(pool.try_acquire().is_ok(), "the slot was released");
@@ -460,7 +453,7 @@ mod tests {
         let pool = Arc::new(Semaphore::new(1));
         let share = share(4096, 1024 * 1024);
         let (large, taken) = body(100, 1024);
-        let mut buffered = Buffered::read_ahead(large, slot(&pool).await, &share).await;
+        let mut buffered = read_ahead(large, slot(&pool).await, &share).await;
         drive(&mut buffered).await;
         // Four 1 KiB chunks fill the 4 KiB read-ahead; the budget shows them charged.
         let budget = share.budget();
@@ -484,8 +477,8 @@ mod tests {
         let share = share(4096, 6144);
         let (a, _) = body(100, 1024);
         let (b, _) = body(100, 1024);
-        let mut a = Buffered::read_ahead(a, slot(&pool).await, &share).await;
-        let mut b = Buffered::read_ahead(b, slot(&pool).await, &share).await;
+        let mut a = read_ahead(a, slot(&pool).await, &share).await;
+        let mut b = read_ahead(b, slot(&pool).await, &share).await;
         drive(&mut a).await;
         drive(&mut b).await;
         // Two responses of 4 KiB read-ahead each, but 6 KiB for the connection.
@@ -504,8 +497,7 @@ mod tests {
             Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"first"))),
             Err("upstream cut".into()),
         ]);
-        let mut buffered =
-            Buffered::read_ahead(StreamBody::new(chunks), slot(&pool).await, &share).await;
+        let mut buffered = read_ahead(StreamBody::new(chunks), slot(&pool).await, &share).await;
         let polls = std::future::poll_fn(|cx| {
             let mut seen = Vec::new();
             for _ in 0..3 {
@@ -533,7 +525,7 @@ mod tests {
         let pool = Arc::new(Semaphore::new(1));
         let share = share(64 * 1024, 1024 * 1024);
         let whole = http_body_util::Full::new(Bytes::from(vec![7u8; 1000]));
-        let mut buffered = Buffered::read_ahead(whole, slot(&pool).await, &share).await;
+        let mut buffered = read_ahead(whole, slot(&pool).await, &share).await;
         // Not driven at all: the slot is already back.
         assert!(pool.try_acquire().is_ok(), "the slot was released");
         assert!(buffered.ahead.is_none(), "no reading side");
@@ -563,7 +555,7 @@ mod tests {
             .try_acquire_many_owned(4096)
             .expect("the whole budget");
         let whole = http_body_util::Full::new(Bytes::from(vec![7u8; 1000]));
-        let mut buffered = Buffered::read_ahead(whole, slot(&pool).await, &share).await;
+        let mut buffered = read_ahead(whole, slot(&pool).await, &share).await;
         // Read and ended, so the slot is free, but the chunk waits for its charge.
         assert!(pool.try_acquire().is_ok(), "the slot was released");
         assert!(buffered.ahead.is_some(), "read ahead the usual way");

@@ -177,7 +177,7 @@ where
             return Poll::Ready(Err(ProxyError::Internal("send_for polled after its end")));
         };
         let (parts, body) = response.into_parts();
-        let body = Buffered::start(body, slot, this.share, cx);
+        let body = Buffered::read_ahead(body, slot, this.share, cx);
         Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
 }
