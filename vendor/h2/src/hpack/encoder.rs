@@ -1,5 +1,5 @@
 use super::header::Name;
-use super::table::{Index, Table};
+use super::table::{Index, Table, DYN_OFFSET};
 use super::{huffman, Header};
 
 use bytes::{BufMut, BytesMut};
@@ -19,6 +19,29 @@ pub struct Encoder {
     /// across frames instead of being allocated and freed per frame. See
     /// `take_scratch` / `return_scratch`.
     scratch: BytesMut,
+    /// Patch (linkpush, PATCHES.md 19): where each position of the last header blocks'
+    /// regular fields was found in the dynamic table, by position (at most `RECENT`).
+    recent: Vec<Recent>,
+    #[cfg(test)]
+    recent_hits: usize,
+}
+
+/// How many positions of a header block `Encoder::recent` remembers.
+const RECENT: usize = 32;
+
+/// A field found in the dynamic table: its slot there (0 the newest) and its HPACK size.
+/// `slot == usize::MAX`: nothing remembered.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    slot: usize,
+    len: usize,
+}
+
+impl Recent {
+    const NONE: Recent = Recent {
+        slot: usize::MAX,
+        len: 0,
+    };
 }
 
 #[derive(Debug, Copy, Clone, Eq, PartialEq)]
@@ -36,6 +59,9 @@ impl Encoder {
             max_allowed_size: DEFAULT_MAX_ALLOWED_SIZE,
             size_update: None,
             scratch: BytesMut::new(),
+            recent: Vec::new(),
+            #[cfg(test)]
+            recent_hits: 0,
         }
     }
 
@@ -158,8 +184,47 @@ impl Encoder {
         for header in pseudo {
             self.encode_header(&header, dst);
         }
-        for (name, value) in fields {
-            self.encode_field(name, value, dst);
+        for (position, (name, value)) in fields.into_iter().enumerate() {
+            // Patch (linkpush, PATCHES.md 19): a response repeats its fields in the same order,
+            // so the field at this position is first looked for in the dynamic table's slot
+            // where the last block's field at this position was found. The slot is checked to
+            // hold exactly this field now, so the index is the one the lookup would find (the
+            // table holds a field once), and the bytes are the same.
+            let hit = match self.recent.get(position) {
+                Some(recent) => self.table.holds(recent.slot, recent.len, name, value),
+                None => false,
+            };
+            if hit {
+                #[cfg(test)]
+                {
+                    self.recent_hits += 1;
+                }
+                encode_int(self.recent[position].slot + DYN_OFFSET, 7, 0x80, dst);
+                continue;
+            }
+            let index = self.table.index_field(name, value);
+            if position < RECENT {
+                let recent = match index {
+                    Index::Indexed(idx) if idx >= DYN_OFFSET => Recent {
+                        slot: idx - DYN_OFFSET,
+                        len: super::header::len(name, value),
+                    },
+                    _ => Recent::NONE,
+                };
+                if position < self.recent.len() {
+                    self.recent[position] = recent;
+                } else {
+                    // Positions are met in order: this one is `recent.len()`.
+                    self.recent.push(recent);
+                }
+            }
+            encode_index(
+                index,
+                Name::Field(name),
+                value.as_bytes(),
+                value.is_sensitive(),
+                dst,
+            );
         }
     }
 
@@ -190,6 +255,7 @@ impl Encoder {
         );
     }
 
+    #[cfg(any(test, fuzzing))]
     fn encode_field(&mut self, name: &HeaderName, value: &HeaderValue, dst: &mut BytesMut) {
         let index = self.table.index_field(name, value);
         encode_index(
@@ -891,6 +957,107 @@ mod test {
     #[ignore]
     fn test_evicted_overflow() {
         // Not sure what the best way to do this is.
+    }
+
+    /// Patch (linkpush, PATCHES.md 19): blocks that mostly repeat the last one, as responses
+    /// do, with values changed, fields added and removed, and the table resized (down to too
+    /// small for a field already in it, and to nothing): a field found where the last block's
+    /// field at its position was is written exactly as the lookup would write it.
+    #[test]
+    fn a_field_where_the_last_block_had_it_is_indexed_as_a_lookup_would() {
+        use super::super::Decoder;
+        use std::io::Cursor;
+        use std::ops::ControlFlow;
+
+        let names = [
+            "server",
+            "date",
+            "content-type",
+            "link",
+            "x-a",
+            "etag",
+            "cache-control",
+        ];
+        let long = "v".repeat(200);
+        let values = [
+            "nginx",
+            "text/html",
+            "</a.css>; rel=preload",
+            &long,
+            "0",
+            "b",
+        ];
+        let sizes = [4096, 300, 256, 1024, 0];
+        let mut seed: u32 = 0x1b87_3593;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (seed >> 16) as usize % n
+        };
+        let mut recent = Encoder::default();
+        let mut lookup = Encoder::default();
+        let mut decoder = Decoder::new(4096);
+        let pick = |next: &mut dyn FnMut(usize) -> usize| {
+            let name = HeaderName::from_static(names[next(names.len())]);
+            let mut value = HeaderValue::from_str(values[next(values.len())]).unwrap();
+            value.set_sensitive(next(16) == 0);
+            (name, value)
+        };
+        let mut fields: Vec<(HeaderName, HeaderValue)> = (0..6).map(|_| pick(&mut next)).collect();
+        for block in 0..600 {
+            match next(12) {
+                0 => {
+                    let size = sizes[next(sizes.len())];
+                    recent.update_max_size(size);
+                    lookup.update_max_size(size);
+                }
+                1 | 2 | 3 => {
+                    let at = next(fields.len());
+                    fields[at] = pick(&mut next);
+                }
+                4 if fields.len() < 10 => {
+                    let at = next(fields.len() + 1);
+                    fields.insert(at, pick(&mut next));
+                }
+                5 if fields.len() > 1 => {
+                    fields.remove(next(fields.len()));
+                }
+                _ => {}
+            }
+            let mut map = http::HeaderMap::new();
+            for (name, value) in &fields {
+                map.append(name.clone(), value.clone());
+            }
+            let status = || Header::Status(StatusCode::OK);
+
+            let mut a = BytesMut::new();
+            recent.encode_block([status()], &map, &mut a);
+            let taken_out = map
+                .clone()
+                .into_iter()
+                .map(|(name, value)| Header::Field { name, value });
+            let b = encode(
+                &mut lookup,
+                std::iter::once(status().into()).chain(taken_out).collect(),
+            );
+            assert_eq!(a, b, "block {block}");
+
+            let mut decoded = vec![];
+            decoder
+                .decode(&mut Cursor::new(&mut a), |h| {
+                    decoded.push(h);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            let expected: Vec<_> = std::iter::once(status())
+                .chain(map.iter().map(|(name, value)| Header::Field {
+                    name: name.clone(),
+                    value: value.clone(),
+                }))
+                .collect();
+            assert_eq!(decoded, expected, "block {block}");
+        }
+        // Most fields were found where the last block had them.
+        assert!(recent.recent_hits > 1000, "{}", recent.recent_hits);
     }
 
     fn encode(e: &mut Encoder, hdrs: Vec<Header<Option<HeaderName>>>) -> BytesMut {

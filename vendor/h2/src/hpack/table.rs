@@ -71,7 +71,7 @@ struct Pos {
 struct HashValue(usize);
 
 const MAX_SIZE: usize = 1 << 16;
-const DYN_OFFSET: usize = 62;
+pub(crate) const DYN_OFFSET: usize = 62;
 
 macro_rules! probe_loop {
     ($probe_var: ident < $len: expr, $body: expr) => {
@@ -146,6 +146,23 @@ impl Table {
             name: name.clone(),
             value: value.clone(),
         })
+    }
+
+    /// Patch (linkpush, PATCHES.md 19): whether dynamic-table slot `slot` (0 the newest) holds
+    /// exactly this field, whose HPACK size is `len`, and `index_field` would find it there: the
+    /// one rule checked before the table is (a field too large to index is never looked up);
+    /// the others (never-indexed names, full static matches) keep a field out of the table.
+    pub fn holds(&self, slot: usize, len: usize, name: &HeaderName, value: &HeaderValue) -> bool {
+        if len * 4 > self.max_size * 3 {
+            return false;
+        }
+        match self.slots.get(slot) {
+            Some(Slot {
+                header: Header::Field { name: n, value: v },
+                ..
+            }) => n == name && v.as_bytes() == value.as_bytes(),
+            _ => false,
+        }
     }
 
     fn index_view(
