@@ -190,16 +190,18 @@ impl Encoder {
             // where the last block's field at this position was found. The slot is checked to
             // hold exactly this field now, so the index is the one the lookup would find (the
             // table holds a field once), and the bytes are the same.
-            let hit = match self.recent.get(position) {
-                Some(recent) => self.table.holds(recent.slot, recent.len, name, value),
-                None => false,
-            };
-            if hit {
+            let table = &self.table;
+            let hit = self
+                .recent
+                .get(position)
+                .copied()
+                .filter(|recent| table.holds(recent.slot, recent.len, name, value));
+            if let Some(recent) = hit {
                 #[cfg(test)]
                 {
                     self.recent_hits += 1;
                 }
-                encode_int(self.recent[position].slot + DYN_OFFSET, 7, 0x80, dst);
+                encode_int(recent.slot + DYN_OFFSET, 7, 0x80, dst);
                 continue;
             }
             let index = self.table.index_field(name, value);
