@@ -535,17 +535,18 @@ origin_accepts() { # connections the origin has accepted so far (this query's ow
 }
 
 h2load_run() { # URL N C M OUTPREFIX: one bounded h2load run with a per-request log
-  client "$H2LOAD_TIMEOUT" "$CUR_CLIENT_CPU" "$5.out" h2load -n "$2" -c "$3" -m "$4" \
-    --log-file="$5.log" "$1" || log "h2load exited non-zero (see $5.out)"
+  client "$H2LOAD_TIMEOUT" "$CUR_CLIENT_CPU" "$5.out" python3 "$MEASURE" rusage "$5.cpu" \
+    h2load -n "$2" -c "$3" -m "$4" --log-file="$5.log" "$1" || log "h2load exited non-zero (see $5.out)"
 }
 
 # measure SCEN NAME: one measured run of SCEN against proxy NAME (already started and warm)
 measure() {
   local scen=$1 name=$2 base="https://127.0.0.1:${PORT[$2]}" d="$TMP/res/$RUN/$ROUND/$1/$2" key=$ROUND/$1
   mkdir -p "$d"
-  local c0 c1 u0 u1 s0 s1 hwm rss np kv a0 a1
+  local c0 c1 u0 u1 s0 s1 hwm rss np kv a0 a1 o0 o1
   a0=$(origin_accepts)
   read -r c0 _ _ _ u0 s0 <<<"$(snap)"
+  read -r o0 _ <<<"$(python3 "$MEASURE" snap "$ORIGIN_PID")"
   case $scen in
     asset|page)
       local path=/small.txt
@@ -569,6 +570,7 @@ measure() {
       ;;
   esac
   read -r c1 hwm rss np u1 s1 <<<"$(snap)"
+  read -r o1 _ <<<"$(python3 "$MEASURE" snap "$ORIGIN_PID")"
   a1=$(origin_accepts)
   [[ -n $a0 && -n $a1 ]] && rec "$key" "$name" origin_conns "$((a1 - a0 - 1))"
   printf '%s\n' "$kv" >"$d/metrics.txt"
@@ -589,6 +591,12 @@ measure() {
     # run's split is coarse; pool runs to compare it).
     rec "$key" "$name" user_us_per_req "$(python3 -c "print(($u1 - $u0) * 1e6 / $(getconf CLK_TCK) / $succeeded)")"
     rec "$key" "$name" system_us_per_req "$(python3 -c "print(($s1 - $s0) * 1e6 / $(getconf CLK_TCK) / $succeeded)")"
+    # The other core's share of each request (asset, page): the client's CPU time and the
+    # origin's, which run there together (CLIENT_CPU, ORIGIN_CPU).
+    if [[ $scen == asset || $scen == page ]]; then
+      rec "$key" "$name" origin_cpu_us_per_req "$(python3 -c "print(($o1 - $o0) * 1e6 / $(getconf CLK_TCK) / $succeeded)")"
+      [[ -s $d/h2load.cpu ]] && rec "$key" "$name" client_cpu_us_per_req "$(awk -v n="$succeeded" '{ print ($1 + $2) * 1e6 / n }' "$d/h2load.cpu")"
+    fi
   fi
   rec "$key" "$name" peak_rss_mib "$(python3 -c "print($hwm / 1024)")"
   log "run $RUN $ROUND $scen $name: $(printf '%s\n' "$kv" | grep -E '^(h2load_rps|p50_ms|p99_ms|failed|pushes_per_page)=' | tr '\n' ' ')cpu=$((c1 - c0)) ticks, $np procs"

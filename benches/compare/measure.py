@@ -8,6 +8,9 @@ Subcommands (all print to stdout):
   snap PID                    "cpu_ticks hwm_kib rss_kib nprocs user_ticks system_ticks" summed over
                               PID's process tree (cpu = utime+stime from /proc/P/stat, all threads,
                               live processes)
+  rusage FILE CMD...          run CMD, forwarding SIGTERM/SIGINT/SIGHUP to it, and write its CPU
+                              time "user_s system_s" (getrusage of the children) to FILE; exits
+                              with CMD's status
   h2load OUT LOG              parse one h2load run: its stdout (OUT) and --log-file (LOG);
                               prints key=value lines
   handshake DIR               parse the batches DIR/batch-*.out/.log of the handshake scenario
@@ -22,7 +25,10 @@ import glob
 import json
 import os
 import re
+import resource
+import signal
 import socket
+import subprocess
 import statistics
 import sys
 
@@ -87,6 +93,21 @@ def snap(pid):
         rss += _status_kib(p, "VmRSS")
         n += 1
     return user + system, hwm, rss, n, user, system
+
+
+def cmd_rusage(path, argv):
+    """The client's own CPU time: the client shares its core with the origin, so what it costs per
+    request bounds the proxy's req/s as much as the proxy's own cost does."""
+    # Not zero at start here (python's own start-up counts in it): measured as a difference.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = subprocess.Popen(argv)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f: child.send_signal(s))
+    rc = child.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(path, "w") as f:
+        f.write(f"{after.ru_utime - before.ru_utime} {after.ru_stime - before.ru_stime}\n")
+    return rc if rc >= 0 else 128 - rc
 
 
 # ---------------------------------------------------------------- h2load
@@ -338,6 +359,9 @@ def cmd_report(raw, proxies, scens, base):
                     ("failed", "failed", 0, False)]
             if kind == "page":  # shows whether pushed bodies reached h2load (they do not)
                 cols.insert(5, ("body B/req", "data_bytes_per_req", 0, False))
+            if kind != "handshake":  # the other core: what the proxy's output costs there
+                cols.insert(4, ("h2load CPU µs/req", "client_cpu_us_per_req", 1, False))
+                cols.insert(5, ("origin CPU µs/req", "origin_cpu_us_per_req", 1, False))
         out.append("| proxy | " + " | ".join(c[0] for c in cols) + " |")
         out.append("|---|" + "---:|" * len(cols))
         for p in proxies:
@@ -420,6 +444,8 @@ def main(argv):
             print(p)
     elif cmd == "snap":
         print(*snap(int(argv[1])))
+    elif cmd == "rusage":
+        return cmd_rusage(argv[1], argv[2:])
     elif cmd == "h2load":
         cmd_h2load(argv[1], argv[2])
     elif cmd == "handshake":
