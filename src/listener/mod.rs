@@ -1,14 +1,18 @@
-//! Accept loops: one per listen address. Each accepted socket gets TCP_NODELAY, then TLS with
-//! ALPN dispatch (`h2` → HTTP/2, otherwise HTTP/1.1) or, in cleartext, preface detection (the
-//! HTTP/2 connection preface → h2c with prior knowledge, anything else → HTTP/1.1). The
-//! `Upgrade: h2c` dance is not supported (deprecated by RFC 9113 §3.1).
+//! Accept loops: one per listen address. Each accepted socket gets TCP_NODELAY and write-behind
+//! (`gather.rs`: its writes leave at the end of the worker's turn, with the other connections'),
+//! then TLS with ALPN dispatch (`h2` → HTTP/2, otherwise HTTP/1.1) or, in cleartext, preface
+//! detection (the HTTP/2 connection preface → h2c with prior knowledge, anything else →
+//! HTTP/1.1). The `Upgrade: h2c` dance is not supported (deprecated by RFC 9113 §3.1).
 //!
 //! Two bounds on what the process holds: `server.max_connections` (at the limit the loops stop
 //! accepting, so new connections wait in the kernel's listen backlog until one closes), and
 //! running out of file descriptors (EMFILE/ENFILE): the loop logs once, backs off and retries,
 //! never spinning on a listener that stays readable.
 
+mod gather;
 pub mod tls;
+
+use gather::Gathered;
 
 use std::io;
 use std::net::SocketAddr;
@@ -203,7 +207,12 @@ async fn serve_connection(
             // awaited future. Inline, this task and `front::h2::serve` each kept a dead copy
             // for the connection's life: heaptrack at 2000 idle connections, 6.4 KB per task
             // before, 2.9 KB plus this 1.2 KB box after (docs/BENCHMARKS.md, idle memory).
-            let stream = match tokio::time::timeout(deadline, acceptor.accept(socket)).await {
+            let stream = match tokio::time::timeout(
+                deadline,
+                acceptor.accept(Gathered::new(socket)),
+            )
+            .await
+            {
                 Ok(Ok(s)) => Box::new(s),
                 Ok(Err(err)) => {
                     let reason = tls::HandshakeError::classify(&err);
@@ -227,17 +236,18 @@ async fn serve_connection(
         }
         None => {
             let client = ClientContext::new(peer, "http", upstream_share);
-            let (io, is_h2) = match tokio::time::timeout(deadline, sniff_preface(socket)).await {
-                Ok(Ok(sniffed)) => sniffed,
-                Ok(Err(err)) => {
-                    debug!(%peer, error = %err, "connection closed before a request");
-                    return;
-                }
-                Err(_) => {
-                    debug!(%peer, "no request within the handshake deadline");
-                    return;
-                }
-            };
+            let (io, is_h2) =
+                match tokio::time::timeout(deadline, sniff_preface(Gathered::new(socket))).await {
+                    Ok(Ok(sniffed)) => sniffed,
+                    Ok(Err(err)) => {
+                        debug!(%peer, error = %err, "connection closed before a request");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "no request within the handshake deadline");
+                        return;
+                    }
+                };
             if is_h2 {
                 front::h2::serve(app, io, client, shutdown).await;
             } else {
@@ -249,7 +259,7 @@ async fn serve_connection(
 
 /// Reads just enough to tell the HTTP/2 preface from an HTTP/1.1 request line, and hands back
 /// an IO that replays what was read.
-async fn sniff_preface(mut socket: TcpStream) -> io::Result<(Rewind<TcpStream>, bool)> {
+async fn sniff_preface(mut socket: Gathered) -> io::Result<(Rewind<Gathered>, bool)> {
     let mut buf = [0u8; PREFACE.len()];
     let mut n = 0;
     while n < buf.len() {
