@@ -10,6 +10,9 @@
 //! from linkpush against 2.0k from h2o and spent 1.17x the CPU on each; gathered, 1.3k and less
 //! than h2o's.
 //!
+//! Only in a runtime with one worker (`Flusher::gathers`); with several, each write goes
+//! straight to the socket and only what it does not take waits.
+//!
 //! How: `poll_write` appends to the connection's pending bytes and puts the connection on its
 //! thread's list; the thread's flusher task, woken then, yields once (tokio runs a yielded task
 //! after the tasks its next poll of the I/O driver woke) and writes every listed connection's
@@ -170,6 +173,12 @@ struct Flusher {
     list: Mutex<Vec<Arc<Shared>>>,
     wake: Notify,
     alive: AtomicBool,
+    /// Whether this thread's connections gather at all: only in a runtime with one worker. With
+    /// several, tokio answers the flusher's wake by waking another worker to steal work, and
+    /// that cost more than gathering saved: two workers unpinned, 14 runs each, the page took
+    /// 1.11x h2o's CPU per request gathered against 1.02x written at once
+    /// (docs/BENCHMARKS.md, 2026-12-05).
+    gathers: bool,
 }
 
 thread_local! {
@@ -185,12 +194,16 @@ fn flusher() -> Option<Arc<Flusher>> {
             return Some(f.clone());
         }
         let handle = tokio::runtime::Handle::try_current().ok()?;
+        let gathers = handle.metrics().num_workers() == 1;
         let f = Arc::new(Flusher {
             list: Mutex::new(Vec::new()),
             wake: Notify::new(),
             alive: AtomicBool::new(true),
+            gathers,
         });
-        handle.spawn(run_flusher(f.clone()));
+        if gathers {
+            handle.spawn(run_flusher(f.clone()));
+        }
         *slot = Some(f.clone());
         Some(f)
     })
@@ -274,27 +287,53 @@ impl Gathered {
                 }
             }
         }
-        let mut n = 0;
-        for buf in bufs {
-            st.pending.extend_from_slice(buf);
-            n += buf.len();
-        }
-        if !st.queued && !st.waiting && !st.pending.is_empty() {
-            match flusher() {
-                Some(f) => {
-                    st.queued = true;
-                    drop(st);
-                    f.list
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(shared.clone());
-                    f.wake.notify_one();
-                }
-                // Outside a runtime: nothing to gather with, write as a plain socket would.
-                None => {
-                    let _ = shared.write_now(&mut st);
+        let n: usize = bufs.iter().map(|buf| buf.len()).sum();
+        let flusher = flusher();
+        let gathering = flusher.as_ref().is_some_and(|f| f.gathers);
+        // Not gathering: straight from the slices when nothing waits before them, keeping only
+        // what the socket does not take now.
+        let mut skip = 0;
+        if !gathering && st.pending.is_empty() && !st.waiting {
+            match shared.socket.try_write_vectored(bufs) {
+                Ok(written) => skip = written,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => {
+                    st.fail(err);
+                    return Poll::Ready(Err(st
+                        .error()
+                        .unwrap_or_else(|| io::ErrorKind::Other.into())));
                 }
             }
+        }
+        // One allocation for the slices together (a turn's TLS records come as one call), not
+        // one per doubling.
+        st.pending.reserve(n - skip);
+        for buf in bufs {
+            let take = buf.len().saturating_sub(skip);
+            st.pending.extend_from_slice(&buf[buf.len() - take..]);
+            skip -= buf.len() - take;
+        }
+        if st.queued || st.waiting || st.pending.is_empty() {
+            return Poll::Ready(Ok(n));
+        }
+        match flusher {
+            Some(f) if f.gathers => {
+                st.queued = true;
+                drop(st);
+                f.list
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(shared.clone());
+                f.wake.notify_one();
+            }
+            // In a runtime, a task writes the rest when the socket takes it.
+            Some(_) => {
+                st.waiting = true;
+                drop(st);
+                tokio::spawn(wait_writable(shared.clone()));
+            }
+            // Outside a runtime, the next write or the shutdown writes it.
+            None => {}
         }
         Poll::Ready(Ok(n))
     }
@@ -486,6 +525,48 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert!(got == sent, "got {} bytes", got.len());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_the_socket_does_not_take_of_a_vectored_write_follows_in_order() {
+        let (mut server, mut client) = pair().await;
+        // Small buffers on both ends, so the socket takes only part of the first slice.
+        socket2::SockRef::from(&server.shared.socket)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        socket2::SockRef::from(&client)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        let (a, b) = (pattern(100_000, 1), pattern(100_000, 2));
+        let n = server
+            .write_vectored(&[io::IoSlice::new(&a), io::IoSlice::new(&b)])
+            .await
+            .unwrap();
+        assert_eq!(n, a.len() + b.len());
+        let kept = server.shared.state().pending.len();
+        assert!(kept > b.len(), "the socket took {} bytes", n - kept);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        server.shutdown().await.unwrap();
+        let got = reader.await.unwrap();
+        assert!(
+            got == [a, b].concat(),
+            "got {} bytes, out of order",
+            got.len()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_several_workers_bytes_are_written_at_once() {
+        let (mut server, mut client) = pair().await;
+        server.write_all(b"now").await.unwrap();
+        assert!(server.shared.state().pending.is_empty(), "not gathered");
+        let mut buf = [0u8; 3];
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"now");
     }
 
     #[tokio::test]
