@@ -97,7 +97,7 @@ impl Shared {
         while !st.pending.is_empty() {
             match self.socket.try_write(&st.pending) {
                 Ok(0) => {
-                    let _ = st.fail(io::ErrorKind::WriteZero.into());
+                    st.fail(&io::ErrorKind::WriteZero.into());
                     return Wrote::Failed;
                 }
                 Ok(n) if n == st.pending.len() => {
@@ -109,7 +109,7 @@ impl Shared {
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Wrote::Blocked,
                 Err(err) => {
-                    let _ = st.fail(err);
+                    st.fail(&err);
                     return Wrote::Failed;
                 }
             }
@@ -132,12 +132,11 @@ impl Shared {
 }
 
 impl State {
-    /// Keeps the first error and drops what is pending; gives `err` back for the caller.
-    fn fail(&mut self, err: io::Error) -> io::Error {
+    /// Keeps the first error and drops what is pending.
+    fn fail(&mut self, err: &io::Error) {
         self.pending = Vec::new();
         self.failed
             .get_or_insert_with(|| (err.kind(), err.to_string()));
-        err
     }
 
     fn error(&self) -> Option<io::Error> {
@@ -158,11 +157,11 @@ async fn wait_writable(shared: Arc<Shared>) {
                 Wrote::Blocked => continue,
                 Wrote::All | Wrote::Failed => {}
             },
-            Ok(Err(err)) => drop(st.fail(err)),
-            Err(_) if st.orphaned => drop(st.fail(io::Error::new(
+            Ok(Err(err)) => st.fail(&err),
+            Err(_) if st.orphaned => st.fail(&io::Error::new(
                 io::ErrorKind::TimedOut,
                 "client stopped reading after its connection ended",
-            ))),
+            )),
             Err(_) => continue,
         }
         st.waiting = false;
@@ -299,7 +298,11 @@ impl Gathered {
             match shared.socket.try_write_vectored(bufs) {
                 Ok(written) => skip = written,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => return Poll::Ready(Err(st.fail(err))),
+                Err(err) => {
+                    // No error was kept before this one (checked above): `err` is the first.
+                    st.fail(&err);
+                    return Poll::Ready(Err(err));
+                }
             }
         }
         // One allocation for the slices together (a turn's TLS records come as one call), not
