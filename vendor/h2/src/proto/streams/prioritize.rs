@@ -1089,6 +1089,12 @@ where
     fn advance(&mut self, cnt: usize) {
         self.inner.advance(cnt)
     }
+
+    /// linkpush patch (PATCHES.md 20): passed through, so that a `Bytes` payload is taken
+    /// without a copy (the default implementation copies).
+    fn copy_to_bytes(&mut self, len: usize) -> bytes::Bytes {
+        self.inner.copy_to_bytes(len)
+    }
 }
 
 impl<B: Buf> fmt::Debug for Prioritized<B> {
