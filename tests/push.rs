@@ -342,6 +342,55 @@ async fn a_client_that_disabled_push_gets_no_promise_and_a_normal_response() {
     );
 }
 
+/// A client that refuses push has each link of a response counted once as skipped, whether it
+/// came from the learned set, the upstream's 103 or both: the learned set is decided whole
+/// without keeping its paths (`skip_all`), and the 103 repeating two of them is decided against
+/// it. Request 1 (nothing learned yet): the 103's two links. Requests 2 and 3: the learned set,
+/// the final links and the 103's (a.css, b.js, c.css, and n.css marked `nopush`); the 103's
+/// a.css and c.css again are repeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_refuses_push_has_each_link_counted_once_per_response() {
+    let up = Upstream::new()
+        .route(
+            "/",
+            Reply::page(&[
+                "</a.css>; rel=preload",
+                "</b.js>; rel=preload",
+                "</n.css>; rel=preload; nopush",
+            ])
+            .early_hints(&["</a.css>; rel=preload", "</c.css>; rel=preload"]),
+        )
+        .fallback(asset("x"))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let opts = H2Options {
+        enable_push: false,
+        ..H2Options::default()
+    };
+    let mut client = h2_connect(proxy.addr, &opts).await;
+    for _ in 0..3 {
+        let ex = h2_get(&mut client, "/", &[]).await;
+        assert_eq!(ex.status, 200);
+        assert!(ex.pushes.is_empty());
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "linkpush_push_skipped_total{reason=\"client_disabled\"}"
+        ),
+        2.0 + 2.0 * 3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "linkpush_push_skipped_total{reason=\"nopush\"}"),
+        2.0,
+        "{metrics}"
+    );
+    assert!(up.requests_for("/a.css").is_empty());
+}
+
 /// h2 0.4.20 answers a client RST_STREAM on a pushed stream still waiting for a
 /// MAX_CONCURRENT_STREAMS slot with GOAWAY PROTOCOL_ERROR. A client allowing one stream that
 /// refuses every push makes exactly that happen unless pushes are budgeted below its limit.

@@ -20,13 +20,13 @@ use http_body_util::BodyExt;
 use tracing::debug;
 
 use super::body::{H2RequestBody, SendError, send_body_counted};
-use super::push::{Decision, PushLog, PushRequest, PushState, promise_all};
+use super::push::{Decision, PushLog, PushRequest, PushState, promise_all, skip_all};
 use crate::app::App;
 use crate::error::{ProxyError, error_body};
 use crate::front::{
     AccessLog, EarlyHints, RequestInfo, final_links, is_navigation, may_push_final,
 };
-use crate::learn::{self, RouteLinks};
+use crate::learn::{self, Links, RouteLinks};
 use crate::metrics::{HintSource, Protocol};
 use crate::push::digest::Digest;
 use crate::push::policy::{Preload, SkipReason};
@@ -450,8 +450,13 @@ impl Stream {
     /// Learned links, before the upstream request is sent: push what may be pushed; announce
     /// the rest in a 103 (SPEC §5, §6) — to navigations only — together with the learned
     /// preconnects and cross-origin preloads, all in this one first 103.
-    fn act_learned(&mut self, respond: &mut SendResponse<Bytes>, head: &Head, links: &RouteLinks) {
-        let decisions = if self.may_push(head) {
+    fn act_learned(&mut self, respond: &mut SendResponse<Bytes>, head: &Head, links: &Links) {
+        let decisions = if self.may_push(head) && !self.push.is_enabled() {
+            // Every browser and h2load: nothing can be promised, and the links are known to
+            // be these until the response ends (`skip_all`).
+            self.considered_push |= !links.preloads.is_empty();
+            skip_all(links, &mut self.log, &self.app.metrics)
+        } else if self.may_push(head) {
             let before = self.log.made;
             let decisions = self.promise(respond, head, &links.preloads);
             self.learned_pushes += self.log.made - before;
