@@ -146,7 +146,13 @@ pub async fn serve<IO>(
                         // the others were (`respond` dropped: RST_STREAM CANCEL).
                         if abandon_at.is_none() {
                             let stream = Stream::new(app.clone(), push.clone(), client.clone());
-                            work.push(Box::pin(stream.run(req, respond)));
+                            // Made in its box: `Box::pin(stream.run(..))` built the future
+                            // on the stack and copied all 1.8 KB of it (`-Zprint-type-sizes`)
+                            // into the heap, though only its first state's 0.5 KB is set.
+                            // Callgrind: 32,701 and 46,565 instructions per request
+                            // (`/small.txt`, `/index.html`) before, 32,335 and 45,995 after.
+                            let boxed = Box::write(Box::new_uninit(), stream.run(req, respond));
+                            work.push(Box::into_pin(boxed));
                         }
                     }
                     Some(Err(err)) => {
