@@ -295,13 +295,11 @@ async fn at_most_max_pushes_per_response() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_disabled_push_gets_no_promise_and_a_normal_response() {
+/// Serves `page` at `/` (assets elsewhere) and GETs it three times on one connection of a client
+/// that refuses push (SETTINGS_ENABLE_PUSH = 0): each a 200 with the page and no push.
+async fn three_pages_refusing_push(page: Reply) -> (RunningUpstream, Proxy, H2Client) {
     let up = Upstream::new()
-        .route(
-            "/",
-            Reply::page(&["</a.css>; rel=preload", "</b.js>; rel=preload"]),
-        )
+        .route("/", page)
         .fallback(asset("x"))
         .start()
         .await;
@@ -311,13 +309,22 @@ async fn a_client_that_disabled_push_gets_no_promise_and_a_normal_response() {
         ..H2Options::default()
     };
     let mut client = h2_connect(proxy.addr, &opts).await;
-
     for _ in 0..3 {
         let ex = h2_get(&mut client, "/", &[]).await;
         assert_eq!(ex.status, 200);
         assert_eq!(ex.body, "<html>page</html>");
         assert!(ex.pushes.is_empty());
     }
+    (up, proxy, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disabled_push_gets_no_promise_and_a_normal_response() {
+    let (up, proxy, client) = three_pages_refusing_push(Reply::page(&[
+        "</a.css>; rel=preload",
+        "</b.js>; rel=preload",
+    ]))
+    .await;
     assert!(
         client
             .frames()
@@ -350,30 +357,15 @@ async fn a_client_that_disabled_push_gets_no_promise_and_a_normal_response() {
 /// a.css and c.css again are repeats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_refuses_push_has_each_link_counted_once_per_response() {
-    let up = Upstream::new()
-        .route(
-            "/",
-            Reply::page(&[
-                "</a.css>; rel=preload",
-                "</b.js>; rel=preload",
-                "</n.css>; rel=preload; nopush",
-            ])
-            .early_hints(&["</a.css>; rel=preload", "</c.css>; rel=preload"]),
-        )
-        .fallback(asset("x"))
-        .start()
-        .await;
-    let proxy = Proxy::start(up.addr(), |_| {}).await;
-    let opts = H2Options {
-        enable_push: false,
-        ..H2Options::default()
-    };
-    let mut client = h2_connect(proxy.addr, &opts).await;
-    for _ in 0..3 {
-        let ex = h2_get(&mut client, "/", &[]).await;
-        assert_eq!(ex.status, 200);
-        assert!(ex.pushes.is_empty());
-    }
+    let (up, proxy, _client) = three_pages_refusing_push(
+        Reply::page(&[
+            "</a.css>; rel=preload",
+            "</b.js>; rel=preload",
+            "</n.css>; rel=preload; nopush",
+        ])
+        .early_hints(&["</a.css>; rel=preload", "</c.css>; rel=preload"]),
+    )
+    .await;
     let metrics = proxy.metrics().await;
     assert_eq!(
         sample(
