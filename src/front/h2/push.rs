@@ -247,35 +247,24 @@ pub fn promise_all(
 }
 
 /// What [`promise_all`] decides for a client that takes no pushes (`PushState::is_enabled`
-/// false: every browser, h2load), when it is the first list decided for the response: each
-/// link `Nopush` or `ClientDisabled` (a path again later in the list `Repeated`), counted the
-/// same. The list is kept whole in the log (an `Arc`) instead of a copy of each path, which a
-/// later list for the same response (an upstream 103, final links) is decided against as
-/// before. Callgrind (`benches/instructions.sh`, a page with five preloads, h2load's client
+/// false: every browser, h2load): each link `Nopush` or `ClientDisabled`, or `Repeated` when
+/// decided before for this response or earlier in the list, counted the same. The list is kept
+/// whole in the log (an `Arc`) instead of a copy of each path; a later list for the same
+/// response (an upstream 103) is decided against it as before, once `unfold` has copied its
+/// paths. Callgrind (`benches/instructions.sh`, a page with five preloads, h2load's client
 /// refusing push): 46,565 instructions per request against 47,547 with the five copies.
 pub fn skip_all(links: &Links, log: &mut PushLog, metrics: &Metrics) -> Vec<Decision> {
-    if !log.decided.is_empty() || log.skipped.is_some() {
-        // Not the first list: `promise_all`'s way (never reached from `Stream`, kept exact).
-        log.unfold();
-        return links
-            .preloads
-            .iter()
-            .map(|preload| {
-                if let Some((_, coming)) = log.decided.iter().find(|(p, _)| *p == preload.path) {
-                    return Decision::Repeated { coming: *coming };
-                }
-                let reason = skip_reason(preload);
-                log.decided.push((preload.path.clone(), false));
-                metrics.push_skipped(reason);
-                Decision::Skipped(reason)
-            })
-            .collect();
-    }
+    // A list kept whole before this one (not the case from `Stream`, which decides the learned
+    // list first) becomes ordinary entries, so that `skipped` can hold this one.
+    log.unfold();
     let preloads = &links.preloads;
     let decisions = preloads
         .iter()
         .enumerate()
         .map(|(i, preload)| {
+            if let Some((_, coming)) = log.decided.iter().find(|(p, _)| *p == preload.path) {
+                return Decision::Repeated { coming: *coming };
+            }
             if preloads[..i].iter().any(|p| p.path == preload.path) {
                 return Decision::Repeated { coming: false };
             }
@@ -533,4 +522,83 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+    use crate::learn::RouteLinks;
+    use crate::push::target::RequestBase;
+
+    fn links(values: &[&'static str]) -> Links {
+        let values: Vec<HeaderValue> = values.iter().map(|v| HeaderValue::from_static(v)).collect();
+        let base = RequestBase {
+            scheme: "https",
+            authority: "h",
+            path_and_query: "/",
+        };
+        Arc::new(RouteLinks::classify(&values, &base))
+    }
+
+    fn skipped(metrics: &Metrics, reason: &str) -> String {
+        let name = format!("linkpush_push_skipped_total{{reason=\"{reason}\"}} ");
+        let text = metrics.render();
+        let line = text.lines().find(|l| l.starts_with(&name));
+        line.map_or_else(
+            || format!("no {name}in {text}"),
+            |l| l[name.len()..].to_owned(),
+        )
+    }
+
+    /// `skip_all` decides as `promise_all` would for a client that refuses push: each path once
+    /// per response, whether it repeats within a list, in a later list, or matches a path an
+    /// earlier decision left coming; and it keeps a list whole until another is decided.
+    #[test]
+    fn skip_all_decides_each_path_once_per_response() {
+        use Decision::{Repeated, Skipped};
+        let metrics = Metrics::new();
+        let mut log = PushLog::default();
+
+        // Parsing keeps one link per path; a list with a path twice is made by hand.
+        let mut first = links(&["</a.css>; rel=preload", "</b.js>; rel=preload; nopush"]);
+        let again = first.preloads[0].clone();
+        Arc::get_mut(&mut first)
+            .expect("one owner")
+            .preloads
+            .push(again);
+        let decisions = skip_all(&first, &mut log, &metrics);
+        assert_eq!(
+            decisions,
+            [
+                Skipped(SkipReason::ClientDisabled),
+                Skipped(SkipReason::Nopush),
+                Repeated { coming: false },
+            ]
+        );
+        assert!(log.decided.is_empty(), "the first list is kept whole");
+
+        let second = links(&["</c.css>; rel=preload", "</a.css>; rel=preload"]);
+        let decisions = skip_all(&second, &mut log, &metrics);
+        assert_eq!(
+            decisions,
+            [
+                Skipped(SkipReason::ClientDisabled),
+                Repeated { coming: false }
+            ]
+        );
+        assert_eq!(log.decided.len(), 2, "the first list unfolded: a.css, b.js");
+
+        // As a promise made earlier for this response would leave it.
+        log.decided.push(("/d.css".to_owned(), true));
+        let third = links(&["</d.css>; rel=preload", "</c.css>; rel=preload"]);
+        let decisions = skip_all(&third, &mut log, &metrics);
+        assert_eq!(
+            decisions,
+            [Repeated { coming: true }, Repeated { coming: false }]
+        );
+        assert_eq!(skipped(&metrics, "client_disabled"), "2");
+        assert_eq!(skipped(&metrics, "nopush"), "1");
+    }
 }
