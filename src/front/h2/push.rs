@@ -175,6 +175,15 @@ pub struct PushLog {
 }
 
 impl PushLog {
+    /// Whether `path` was decided before for this response, and if so whether the client has
+    /// it coming. Call `unfold` first.
+    fn earlier(&self, path: &str) -> Option<bool> {
+        self.decided
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, coming)| *coming)
+    }
+
     /// Copies the paths of a list [`skip_all`] kept whole into `decided`, before another
     /// list is decided against them.
     fn unfold(&mut self) {
@@ -231,8 +240,8 @@ pub fn promise_all(
     preloads
         .iter()
         .map(|preload| {
-            if let Some((_, coming)) = log.decided.iter().find(|(p, _)| *p == preload.path) {
-                return Decision::Repeated { coming: *coming };
+            if let Some(coming) = log.earlier(&preload.path) {
+                return Decision::Repeated { coming };
             }
             let decision =
                 decide_and_promise(req, respond, preload, log, config.max_pushes_per_response);
@@ -262,8 +271,8 @@ pub fn skip_all(links: &Links, log: &mut PushLog, metrics: &Metrics) -> Vec<Deci
         .iter()
         .enumerate()
         .map(|(i, preload)| {
-            if let Some((_, coming)) = log.decided.iter().find(|(p, _)| *p == preload.path) {
-                return Decision::Repeated { coming: *coming };
+            if let Some(coming) = log.earlier(&preload.path) {
+                return Decision::Repeated { coming };
             }
             if preloads[..i].iter().any(|p| p.path == preload.path) {
                 return Decision::Repeated { coming: false };
@@ -277,8 +286,8 @@ pub fn skip_all(links: &Links, log: &mut PushLog, metrics: &Metrics) -> Vec<Deci
     decisions
 }
 
-/// Why a link is not pushed to a client that takes no pushes: `decide_and_promise`'s first two
-/// rules.
+/// Why a link is not pushed when it is `nopush` or the client takes no pushes: SPEC §4 rule 1
+/// (`nopush` forbids push; the link is still hinted) comes first.
 fn skip_reason(preload: &Preload) -> SkipReason {
     if preload.nopush {
         SkipReason::Nopush
@@ -294,12 +303,8 @@ fn decide_and_promise(
     log: &mut PushLog,
     max_per_response: usize,
 ) -> Decision {
-    // SPEC §4 rule 1: `nopush` forbids push (the link is still hinted).
-    if preload.nopush {
-        return Decision::Skipped(SkipReason::Nopush);
-    }
-    if !req.state.is_enabled() {
-        return Decision::Skipped(SkipReason::ClientDisabled);
+    if preload.nopush || !req.state.is_enabled() {
+        return Decision::Skipped(skip_reason(preload));
     }
     // Rule 3: never the same URL twice on one connection.
     let key = format!(

@@ -451,18 +451,18 @@ impl Stream {
     /// the rest in a 103 (SPEC §5, §6) — to navigations only — together with the learned
     /// preconnects and cross-origin preloads, all in this one first 103.
     fn act_learned(&mut self, respond: &mut SendResponse<Bytes>, head: &Head, links: &Links) {
-        let decisions = if self.may_push(head) && !self.push.is_enabled() {
-            // Every browser and h2load: nothing can be promised, and the links are known to
-            // be these until the response ends (`skip_all`).
-            self.considered_push |= !links.preloads.is_empty();
-            skip_all(links, &mut self.log, &self.app.metrics)
-        } else if self.may_push(head) {
+        let decisions = if !self.may_push(head) {
+            vec![Decision::Skipped(SkipReason::ClientDisabled); links.preloads.len()]
+        } else if self.push.is_enabled() {
             let before = self.log.made;
             let decisions = self.promise(respond, head, &links.preloads);
             self.learned_pushes += self.log.made - before;
             decisions
         } else {
-            vec![Decision::Skipped(SkipReason::ClientDisabled); links.preloads.len()]
+            // Every browser and h2load: nothing can be promised, and the links are known to
+            // be these until the response ends (`skip_all`).
+            self.considered_push |= !links.preloads.is_empty();
+            skip_all(links, &mut self.log, &self.app.metrics)
         };
         self.hints.covered(coming(&links.preloads, &decisions));
         if !self.app.config.early_hints.enabled || !head.learned_hints_ok {

@@ -98,8 +98,8 @@ const CHAIN_THRESHOLD_WITHOUT_VECTORED_IO: usize = 1024;
 /// `IOV_MAX`.
 const MAX_CHAINED: usize = 32;
 
-/// At most this many payload bytes are chained before the codec writes (PATCHES.md 20):
-/// what one write hands the I/O, as the copying codec's buffer bounded it before.
+/// At most this many payload bytes are chained before the codec writes (PATCHES.md 20): a
+/// bound on what one write hands the I/O, as the copying codec's 16 KiB buffer was.
 const MAX_CHAINED_BYTES: usize = 4 * DEFAULT_BUFFER_CAPACITY;
 
 // TODO: Make generic
@@ -352,13 +352,6 @@ where
                     return Err(PayloadTooBig);
                 }
 
-                // linkpush patch (PATCHES.md 11): a DATA frame whose payload fits in the
-                // write buffer's free room is copied there, as a small one is, rather than
-                // chained. A chained frame had to be written before any other frame could be
-                // buffered, so every response body of a few KB cost its own write to the
-                // socket (and its own TLS record); copied, the frames of many streams go out
-                // in one write. Payloads larger than the free room are still chained, with
-                // no copy.
                 let room = self.buf.get_ref().capacity() - self.buf.get_ref().len();
                 if self.vectored && len >= self.chain_threshold {
                     // linkpush patch (PATCHES.md 20): with vectored I/O the payload is
@@ -374,6 +367,12 @@ where
                     self.chained.push_back((self.buf.get_ref().len(), payload));
                     self.last_data_frame = Some(v);
                 } else if len >= self.chain_threshold && frame::HEADER_LEN + len > room {
+                    // linkpush patch (PATCHES.md 11), without vectored I/O: only a payload
+                    // larger than the buffer's free room is chained (with no copy); one that
+                    // fits is copied there below, as a small one is. A chained frame had to
+                    // be written before any other frame could be buffered, so every response
+                    // body of a few KB cost its own write to the socket (and its own TLS
+                    // record); copied, the frames of many streams go out in one write.
                     let head = v.head();
 
                     // Encode the frame head to the buffer
