@@ -360,6 +360,7 @@ impl Upstream {
                 &config.authority,
                 config.connect_timeout,
                 config.max_idle_per_host,
+                config.max_connections,
                 metrics.clone(),
             ),
             limit: Arc::new(Semaphore::new(config.max_connections)),
