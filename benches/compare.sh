@@ -16,6 +16,7 @@ RUNS=${RUNS:-3}                       # runs per (scenario, proxy); the median i
 N=${N:-50000}                         # h2load requests per run (scenarios asset, page)
 C=${C:-32}                            # h2load clients (connections)
 M=${M:-10}                            # h2load max concurrent streams per connection
+POOL=${POOL:-128}                     # idle upstream connections: nginx `keepalive`, linkpush `max_idle_per_host`
 SCENARIOS=${SCENARIOS:-"asset page handshake push idle"}  # rounds default and tuned; idle: once
 ROUNDS=${ROUNDS:-"default tuned scale"}  # configurations measured in the same run (README "Rounds")
 SCALE_SCENARIOS=${SCALE_SCENARIOS:-"asset page"}  # scenarios of round scale
@@ -346,7 +347,7 @@ write_configs() {
     cat <<EOF
   upstream origin {
     server 127.0.0.1:$ORIGIN_PORT;
-    keepalive 512;                     # idle upstream connections kept; 64 made it reconnect under -c 32 -m 10
+    keepalive $POOL;                     # idle upstream connections kept (see POOL)
     keepalive_requests 100000000;
     keepalive_timeout 600s;
   }
@@ -423,9 +424,8 @@ key = "$TMP/key.pem"
 
 [upstream]
 url = "http://127.0.0.1:$ORIGIN_PORT"
-# The same idle upstream pool as nginx's "keepalive 512" above: -c 32 -m 10 keeps ~320 requests
-# in flight, and with the default 64 every proxy would reconnect to the origin constantly.
-max_idle_per_host = 512
+# The same bound on idle upstream connections as nginx's "keepalive $POOL" (see POOL).
+max_idle_per_host = $POOL
 EOF
     if ! round_logs "$round"; then
       printf '\n[log]\nlevel = "warn"\naccess_log = false\n'
@@ -707,7 +707,7 @@ REPORT=$TMP/report.md
   echo "Settings: RUNS=$RUNS (median shown), N=$N C=$C M=$M, HANDSHAKE_N=$HANDSHAKE_N, PUSH_N=$PUSH_N, IDLE_CONNS=$IDLE_CONNS, cert $CERT_KEY;"
   echo "rounds: $ROUNDS (interleaved within each run); whole run $(((SECONDS - START_S + 30) / 60)) min."
   echo "Pinning in rounds default and tuned: proxy on cpu '${PROXY_CPU:-any}' (one worker), client on '${CLIENT_CPU:-any}', origin on '${ORIGIN_CPU:-any}'."
-  echo "Upstream pool: nginx \`keepalive 512\`, so linkpush gets \`max_idle_per_host = 512\` (its default is 64) in every round; h2o's pool has no such limit."
+  echo "Upstream pool: nginx \`keepalive $POOL\`, so linkpush gets \`max_idle_per_host = $POOL\` (its default is 64) in every round, as in issue 9's measurement; h2o's pool has no such limit. About 320 requests are in flight: nginx closes an idle connection beyond its bound at once and reconnects for a later request; linkpush keeps those for 2 s (column \"origin conns\": connections opened during the measured run)."
   echo "Ratios are $RATIO_BASE/other (for req/s higher is better, for the rest lower is better)."
   echo
   for rd in $ROUNDS; do
