@@ -16,8 +16,8 @@
 //! connection coming back when the bound is reached is kept rather than closed: under a load
 //! whose demand swings above the bound from one moment to the next (320 requests in flight,
 //! answered in bursts, against a bound of 128), closing it meant a new connection for one
-//! request in four (12,000–15,000 connects for 50,000 requests, as nginx's `keepalive 128`
-//! does), where h2o, which bounds its idle connections by time only, made none. Once the load
+//! request in four (12,000–15,500 connects for 50,000 requests; nginx's `keepalive 128` does
+//! the same), where h2o, which bounds its idle connections by time only, made almost none. Once the load
 //! has not needed them for [`SURPLUS_IDLE`], the extra connections are closed, the oldest first,
 //! so the bound holds again at rest. `max_connections` bounds them all: every connection was
 //! busy once, and a request takes an idle connection before it opens one. Lists are last-in
