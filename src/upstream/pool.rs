@@ -359,26 +359,32 @@ mod tests {
         base + Duration::from_secs(secs)
     }
 
-    /// Shards (bound 8, 90 s timeout, 2 s for a surplus) holding `items`, each idle from its
-    /// offset in seconds after the returned base time.
-    fn holding(items: &[(u32, u64)], shards: usize) -> (Shards<u32>, Instant) {
-        let s = Shards::new(
-            8,
-            8,
+    /// Shards bounded at `max` and at `hard` in all, over `lists` lists, with a 90 s timeout
+    /// and 2 s for a surplus.
+    fn shards(max: usize, hard: usize, lists: usize) -> Shards<u32> {
+        Shards::new(
+            max,
+            hard,
             Duration::from_secs(90),
             Duration::from_secs(2),
-            shards,
-        );
+            lists,
+        )
+    }
+
+    /// Shards bounded at `max` (hard bound 8), one list.
+    fn bounded(max: usize) -> Shards<u32> {
+        shards(max, 8, 1)
+    }
+
+    /// Shards (bound 8) holding `items`, each idle from its offset in seconds after the
+    /// returned base time.
+    fn holding(items: &[(u32, u64)], lists: usize) -> (Shards<u32>, Instant) {
+        let s = shards(8, 8, lists);
         let t = Instant::now();
         for &(item, secs) in items {
             assert_eq!(s.put(item, at(t, secs)), None);
         }
         (s, t)
-    }
-
-    /// Shards bounded at `max` (hard bound 8, 90 s timeout, 2 s for a surplus), one list.
-    fn bounded(max: usize) -> Shards<u32> {
-        Shards::new(max, 8, Duration::from_secs(90), Duration::from_secs(2), 1)
     }
 
     #[test]
@@ -429,7 +435,7 @@ mod tests {
 
     #[test]
     fn the_hard_bound_is_never_passed() {
-        let shards = Shards::new(1, 2, Duration::from_secs(90), Duration::from_secs(2), 3);
+        let shards = shards(1, 2, 3);
         let t = Instant::now();
         assert_eq!(shards.put(1, t), None);
         assert_eq!(shards.put(2, t), None);
@@ -478,13 +484,7 @@ mod tests {
 
     #[test]
     fn a_thread_takes_from_another_threads_shard() {
-        let shards = Arc::new(Shards::new(
-            8,
-            8,
-            Duration::from_secs(90),
-            Duration::from_secs(2),
-            4,
-        ));
+        let shards = Arc::new(shards(8, 8, 4));
         let t = Instant::now();
         let other = Arc::clone(&shards);
         let kept = std::thread::spawn(move || other.put(7, t)).join().unwrap();
