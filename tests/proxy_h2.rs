@@ -580,6 +580,34 @@ async fn truncated_upstream_body_resets_the_stream_and_the_connection_lives_on()
     assert!(next.error.is_none());
 }
 
+/// The response HEADERS wait for the body's first bytes for one turn of the worker at most
+/// (`first_bytes`, front/h2/stream.rs): a body held back by the upstream does not hold back the
+/// head, which the client has before the body is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_reaches_the_client_while_the_upstream_holds_the_body() {
+    let gate = Gate::new();
+    let up = Upstream::new()
+        .route("/held", Reply::ok("later").delay_body(gate.clone()))
+        .start()
+        .await;
+    let proxy = Proxy::start(up.addr(), |_| {}).await;
+    let mut client = h2_connect(proxy.addr, &H2Options::no_push()).await;
+
+    let response = start_get(&mut client, "/held").await;
+    let response = bounded("response headers", response)
+        .await
+        .expect("the head arrives while the body is held");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!gate.opened());
+    gate.open();
+    let mut body = response.into_body();
+    let mut out = BytesMut::new();
+    while let Some(chunk) = bounded("response body", body.data()).await {
+        out.extend_from_slice(&chunk.expect("body chunk"));
+    }
+    assert_eq!(&out[..], b"later");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_reset_while_the_upstream_thinks_drops_the_upstream_request() {
     let gate = Gate::new();

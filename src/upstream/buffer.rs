@@ -175,6 +175,25 @@ impl Buffered {
             ahead.poll_read(cx);
         }
     }
+
+    /// Ready once the body has something to hand on (a chunk, its end or an error); until
+    /// then it reads ahead, and `cx` is woken by the upstream's next bytes.
+    pub fn poll_started(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(ahead) = self.ahead.as_mut() else {
+            // Read whole, or empty from the start.
+            return Poll::Ready(());
+        };
+        ahead.poll_read(cx);
+        let nothing_yet = ahead.queue.is_empty()
+            && ahead.waiting.is_none()
+            && ahead.error.is_none()
+            && ahead.body.is_some();
+        if nothing_yet {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
 }
 
 impl Ahead {
@@ -433,6 +452,52 @@ mod tests {
             Poll::Ready(())
         })
         .await;
+    }
+
+    type Sent = Result<Frame<Bytes>, BoxError>;
+
+    /// A body whose frames the test sends as the upstream would, one at a time.
+    fn channel_body() -> (
+        tokio::sync::mpsc::UnboundedSender<Sent>,
+        impl Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sent>();
+        let frames = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        (tx, StreamBody::new(frames))
+    }
+
+    /// `poll_started` as `first_bytes` (front/h2/stream.rs) uses it, once.
+    async fn started(buffered: &mut Buffered) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(buffered.poll_started(cx).is_ready())).await
+    }
+
+    #[tokio::test]
+    async fn a_body_has_started_once_its_first_bytes_or_its_end_are_in() {
+        let pool = Arc::new(Semaphore::new(2));
+        let share = share(64 * 1024, 1024 * 1024);
+        // The upstream has sent the head and nothing of the body yet.
+        let (tx, rx) = channel_body();
+        let mut buffered = read_ahead(rx, slot(&pool).await, &share).await;
+        assert!(!started(&mut buffered).await, "nothing of the body is in");
+        tx.send(Ok(Frame::data(Bytes::from_static(b"first"))))
+            .unwrap();
+        assert!(started(&mut buffered).await, "the first chunk is in");
+        drop(tx);
+        let collected = buffered.collect().await.expect("body").to_bytes();
+        assert_eq!(&collected[..], b"first");
+
+        // A body that ends without a byte has started too: there is its end to send.
+        let (tx, rx) = channel_body();
+        let mut buffered = read_ahead(rx, slot(&pool).await, &share).await;
+        assert!(!started(&mut buffered).await);
+        drop(tx);
+        assert!(started(&mut buffered).await, "the end is in");
+        assert!(buffered.frame().await.is_none());
+
+        // A body read whole with its head never waits.
+        let (small, _) = body(1, 100);
+        let mut buffered = read_ahead(small, slot(&pool).await, &share).await;
+        assert!(started(&mut buffered).await);
     }
 
     #[tokio::test]
