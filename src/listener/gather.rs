@@ -17,8 +17,8 @@
 //! thread's list; the thread's flusher task, woken then, yields (tokio runs a yielded task after
 //! the tasks its next poll of the I/O driver woke), yields again while that poll brought more
 //! writes (at most `GATHER_POLLS` times: no timer, and no wait at all once the worker has
-//! nothing more to do) and writes every listed connection's bytes, back to back. A socket that takes only part is handed to a task that waits until it
-//! takes more. Bounds and failures:
+//! nothing more to do) and writes every listed connection's bytes, back to back. A socket that
+//! takes only part is handed to a task that waits until it takes more. Bounds and failures:
 //! - at most `LIMIT` bytes wait per connection: past it, `poll_write` writes at once, and is
 //!   Pending while the socket takes nothing (the backpressure a plain socket gives);
 //! - the first write error is kept, and every later write, flush or shutdown returns it;
@@ -566,7 +566,7 @@ mod tests {
             .unwrap();
         drop(client);
         let mut failed = None;
-        for _ in 0..GATHER_POLLS {
+        for _ in 0..1000 {
             if let Err(err) = server.write_all(b"hello").await {
                 failed = Some(err);
                 break;

@@ -557,7 +557,7 @@ fn coming<'a>(
 /// moment later. Sent at once, the head went out alone and the body followed in the next turn:
 /// two records, two reads and decryptions for the client, one more wakeup of this connection.
 /// Measured with h2load `-n 10000 -c 32 -m 1` on `/small.txt`, nginx sharing h2load's core:
-/// 5-12% of the bodies came in a read of their own, and h2load read 1.05-1.14 TLS records per
+/// 4.7-12% of the bodies came in a read of their own, and h2load read 1.05-1.14 TLS records per
 /// response; waiting, 1.03-1.04 (docs/BENCHMARKS.md, 2026-12-05 17:00).
 /// One turn, not a timer: a streaming response whose body is slow in coming is not held back
 /// by more than the turn the connection's writes wait for anyway (`listener/gather.rs`).
