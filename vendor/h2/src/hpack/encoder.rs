@@ -837,6 +837,28 @@ mod test {
         assert_eq!(encoder.table.len(), 0);
     }
 
+    /// linkpush patch (PATCHES.md 21): an ETag goes into the dynamic table like other fields,
+    /// so the same representation's next response sends it as a one-byte index; Content-Length
+    /// still stays out (its rule is unchanged).
+    #[test]
+    fn an_etag_is_indexed_from_the_second_block_on() {
+        let mut encoder = Encoder::default();
+        let fields = || {
+            vec![
+                header("etag", "\"6b141ebc-64\""),
+                header("content-length", "100"),
+            ]
+        };
+        let first = encode(&mut encoder, fields());
+        assert_eq!(encoder.table.len(), 1, "the etag alone is inserted");
+        let second = encode(&mut encoder, fields());
+        // The etag as index 62; content-length as a literal not indexed, with the static name
+        // 28 (0x0f 0x0d) and its value, as in the first block.
+        assert_eq!(second[0], 0x80 | 62, "{second:?}");
+        assert_eq!(&second[1..], &first[first.len() - (second.len() - 1)..]);
+        assert_eq!(&second[1..3], &[0x0f, 0x0d]);
+    }
+
     /// linkpush patch (PATCHES.md 16): a header map encoded in place, its fields looked up by
     /// reference, gives the bytes that `encode` gives for the same fields taken out of it, block
     /// after block, while a small dynamic table fills and evicts; and h2's decoder reads the

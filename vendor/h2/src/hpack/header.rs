@@ -41,7 +41,9 @@ pub fn len(name: &HeaderName, value: &HeaderValue) -> usize {
 }
 
 /// Whether a field of this name is never put in the dynamic table (the values of these change
-/// from message to message, or are secret); the rule is nghttp2's.
+/// from message to message, or are secret); the rule is nghttp2's, less `etag` (linkpush patch,
+/// PATCHES.md 21): an ETag names a representation, and the responses that repeat it (a static
+/// asset served again, a revalidation) send it as a one-byte index, as h2o's encoder does.
 pub fn skip_value_index(name: &HeaderName) -> bool {
     use http::header;
 
@@ -50,7 +52,6 @@ pub fn skip_value_index(name: &HeaderName) -> bool {
         header::AGE
             | header::AUTHORIZATION
             | header::CONTENT_LENGTH
-            | header::ETAG
             | header::IF_MODIFIED_SINCE
             | header::IF_NONE_MATCH
             | header::LOCATION
