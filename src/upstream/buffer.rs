@@ -184,10 +184,8 @@ impl Buffered {
             return Poll::Ready(());
         };
         ahead.poll_read(cx);
-        let nothing_yet = ahead.queue.is_empty()
-            && ahead.waiting.is_none()
-            && ahead.error.is_none()
-            && ahead.body.is_some();
+        // A failed body has none left (`took`), so an error counts as its end here.
+        let nothing_yet = ahead.body.is_some() && ahead.queue.is_empty() && ahead.waiting.is_none();
         if nothing_yet {
             Poll::Pending
         } else {
